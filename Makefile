@@ -1,0 +1,38 @@
+# Everything a fresh machine needs goes through `install`; `run` and `test` depend on it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DB ?= .cavra/activity.db
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: install run migrate test lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+migrate: install
+	$(PY) -m cavra_ingest migrate --sqlite $(DB)
+
+run: migrate
+	CAVRA_ACTIVITY_DB=$(DB) $(PY) -m cavra_ingest serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,83 @@
+"""Apply numbered `.sql` migrations, each in one transaction with its ledger row."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from .models import now_text
+
+CREATE_LEDGER = "CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+IS_APPLIED = "SELECT 1 FROM schema_migrations WHERE id = ?"
+RECORD_APPLIED = "INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)"
+
+
+class MigrationError(Exception):
+    """A migration file failed; nothing of it was applied."""
+
+    def __init__(self, migration_id: str, cause: Exception) -> None:
+        super().__init__(f"migration {migration_id} failed: {cause}")
+        self.migration_id = migration_id
+
+
+@dataclass(frozen=True)
+class Migration:
+    id: str
+    sql: str
+
+
+def migrations_dir(dialect: str = "sqlite") -> Path:
+    """Find the migration files, packaged or in a source checkout."""
+    packaged = Path(__file__).parent / "migrations" / dialect
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "migrations" / dialect
+
+
+def load_migrations(directory: Path) -> list[Migration]:
+    """Read `NNN_name.sql` files in order; the ledger id is the file name."""
+    return [Migration(path.name, path.read_text()) for path in sorted(directory.glob("*.sql"))]
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script into complete statements (semicolons in strings and triggers are kept)."""
+    statements: list[str] = []
+    buffer = ""
+    for piece in sql.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\r\n;"):
+                statements.append(buffer)
+            buffer = ""
+    return statements
+
+
+def apply_migrations(path: Path | str, directory: Path | None = None) -> list[str]:
+    """Apply pending migrations to a SQLite file; return the ids applied now."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    applied_now: list[str] = []
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(CREATE_LEDGER)
+        for migration in load_migrations(directory or migrations_dir()):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Checked inside the write lock, so two runners never apply a file twice.
+                if conn.execute(IS_APPLIED, (migration.id,)).fetchone():
+                    conn.execute("ROLLBACK")
+                    continue
+                for statement in split_statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(RECORD_APPLIED, (migration.id, now_text()))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise MigrationError(migration.id, exc) from exc
+            applied_now.append(migration.id)
+    finally:
+        conn.close()
+    return applied_now

@@ -1,0 +1,245 @@
+"""Read routes: listings with allow-listed filters and paging, single records."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from .errors import error_response
+from .keys import SETTINGS_KEY, STORE_KEY, WRITER_KEY
+from .models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
+from .store import ListQuery, Page
+
+DECISION_FILTERS = frozenset(
+    {
+        "session_id",
+        "agent_id",
+        "repository",
+        "policy_pack",
+        "decision",
+        "severity",
+        "action_type",
+        "tenant_id",
+        "workspace_id",
+        "rule_id",
+        "correlation_id",
+    }
+)
+SESSION_FILTERS = frozenset({"agent_id", "repository", "policy_pack", "state", "tenant_id", "workspace_id"})
+ENUMS: dict[str, tuple[str, ...]] = {"decision": OUTCOMES, "severity": SEVERITIES, "state": SESSION_STATES}
+PAGING = frozenset({"limit", "offset", "cursor", "count", "since", "until"})
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+TIMELINE_LIMIT, MAX_TIMELINE_LIMIT = 500, 5000
+
+
+class BadQuery(Exception):
+    """A query parameter is unknown or malformed; the message names it."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(detail)
+        self.parameter = parameter
+
+
+def _integer(params: Mapping[str, str], name: str, default: int) -> int:
+    raw = params.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadQuery(name, f"{name} must be an integer, not {raw!r}") from None
+
+
+def _moment(params: Mapping[str, str], name: str) -> str | None:
+    raw = params.get(name, "")
+    if raw == "":
+        return None
+    try:
+        return utc_text(msgspec.convert(raw, Timestamp))
+    except msgspec.ValidationError:
+        raise BadQuery(name, f"{name} must be an RFC 3339 date-time with an offset, not {raw!r}") from None
+
+
+def _fingerprint(query: ListQuery, scope: str) -> str:
+    # Binds a cursor to the filters and order it was made for.
+    shape = [scope, query.equals, query.since, query.until, query.min_blocked, query.oldest_first]
+    return hashlib.blake2b(ENCODER.encode(shape), digest_size=8).hexdigest()
+
+
+def encode_cursor(query: ListQuery, scope: str, key: tuple[str, str]) -> str:
+    raw = ENCODER.encode({"k": list(key), "f": _fingerprint(query, scope)})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str, query: ListQuery, scope: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = msgspec.json.decode(raw, type=dict[str, Any])
+        time_key, id_key = data["k"]
+        fingerprint = data["f"]
+    except (binascii.Error, msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError, ValueError):
+        raise BadQuery("cursor", "cursor is not one this service issued") from None
+    if fingerprint != _fingerprint(query, scope) or not isinstance(time_key, str) or not isinstance(id_key, str):
+        raise BadQuery("cursor", "cursor was issued for other filters or another order")
+    return time_key, id_key
+
+
+def parse_query(
+    request: web.Request,
+    filters: Iterable[str],
+    *,
+    scope: str,
+    extra: Iterable[str] = (),
+    fixed: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    default_limit: int = DEFAULT_LIMIT,
+    max_limit: int = MAX_LIMIT,
+    oldest_first: bool = False,
+) -> ListQuery:
+    """Turn query arguments into a ListQuery; unknown or malformed ones raise BadQuery."""
+    allowed = frozenset(filters) | PAGING | frozenset(extra)
+    params = request.query
+    for name in params:
+        if name not in allowed:
+            raise BadQuery(name, f"unknown query parameter {name!r}")
+    equals = list(fixed)
+    for name in sorted(frozenset(filters)):
+        # Empty values mean "no filter" (SPEC §3); repeated values mean OR.
+        values = tuple(dict.fromkeys(v for v in params.getall(name, []) if v != ""))
+        if not values:
+            continue
+        choices = ENUMS.get(name)
+        for value in values:
+            if choices is not None and value not in choices:
+                raise BadQuery(name, f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        equals.append((name, values))
+    for name in PAGING | frozenset(extra):
+        if len(params.getall(name, [])) > 1:
+            raise BadQuery(name, f"{name} may be given only once")
+    min_blocked = None
+    if "min_blocked" in allowed and params.get("min_blocked", "") != "":
+        min_blocked = _integer(params, "min_blocked", 0)
+    count = params.get("count", "true").lower()
+    if count not in {"true", "false", "1", "0", ""}:
+        raise BadQuery("count", "count must be true or false")
+    query = ListQuery(
+        equals=tuple(equals),
+        since=_moment(params, "since"),
+        until=_moment(params, "until"),
+        min_blocked=min_blocked,
+        limit=min(max(_integer(params, "limit", default_limit), 1), max_limit),
+        offset=max(_integer(params, "offset", 0), 0),
+        with_total=count not in {"false", "0"},
+        oldest_first=oldest_first,
+    )
+    token = params.get("cursor", "")
+    if token:
+        after = decode_cursor(token, query, scope)
+        query = dataclasses.replace(query, after=after, offset=0)
+    return query
+
+
+def page_response(page: Page, query: ListQuery, scope: str, **extra: Any) -> web.Response:
+    """Wrap a page in the `{items, total, limit, offset, next_cursor}` envelope."""
+    next_cursor = None
+    if page.last_key is not None and len(page.items) == query.limit:
+        next_cursor = encode_cursor(query, scope, page.last_key)
+    body = {
+        **extra,
+        "items": [msgspec.Raw(item) for item in page.items],
+        "total": page.total,
+        "limit": query.limit,
+        "offset": query.offset,
+        "next_cursor": next_cursor,
+    }
+    return web.Response(body=ENCODER.encode(body), content_type="application/json")
+
+
+def bad_query(exc: BadQuery) -> web.Response:
+    return error_response(400, str(exc), parameter=exc.parameter)
+
+
+async def list_decisions(request: web.Request) -> web.Response:
+    try:
+        query = parse_query(request, DECISION_FILTERS, scope="decisions")
+    except BadQuery as exc:
+        return bad_query(exc)
+    page = await request.app[STORE_KEY].list_decisions(query)
+    return page_response(page, query, "decisions")
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    try:
+        query = parse_query(request, SESSION_FILTERS, scope="sessions", extra=("min_blocked",))
+    except BadQuery as exc:
+        return bad_query(exc)
+    page = await request.app[STORE_KEY].list_sessions(query)
+    return page_response(page, query, "sessions")
+
+
+async def get_decision(request: web.Request) -> web.Response:
+    body = await request.app[STORE_KEY].get_decision(request.match_info["decision_id"])
+    if body is None:
+        return error_response(404, "decision not found")
+    return web.Response(body=body, content_type="application/json")
+
+
+async def get_session(request: web.Request) -> web.Response:
+    body = await request.app[STORE_KEY].get_session(request.match_info["session_id"])
+    if body is None:
+        return error_response(404, "session not found")
+    return web.Response(body=body, content_type="application/json")
+
+
+async def session_timeline(request: web.Request) -> web.Response:
+    """Return a session's summary and its decisions oldest first, for auditors."""
+    session_id = request.match_info["session_id"]
+    store = request.app[STORE_KEY]
+    summary = await store.get_session(session_id)
+    if summary is None:
+        return error_response(404, "session not found")
+    try:
+        query = parse_query(
+            request,
+            (),
+            scope=f"timeline:{session_id}",
+            fixed=(("session_id", (session_id,)),),
+            default_limit=TIMELINE_LIMIT,
+            max_limit=MAX_TIMELINE_LIMIT,
+            oldest_first=True,
+        )
+    except BadQuery as exc:
+        return bad_query(exc)
+    page = await store.list_decisions(query)
+    return page_response(page, query, f"timeline:{session_id}", session=msgspec.Raw(summary))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    writer = request.app[WRITER_KEY]
+    body = {
+        "status": "stopping" if writer.closing else "ok",
+        "store": request.app[STORE_KEY].kind,
+        "queued_records": writer.pending_records,
+        "queue_capacity": writer.queue_max_records,
+    }
+    return web.Response(
+        status=503 if writer.closing else 200, body=ENCODER.encode(body), content_type="application/json"
+    )
+
+
+async def console_config(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    body = {
+        "activity_mode": request.app[STORE_KEY].kind,
+        "max_batch_records": settings.max_batch_records,
+        "max_body_bytes": settings.max_body_bytes,
+        "default_limit": DEFAULT_LIMIT,
+        "max_limit": MAX_LIMIT,
+    }
+    return web.Response(body=ENCODER.encode(body), content_type="application/json")

@@ -1,0 +1,71 @@
+"""Runtime settings, read once from CAVRA_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SQLITE_PATH = ".cavra/activity.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs to start; CLI flags override the environment."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # SPEC §4: a SQLite path in `activity_db` wins over a JSON store path in `activity_store`.
+    activity_db: str | None = None
+    activity_store: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch_records: int = 5000
+    max_record_bytes: int = 64 * 1024
+    queue_max_records: int = 50_000
+    batch_max_records: int = 2000
+    batch_max_wait_ms: float = 0.0
+    drain_deadline_s: float = 10.0
+    body_read_timeout_s: float = 30.0
+    sqlite_synchronous: str = "FULL"
+    retry_after_s: int = 1
+
+    @property
+    def store_kind(self) -> str:
+        """Name the backend chosen by SPEC §4 precedence."""
+        if self.activity_db or not self.activity_store:
+            return "sqlite"
+        return "json"
+
+    @property
+    def store_path(self) -> Path:
+        """Return the file the chosen backend keeps its data in."""
+        if self.store_kind == "json":
+            return Path(self.activity_store or "")
+        return Path(self.activity_db or DEFAULT_SQLITE_PATH)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from CAVRA_<FIELD> variables, then apply non-None overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"CAVRA_{field.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            default = field.default
+            if isinstance(default, bool):
+                values[field.name] = raw.lower() in {"1", "true", "yes", "on"}
+            elif isinstance(default, int):
+                values[field.name] = int(raw)
+            elif isinstance(default, float):
+                values[field.name] = float(raw)
+            else:
+                values[field.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(
+                f"CAVRA_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {settings.sqlite_synchronous!r}"
+            )
+        return settings

@@ -1,0 +1,317 @@
+"""The embedded default store: one SQLite file in WAL mode, one writer, a few readers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from ..migrate import apply_migrations
+from ..models import ENCODER, Accepted, SessionRecord
+from .base import ListQuery, Outcome, Page, StoreUnavailable, WriteItem, decision_ids, plan_batch, session_ids
+
+log = logging.getLogger(__name__)
+
+READERS = 2
+
+SELECT_STORED_DECISIONS = (
+    "SELECT decision_id, payload FROM activity_decisions WHERE decision_id IN (SELECT value FROM json_each(?))"
+)
+SELECT_STORED_SESSIONS = """
+SELECT session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,
+       decision_count, blocked_count, approval_required_count, tenant_id, workspace_id, payload
+FROM activity_sessions WHERE session_id IN (SELECT value FROM json_each(?))
+"""
+INSERT_DECISION = """
+INSERT INTO activity_decisions (
+    decision_id, session_id, agent_id, actor, repository, policy_pack, action_type, target,
+    rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id, workspace_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+UPSERT_SESSION = """
+INSERT INTO activity_sessions (
+    session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,
+    decision_count, blocked_count, approval_required_count, payload, tenant_id, workspace_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (session_id) DO UPDATE SET
+    agent_id = excluded.agent_id, actor = excluded.actor, repository = excluded.repository,
+    policy_pack = excluded.policy_pack, state = excluded.state, started_at = excluded.started_at,
+    updated_at = excluded.updated_at, decision_count = excluded.decision_count,
+    blocked_count = excluded.blocked_count, approval_required_count = excluded.approval_required_count,
+    payload = excluded.payload, tenant_id = excluded.tenant_id, workspace_id = excluded.workspace_id
+"""
+SELECT_DECISION = "SELECT payload FROM activity_decisions WHERE decision_id = ?"
+SELECT_SESSION = "SELECT payload FROM activity_sessions WHERE session_id = ?"
+
+# Query arguments map to columns through these allow-lists only.
+DECISION_COLUMNS = {
+    name: name
+    for name in (
+        "session_id",
+        "agent_id",
+        "repository",
+        "policy_pack",
+        "decision",
+        "severity",
+        "action_type",
+        "tenant_id",
+        "workspace_id",
+        "rule_id",
+        "correlation_id",
+    )
+}
+SESSION_COLUMNS = {
+    name: name for name in ("agent_id", "repository", "policy_pack", "state", "tenant_id", "workspace_id")
+}
+
+
+class Listing:
+    """How one table is listed: its filter columns, time and id columns, order."""
+
+    def __init__(self, table: str, columns: dict[str, str], time_column: str, id_column: str) -> None:
+        self.table = table
+        self.columns = columns
+        self.time_column = time_column
+        self.id_column = id_column
+
+    def where(self, query: ListQuery, *, with_position: bool) -> tuple[str, list[Any]]:
+        """Build the WHERE clause from allow-listed columns and bound parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for name, values in query.equals:
+            column = self.columns[name]
+            if len(values) == 1:
+                clauses.append(f"{column} = ?")
+            else:
+                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+        if query.since is not None:
+            clauses.append(f"{self.time_column} >= ?")
+            params.append(query.since)
+        if query.until is not None:
+            clauses.append(f"{self.time_column} < ?")
+            params.append(query.until)
+        if query.min_blocked is not None:
+            clauses.append("blocked_count >= ?")
+            params.append(query.min_blocked)
+        if with_position and query.after is not None:
+            beyond = ">" if query.oldest_first else "<"
+            time_column, id_column = self.time_column, self.id_column
+            clauses.append(f"({time_column} {beyond} ? OR ({time_column} = ? AND {id_column} > ?))")
+            params.extend([query.after[0], query.after[0], query.after[1]])
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def select(self, query: ListQuery) -> tuple[str, list[Any]]:
+        where, params = self.where(query, with_position=True)
+        direction = "ASC" if query.oldest_first else "DESC"
+        sql = (
+            f"SELECT {self.time_column}, {self.id_column}, payload FROM {self.table}{where}"
+            f" ORDER BY {self.time_column} {direction}, {self.id_column} ASC LIMIT ?"
+        )
+        params.append(query.limit)
+        if query.after is None and query.offset:
+            sql += " OFFSET ?"
+            params.append(query.offset)
+        return sql, params
+
+    def count(self, query: ListQuery) -> tuple[str, list[Any]]:
+        where, params = self.where(query, with_position=False)
+        return f"SELECT count(*) FROM {self.table}{where}", params
+
+
+DECISIONS = Listing("activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id")
+SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
+
+
+def _decision_row(item: Accepted) -> tuple[Any, ...]:
+    r = item.record
+    return (
+        r.decision_id,
+        r.session_id,
+        r.agent_id,
+        r.actor,
+        r.repository,
+        r.policy_pack,
+        r.action_type,
+        r.target,
+        r.rule_id,
+        r.decision,
+        r.severity,
+        r.timestamp,
+        r.correlation_id,
+        item.payload.decode(),
+        r.tenant_id,
+        r.workspace_id,
+    )
+
+
+def _session_row(s: SessionRecord) -> tuple[Any, ...]:
+    return (
+        s.session_id,
+        s.agent_id,
+        s.actor,
+        s.repository,
+        s.policy_pack,
+        s.state,
+        s.started_at,
+        s.updated_at,
+        s.decision_count,
+        s.blocked_count,
+        s.approval_required_count,
+        ENCODER.encode(s).decode(),
+        s.tenant_id,
+        s.workspace_id,
+    )
+
+
+def _session_from_row(row: sqlite3.Row | tuple[Any, ...]) -> SessionRecord:
+    # Columns are authoritative; payload only adds what has no column (it may come from CAVRA itself).
+    try:
+        extra = msgspec.json.decode(row[13])
+    except (msgspec.DecodeError, TypeError):
+        extra = {}
+    if not isinstance(extra, dict):
+        extra = {}
+    refs = extra.get("evidence_refs")
+    return SessionRecord(
+        schema_version="cavra.session.v1",
+        session_id=row[0],
+        agent_id=row[1],
+        actor=row[2],
+        repository=row[3] or "local",
+        policy_pack=row[4],
+        state=row[5],
+        started_at=row[6],
+        updated_at=row[7],
+        decision_count=row[8],
+        blocked_count=row[9],
+        approval_required_count=row[10],
+        tenant_id=row[11],
+        workspace_id=row[12],
+        evidence_refs=sorted({str(ref) for ref in refs}) if isinstance(refs, list) else [],
+        last_decision_id=extra.get("last_decision_id"),
+        metadata=extra.get("metadata") if isinstance(extra.get("metadata"), dict) else None,
+    )
+
+
+class SqliteStore:
+    """SQLite behind aiosqlite: each batch is one `BEGIN IMMEDIATE` transaction."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 2000) -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_ms = busy_timeout_ms
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._reader_list: list[aiosqlite.Connection] = []
+
+    async def open(self) -> None:
+        """Migrate, then open the writer and the reader connections."""
+        await asyncio.to_thread(apply_migrations, self.path)
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            f"PRAGMA synchronous={self.synchronous}",
+            f"PRAGMA busy_timeout={self.busy_timeout_ms}",
+            "PRAGMA cache_size=-65536",
+        ):
+            await self._writer.execute(pragma)
+        for _ in range(READERS):
+            reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await reader.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            await reader.execute("PRAGMA query_only=1")
+            await reader.execute("PRAGMA cache_size=-32768")
+            self._reader_list.append(reader)
+            self._readers.put_nowait(reader)
+
+    async def close(self) -> None:
+        """Close every connection; the writer has drained before this is called."""
+        for reader in self._reader_list:
+            await reader.close()
+        self._reader_list.clear()
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+
+    async def write(self, items: list[WriteItem]) -> list[Outcome]:
+        """Store a batch and its session summaries in one transaction."""
+        db = self._writer
+        assert db is not None, "store is not open"
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            stored: dict[str, bytes] = {}
+            ids = decision_ids(items)
+            if ids:
+                rows = await db.execute_fetchall(SELECT_STORED_DECISIONS, (msgspec.json.encode(ids),))
+                stored = {row[0]: row[1].encode() for row in rows}
+            rows = await db.execute_fetchall(SELECT_STORED_SESSIONS, (msgspec.json.encode(session_ids(items)),))
+            sessions = {row[0]: _session_from_row(row) for row in rows}
+            plan = plan_batch(items, stored, sessions)
+            if plan.inserts:
+                await db.executemany(INSERT_DECISION, [_decision_row(item) for item in plan.inserts])
+            if plan.sessions:
+                await db.executemany(UPSERT_SESSION, [_session_row(s) for s in plan.sessions.values()])
+            await db.execute("COMMIT")
+        except BaseException as exc:
+            # Cancellation included: nothing of a failed batch may stay visible.
+            await self._rollback(db)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        return plan.outcomes
+
+    @staticmethod
+    async def _rollback(db: aiosqlite.Connection) -> None:
+        try:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed")
+
+    @asynccontextmanager
+    async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        reader = await self._readers.get()
+        try:
+            yield reader
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> bytes | None:
+        async with self._reader() as db:
+            rows = list(await db.execute_fetchall(sql, params))
+        return rows[0][0].encode() if rows else None
+
+    async def get_decision(self, decision_id: str) -> bytes | None:
+        return await self._one(SELECT_DECISION, (decision_id,))
+
+    async def get_session(self, session_id: str) -> bytes | None:
+        return await self._one(SELECT_SESSION, (session_id,))
+
+    async def _list(self, listing: Listing, query: ListQuery) -> Page:
+        sql, params = listing.select(query)
+        async with self._reader() as db:
+            rows = list(await db.execute_fetchall(sql, params))
+            total = None
+            if query.with_total:
+                count_sql, count_params = listing.count(query)
+                total = list(await db.execute_fetchall(count_sql, count_params))[0][0]
+        last_key = (rows[-1][0], rows[-1][1]) if rows else None
+        return Page([row[2].encode() for row in rows], total, last_key)
+
+    async def list_decisions(self, query: ListQuery) -> Page:
+        return await self._list(DECISIONS, query)
+
+    async def list_sessions(self, query: ListQuery) -> Page:
+        return await self._list(SESSIONS, query)

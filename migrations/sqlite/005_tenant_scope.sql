@@ -1,0 +1,15 @@
+-- Tenant and workspace scope as columns, so they can be filtered and indexed.
+ALTER TABLE activity_decisions ADD COLUMN tenant_id TEXT;
+ALTER TABLE activity_decisions ADD COLUMN workspace_id TEXT;
+ALTER TABLE activity_sessions ADD COLUMN tenant_id TEXT;
+ALTER TABLE activity_sessions ADD COLUMN workspace_id TEXT;
+
+-- Rows written before this migration (by CAVRA or an older cavra-ingest) carry scope only in payload.
+UPDATE activity_decisions
+SET tenant_id = json_extract(payload, '$.tenant_id'),
+    workspace_id = json_extract(payload, '$.workspace_id')
+WHERE json_valid(payload);
+UPDATE activity_sessions
+SET tenant_id = json_extract(payload, '$.tenant_id'),
+    workspace_id = json_extract(payload, '$.workspace_id')
+WHERE json_valid(payload);

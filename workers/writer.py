@@ -1,0 +1,188 @@
+"""The batch writer: commits whatever is queued as one transaction, then answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from cavra_ingest.store import Outcome, Store, StoreUnavailable, WriteItem
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The queue holds as many records as it may; the client should retry later."""
+
+
+class WriterClosed(Exception):
+    """The writer is shutting down and takes no more work."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's records and the future its handler awaits."""
+
+    items: list[WriteItem]
+    future: asyncio.Future[list[Outcome]]
+
+
+@dataclass
+class WriterStats:
+    transactions: int = 0
+    records: int = 0
+    failed_transactions: int = 0
+
+
+@dataclass(eq=False)
+class BatchWriter:
+    """Group commit: one transaction per batch, futures resolved only after COMMIT."""
+
+    store: Store
+    batch_max_records: int = 2000
+    batch_max_wait_ms: float = 0.0
+    queue_max_records: int = 50_000
+    drain_deadline_s: float = 10.0
+    stats: WriterStats = field(default_factory=WriterStats)
+
+    def __post_init__(self) -> None:
+        self.pending_records = 0
+        self.closing = False
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Run the writer loop as a task on the current event loop."""
+        self._task = asyncio.create_task(self._run(), name="cavra-batch-writer")
+
+    def submit(self, items: list[WriteItem]) -> asyncio.Future[list[Outcome]]:
+        """Queue a request's records, or refuse at once when full or closing."""
+        if self.closing:
+            raise WriterClosed()
+        if self.pending_records + len(items) > self.queue_max_records:
+            raise QueueFull()
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(Job(items, future))
+        self.pending_records += len(items)
+        return future
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is committed (or has failed)."""
+        await self._queue.join()
+
+    async def stop(self) -> None:
+        """Refuse new work, commit what is queued within the deadline, then stop."""
+        self.closing = True
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.drain_deadline_s)
+        except TimeoutError:
+            log.error("writer did not drain within %.1fs; cancelling", self.drain_deadline_s)
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        # Anything still queued was never committed: its clients get a retryable error.
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if job is not None:
+                self._fail(job, WriterClosed())
+            self._queue.task_done()
+
+    async def _run(self) -> None:
+        while True:
+            job = await self._queue.get()
+            if job is None:
+                self._queue.task_done()
+                return
+            batch, stop = await self._gather(job)
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if stop:
+                self._queue.task_done()
+                return
+
+    async def _gather(self, first: Job) -> tuple[list[Job], bool]:
+        # Take whatever is already queued: under load batches form by themselves.
+        batch, count = [first], len(first.items)
+        deadline = time.monotonic() + self.batch_max_wait_ms / 1000
+        while count < self.batch_max_records:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if job is None:
+                return batch, True
+            batch.append(job)
+            count += len(job.items)
+        return batch, False
+
+    async def _commit(self, jobs: list[Job]) -> None:
+        items = [item for job in jobs for item in job.items]
+        try:
+            outcomes = await self.store.write(items)
+        except asyncio.CancelledError:
+            # Cancelled past the drain deadline: the store rolled back, so nothing here is acknowledged.
+            for job in jobs:
+                self._fail(job, WriterClosed())
+            raise
+        except StoreUnavailable as exc:
+            self.stats.failed_transactions += 1
+            log.warning("batch of %d records rolled back: %s", len(items), exc)
+            for job in jobs:
+                self._fail(job, exc)
+            return
+        except Exception:
+            self.stats.failed_transactions += 1
+            log.exception("batch of %d records failed; retrying its parts alone", len(items))
+            await self._isolate(jobs)
+            return
+        self.stats.transactions += 1
+        self.stats.records += len(items)
+        start = 0
+        for job in jobs:
+            end = start + len(job.items)
+            self._resolve(job, outcomes[start:end])
+            start = end
+
+    async def _isolate(self, jobs: list[Job]) -> None:
+        # A record that can never be written must not take the records beside it down with it.
+        if len(jobs) > 1:
+            for job in jobs:
+                await self._commit([job])
+            return
+        job = jobs[0]
+        results: list[Outcome] = []
+        for item in job.items:
+            try:
+                results.extend(await self.store.write([item]))
+            except StoreUnavailable as exc:
+                self._fail(job, exc)
+                return
+            except Exception as exc:
+                log.exception("record could not be stored")
+                results.append(Outcome("rejected", f"record could not be stored: {exc}".encode()))
+        self._resolve(job, results)
+
+    def _resolve(self, job: Job, outcomes: list[Outcome]) -> None:
+        self.pending_records -= len(job.items)
+        if not job.future.done():
+            job.future.set_result(outcomes)
+
+    def _fail(self, job: Job, exc: BaseException) -> None:
+        self.pending_records -= len(job.items)
+        if not job.future.done():
+            job.future.set_exception(exc)
