@@ -1,0 +1,78 @@
+"""Shared fixtures: the real app from the factory, on a real store under tmp_path."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from cavra_ingest.app import create_app
+from cavra_ingest.keys import STORE_KEY, WRITER_KEY
+from cavra_ingest.settings import Settings
+
+_ids = itertools.count(1)
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+def decision(**fields: Any) -> dict[str, Any]:
+    """A valid decision with a fresh id; keyword arguments override fields."""
+    n = next(_ids)
+    body: dict[str, Any] = {
+        "decision": "allow",
+        "session_id": "sess-1",
+        "decision_id": f"dec-test-{n:06d}",
+        "timestamp": f"2026-03-01T10:{(n // 60) % 60:02d}:{n % 60:02d}+00:00",
+        "agent_id": "agent-a",
+        "repository": "acme/api",
+        "action_type": "read_file",
+        "target": "src/app.py",
+    }
+    body.update(fields)
+    return body
+
+
+def store_settings(kind: str, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a fresh store of the given kind under tmp_path."""
+    if kind == "json":
+        return Settings(activity_store=str(tmp_path / "activity.json"), **overrides)
+    return Settings(activity_db=str(tmp_path / "activity.db"), **overrides)
+
+
+@pytest.fixture(params=["sqlite", "json"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, tmp_path: Path) -> MakeClient:
+    """Build a client for the real app; `kind` picks the store, other kwargs are settings."""
+
+    async def make(kind: str = "sqlite", **overrides: Any) -> TestClient:
+        return await aiohttp_client(create_app(store_settings(kind, tmp_path, **overrides)))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient:
+    return await make_client()
+
+
+@pytest.fixture
+async def any_client(make_client: MakeClient, store_kind: str) -> TestClient:
+    """A client on each store in turn: behaviour the contract says is the same everywhere."""
+    return await make_client(store_kind)
+
+
+async def drain(client: TestClient) -> None:
+    """Wait until the writer has committed everything queued so far."""
+    await client.app[WRITER_KEY].drain()
+
+
+def store_of(client: TestClient) -> Any:
+    return client.app[STORE_KEY]
