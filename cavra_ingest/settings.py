@@ -28,6 +28,8 @@ class Settings:
     drain_deadline_s: float = 10.0
     body_read_timeout_s: float = 30.0
     sqlite_synchronous: str = "FULL"
+    # How long a write waits for another process's lock before the batch gets a retryable 503.
+    sqlite_busy_timeout_ms: int = 2000
     retry_after_s: int = 1
 
     @property

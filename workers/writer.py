@@ -74,16 +74,17 @@ class BatchWriter:
     async def stop(self) -> None:
         """Refuse new work, commit what is queued within the deadline, then stop."""
         self.closing = True
-        if self._task is None:
+        task, self._task = self._task, None
+        if task is None:
             return
         self._queue.put_nowait(None)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), self.drain_deadline_s)
+            await asyncio.wait_for(asyncio.shield(task), self.drain_deadline_s)
         except TimeoutError:
             log.error("writer did not drain within %.1fs; cancelling", self.drain_deadline_s)
-            self._task.cancel()
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
         # Anything still queued was never committed: its clients get a retryable error.

@@ -14,7 +14,11 @@ def make_store(settings: Settings) -> Store:
         return JsonStore(settings.store_path)
     from .sqlite import SqliteStore
 
-    return SqliteStore(settings.store_path, synchronous=settings.sqlite_synchronous)
+    return SqliteStore(
+        settings.store_path,
+        synchronous=settings.sqlite_synchronous,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
 
 
 __all__ = ["ListQuery", "Outcome", "Page", "Store", "StoreUnavailable", "WriteItem", "make_store"]
