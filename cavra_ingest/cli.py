@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -22,8 +23,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", dest="activity_db", help="SQLite file (CAVRA_ACTIVITY_DB)")
     serve.add_argument("--json-store", dest="activity_store", help="JSON store file (CAVRA_ACTIVITY_STORE)")
     migrate = commands.add_parser("migrate", help="apply pending migrations and exit")
-    migrate.add_argument("--sqlite", required=True, metavar="PATH", help="SQLite file to migrate")
+    target = migrate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--sqlite", metavar="PATH", help="SQLite file to migrate")
+    target.add_argument("--postgres", metavar="URL", help="PostgreSQL database to migrate")
+    migrate.add_argument("--schema", default="public", help="PostgreSQL schema (default public)")
     return parser
+
+
+async def migrate_postgres(url: str, schema: str) -> list[str]:
+    import asyncpg
+
+    from .migrate import apply_postgres_migrations
+    from .store.postgres import schema_name
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name(schema)}"')
+        await conn.execute(f'SET search_path TO "{schema_name(schema)}"')
+        return await apply_postgres_migrations(conn)
+    finally:
+        await conn.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "migrate":
         try:
-            applied = apply_migrations(args.sqlite)
+            if args.sqlite:
+                applied = apply_migrations(args.sqlite)
+            else:
+                applied = asyncio.run(migrate_postgres(args.postgres, args.schema))
         except MigrationError as exc:
             print(f"cavra-ingest: {exc}", file=sys.stderr)
             return 1
@@ -43,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host, port=args.port, activity_db=args.activity_db, activity_store=args.activity_store
     )
     logging.getLogger(__name__).info(
-        "serving on %s:%d with %s store at %s", settings.host, settings.port, settings.store_kind, settings.store_path
+        "serving on %s:%d with the %s store (%s)",
+        settings.host,
+        settings.port,
+        settings.store_kind,
+        settings.store_label,
     )
     # shutdown_timeout bounds how long in-flight requests may take once SIGTERM arrives.
     web.run_app(

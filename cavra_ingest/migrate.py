@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .models import now_text
 
@@ -80,4 +81,29 @@ def apply_migrations(path: Path | str, directory: Path | None = None) -> list[st
             applied_now.append(migration.id)
     finally:
         conn.close()
+    return applied_now
+
+
+PG_MIGRATION_LOCK = 0x63617672  # advisory lock key: one migration runner per database at a time
+PG_IS_APPLIED = "SELECT 1 FROM schema_migrations WHERE id = $1"
+PG_RECORD_APPLIED = "INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)"
+
+
+async def apply_postgres_migrations(conn: Any, directory: Path | None = None) -> list[str]:
+    """Apply pending migrations over an asyncpg connection; same ledger, same atomicity."""
+    applied_now: list[str] = []
+    await conn.execute(CREATE_LEDGER)
+    for migration in load_migrations(directory or migrations_dir("postgres")):
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", PG_MIGRATION_LOCK)
+                if await conn.fetchval(PG_IS_APPLIED, migration.id):
+                    continue
+                await conn.execute(migration.sql)
+                await conn.execute(PG_RECORD_APPLIED, migration.id, now_text())
+        except Exception as exc:
+            if type(exc).__module__.startswith("asyncpg"):
+                raise MigrationError(migration.id, exc) from exc
+            raise
+        applied_now.append(migration.id)
     return applied_now

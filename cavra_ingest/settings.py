@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +33,14 @@ class Settings:
     sqlite_busy_timeout_ms: int = 2000
     retry_after_s: int = 1
 
+    # Schema the PostgreSQL store keeps its tables in.
+    postgres_schema: str = "public"
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""
+        if self.activity_db and self.activity_db.startswith(("postgres://", "postgresql://")):
+            return "postgres"
         if self.activity_db or not self.activity_store:
             return "sqlite"
         return "json"
@@ -45,6 +51,13 @@ class Settings:
         if self.store_kind == "json":
             return Path(self.activity_store or "")
         return Path(self.activity_db or DEFAULT_SQLITE_PATH)
+
+    @property
+    def store_label(self) -> str:
+        """Say where the data lives, without a database password."""
+        if self.store_kind == "postgres":
+            return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.activity_db or "")
+        return str(self.store_path)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -36,26 +38,48 @@ def decision(**fields: Any) -> dict[str, Any]:
     return body
 
 
+POSTGRES_URL = os.environ.get("CAVRA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
 def store_settings(kind: str, tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a fresh store of the given kind under tmp_path."""
+    """Settings for a fresh store of the given kind under tmp_path (or in a fresh schema)."""
     if kind == "json":
         return Settings(activity_store=str(tmp_path / "activity.json"), **overrides)
+    if kind == "postgres":
+        schema = overrides.pop("postgres_schema", None) or f"t_{uuid.uuid4().hex[:12]}"
+        return Settings(activity_db=POSTGRES_URL, postgres_schema=schema, **overrides)
     return Settings(activity_db=str(tmp_path / "activity.db"), **overrides)
 
 
-@pytest.fixture(params=["sqlite", "json"])
+@pytest.fixture(params=["sqlite", "json", "postgres"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+async def drop_schema(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
-def make_client(aiohttp_client: Any, tmp_path: Path) -> MakeClient:
+async def make_client(aiohttp_client: Any, tmp_path: Path) -> Any:
     """Build a client for the real app; `kind` picks the store, other kwargs are settings."""
+    schemas: list[str] = []
 
     async def make(kind: str = "sqlite", **overrides: Any) -> TestClient:
-        return await aiohttp_client(create_app(store_settings(kind, tmp_path, **overrides)))
+        settings = store_settings(kind, tmp_path, **overrides)
+        if kind == "postgres":
+            schemas.append(settings.postgres_schema)
+        return await aiohttp_client(create_app(settings))
 
-    return make
+    yield make
+    for schema in schemas:
+        await drop_schema(schema)
 
 
 @pytest.fixture

@@ -115,3 +115,27 @@ def test_migrate_command_reports_what_it_applied(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "none pending" in second.stdout
     assert ledger(db) == ALL
+
+
+async def test_postgres_migrations_share_the_ledger_and_rerun_as_no_ops():
+    import asyncpg
+
+    from cavra_ingest.migrate import apply_postgres_migrations
+
+    from .conftest import POSTGRES_URL, drop_schema
+
+    schema = "t_migrate_twice"
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE; CREATE SCHEMA "{schema}"')
+        await conn.execute(f'SET search_path TO "{schema}"')
+        postgres_files = sorted(path.name for path in migrations_dir("postgres").glob("*.sql"))
+        assert await apply_postgres_migrations(conn) == postgres_files
+        assert await apply_postgres_migrations(conn) == []
+        ledger_ids = [row[0] for row in await conn.fetch("SELECT id FROM schema_migrations ORDER BY id")]
+        assert ledger_ids == postgres_files
+        # Same file names, same order, on both databases.
+        assert postgres_files == ALL
+    finally:
+        await conn.close()
+        await drop_schema(schema)

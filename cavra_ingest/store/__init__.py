@@ -12,6 +12,10 @@ def make_store(settings: Settings) -> Store:
         from .jsonfile import JsonStore
 
         return JsonStore(settings.store_path)
+    if settings.store_kind == "postgres":
+        from .postgres import PostgresStore
+
+        return PostgresStore(settings.activity_db or "", schema=settings.postgres_schema)
     from .sqlite import SqliteStore
 
     return SqliteStore(

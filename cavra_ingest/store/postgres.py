@@ -1,0 +1,143 @@
+"""The server-database store: PostgreSQL through asyncpg, for deployments beyond one machine."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+from ..migrate import apply_postgres_migrations
+from .base import ListQuery, Outcome, Page, StoreUnavailable, WriteItem, decision_ids, plan_batch, session_ids
+from .sqlite import (
+    DECISIONS,
+    INSERT_DECISION,
+    SELECT_DECISION,
+    SELECT_SESSION,
+    SESSIONS,
+    UPSERT_SESSION,
+    Listing,
+    _decision_row,
+    _session_from_row,
+    _session_row,
+)
+
+# Every writer, on any server, takes this lock per batch: counts stay exact across processes.
+WRITE_LOCK = 0x63617673
+SELECT_STORED_DECISIONS = "SELECT decision_id, payload FROM activity_decisions WHERE decision_id = ANY($1::text[])"
+SELECT_STORED_SESSIONS = """
+SELECT session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,
+       decision_count, blocked_count, approval_required_count, tenant_id, workspace_id, payload
+FROM activity_sessions WHERE session_id = ANY($1::text[])
+"""
+# SQLSTATE classes of faults that may clear: connection, resources (disk full), operator
+# intervention, transaction rollback (deadlock, serialization), lock not available, read-only.
+RETRYABLE_STATES = ("08", "53", "57", "40", "55P03", "25006")
+
+
+def numbered(sql: str) -> str:
+    """Turn the shared `?` placeholders into asyncpg's `$1, $2, ...`."""
+    counter = iter(range(1, 10_000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+def retryable(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return any(state.startswith(prefix) for prefix in RETRYABLE_STATES)
+
+
+class PostgresStore:
+    """PostgreSQL: each batch is one transaction under a cluster-wide advisory lock."""
+
+    kind = "postgres"
+
+    def __init__(self, dsn: str, *, schema: str = "public", pool_size: int = 4) -> None:
+        self.dsn = dsn
+        self.schema = schema_name(schema)
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._insert_decision = numbered(INSERT_DECISION)
+        self._upsert_session = numbered(UPSERT_SESSION)
+
+    async def open(self) -> None:
+        """Create the schema if needed, migrate, then open the pool."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await conn.execute(f'SET search_path TO "{self.schema}"')
+            await apply_postgres_migrations(conn)
+        finally:
+            await conn.close()
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            server_settings={"search_path": self.schema, "application_name": f"cavra-ingest:{self.schema}"},
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "store is not open"
+        return self._pool
+
+    async def write(self, items: list[WriteItem]) -> list[Outcome]:
+        """Store a batch and its session summaries in one transaction."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                stored: dict[str, bytes] = {}
+                ids = decision_ids(items)
+                if ids:
+                    rows = await conn.fetch(SELECT_STORED_DECISIONS, ids)
+                    stored = {row[0]: row[1].encode() for row in rows}
+                rows = await conn.fetch(SELECT_STORED_SESSIONS, session_ids(items))
+                plan = plan_batch(items, stored, {row[0]: _session_from_row(tuple(row)) for row in rows})
+                if plan.inserts:
+                    await conn.executemany(self._insert_decision, [_decision_row(item) for item in plan.inserts])
+                if plan.sessions:
+                    await conn.executemany(self._upsert_session, [_session_row(s) for s in plan.sessions.values()])
+        except Exception as exc:
+            if retryable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        return plan.outcomes
+
+    async def _one(self, sql: str, key: str) -> bytes | None:
+        value = await self.pool.fetchval(numbered(sql), key)
+        return value.encode() if value is not None else None
+
+    async def get_decision(self, decision_id: str) -> bytes | None:
+        return await self._one(SELECT_DECISION, decision_id)
+
+    async def get_session(self, session_id: str) -> bytes | None:
+        return await self._one(SELECT_SESSION, session_id)
+
+    async def _list(self, listing: Listing, query: ListQuery) -> Page:
+        sql, params = listing.select(query)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(numbered(sql), *params)
+            total = None
+            if query.with_total:
+                count_sql, count_params = listing.count(query)
+                total = await conn.fetchval(numbered(count_sql), *count_params)
+        last_key = (rows[-1][0], rows[-1][1]) if rows else None
+        return Page([row[2].encode() for row in rows], total, last_key)
+
+    async def list_decisions(self, query: ListQuery) -> Page:
+        return await self._list(DECISIONS, query)
+
+    async def list_sessions(self, query: ListQuery) -> Page:
+        return await self._list(SESSIONS, query)
+
+
+def schema_name(text: str) -> str:
+    """Validate a schema name before it is quoted into DDL."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", text):
+        raise ValueError(f"invalid PostgreSQL schema name: {text!r}")
+    return text
