@@ -49,7 +49,8 @@ class BatchWriter:
     def __post_init__(self) -> None:
         self.pending_records = 0
         self.closing = False
-        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        # Every job holds at least one record, so the record cap bounds the queue; +1 for the stop sentinel.
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.queue_max_records + 1)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
