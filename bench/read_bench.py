@@ -212,7 +212,9 @@ def queries(v: dict[str, Any]) -> dict[str, ListQuery]:
         "block+critical": q(equals=(("decision", ("block",)), ("severity", ("critical",)))),
         "block|require_approval": q(equals=(("decision", ("block", "require_approval")),)),
         "time range 1 day": q(since=day_start, until=day_end),
-        "tenant+block+1 day": q(equals=(("tenant_id", (v["tenant"],)), ("decision", ("block",))), since=day_start),
+        "tenant+block+1 day": q(
+            equals=(("tenant_id", (v["tenant"],)), ("decision", ("block",))), since=day_start, until=day_end
+        ),
     }
 
 
@@ -266,7 +268,7 @@ async def measure(path: Path, runs: int, budget_s: float) -> dict[str, Any]:
             lambda: store.list_decisions(timeline), runs, budget_s
         )
         # Page 2,000 of 50: by offset, and by keyset from the key that ends page 1,999.
-        for name in ("unfiltered", "decision=block"):
+        for name in ("unfiltered", "block|require_approval"):
             base = dataclasses.replace(queries(values)[name], with_total=False)
             deep_offset = dataclasses.replace(base, offset=1999 * 50)
             before = await store.list_decisions(dataclasses.replace(base, offset=1999 * 50 - 1, limit=1))
@@ -282,7 +284,8 @@ async def measure(path: Path, runs: int, budget_s: float) -> dict[str, Any]:
                 "page 2000 by cursor": await timed(lambda q=deep_cursor: store.list_decisions(q), runs, budget_s),
             }
             print(f"deep  {name:28} {results['deep'][name]}", file=sys.stderr)
-        for name in ("unfiltered", "decision=block", "agent_id", "time range 1 day", "tenant+block+1 day"):
+        facet_set = ("unfiltered", "decision=block", "agent_id", "session_id", "time range 1 day", "tenant+block+1 day")
+        for name in facet_set:
             query = queries(values)[name]
             results["facets"][name] = await timed(lambda q=query: store.facets(q, 10), runs, budget_s)
             print(f"facet {name:28} {results['facets'][name]['median_ms']:>9} ms", file=sys.stderr)

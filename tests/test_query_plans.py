@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cavra_ingest.migrate import apply_migrations
-from cavra_ingest.store.base import ListQuery
+from cavra_ingest.store.base import FACET_FIELDS, ListQuery
 from cavra_ingest.store.sqlite import DECISIONS, SESSIONS, Listing
 
 SINCE, UNTIL = "2026-03-01T00:00:00.000000+00:00", "2026-03-02T00:00:00.000000+00:00"
@@ -132,3 +132,22 @@ def test_contract_indexes_of_004_are_kept(db):
         assert f"idx_activity_decisions_{column}" in names
     for column in ("agent_id", "repository", "policy_pack", "state", "updated_at"):
         assert f"idx_activity_sessions_{column}" in names
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        (q(decision="block"), "COVERING INDEX idx_activity_decisions_time"),
+        (
+            ListQuery(since=SINCE, until=UNTIL),
+            "COVERING INDEX idx_activity_decisions_time (timestamp>? AND timestamp<?)",
+        ),
+        (q(tenant_id="t", severity="high"), "COVERING INDEX idx_activity_decisions_time"),
+        (q(agent_id="a", decision="block"), "INDEX idx_activity_decisions_agent_"),  # 004 or 006: no order needed
+        (q(session_id="s"), "INDEX idx_activity_decisions_session_"),
+    ],
+)
+def test_facets_read_matches_once_through_the_driving_index(db, query, index):
+    steps = [step for step in plan(db, *DECISIONS.facets(query, FACET_FIELDS)) if "activity_decisions" in step]
+    # One read of the matches (then grouped in memory), never a walk of some field's own index.
+    assert len(steps) == 1 and index in steps[0], steps

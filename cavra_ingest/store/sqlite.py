@@ -26,6 +26,7 @@ from .base import (
     WriteItem,
     decision_ids,
     plan_batch,
+    rank,
     session_ids,
 )
 
@@ -84,9 +85,9 @@ SESSION_COLUMNS = {
 }
 
 
-# Filters that may drive a decisions listing through their (column, time, id) index (006), most selective
-# first. With none of them, the time index drives and the other filters are tested on its entries
-# (`decision`, `severity` and `tenant_id` ride in it). The flag says whether several values (IN) may drive.
+# Filters that may drive a decisions listing (and facets) through their index (006), most selective first.
+# With none of them the time index drives, and the other filters are tested on its entries, which carry
+# the facet and scope fields. The flag says whether several values (IN) may drive.
 DECISION_DRIVERS = (("session_id", True), ("correlation_id", True), ("agent_id", True), ("repository", True))
 # Order does not matter for a count or a facet, so 004's single-column `decision` index may drive those.
 DECISION_COUNT_DRIVERS = (*DECISION_DRIVERS, ("decision", True))
@@ -178,14 +179,20 @@ class Listing:
         where, params = self.where(query, with_position=False, counting=True)
         return f"SELECT count(*) FROM {self.table}{where}", params
 
-    def facet(self, query: ListQuery, column: str, top: int | None) -> tuple[str, list[Any]]:
-        """Count matches per value of one column, most frequent first (ties by value)."""
-        column = self.columns[column]
-        where, params = self.where(query, with_position=False, counting=True)
-        sql = f"SELECT {column}, count(*) FROM {self.table}{where} GROUP BY {column} ORDER BY 2 DESC, 1 ASC"
-        if top is not None:
-            sql += " LIMIT ?"
-            params.append(top)
+    def facets(self, query: ListQuery, fields: tuple[str, ...]) -> tuple[str, list[Any]]:
+        """Count matches per value of each field in one statement: rows of (field, value, count)."""
+        columns = [(name, self.columns[name]) for name in fields]
+        if not (query.equals or query.since or query.until):
+            # No filter: each field's own index (004) is read in order, index-only.
+            arms = [f"SELECT '{name}', {col}, count(*) FROM {self.table} GROUP BY {col}" for name, col in columns]
+            return " UNION ALL ".join(arms), []
+        # One pass over the matches, then grouped per field: a GROUP BY per field on the table would tempt
+        # SQLite to walk that field's index in full, row by row. Without a selective driver the pass
+        # reads only the time index, which holds every facet field.
+        where, params = self.where(query, with_position=False)
+        picked = ", ".join(col for _, col in columns)
+        arms = [f"SELECT '{name}', {col}, count(*) FROM matches GROUP BY {col}" for name, col in columns]
+        sql = f"WITH matches AS MATERIALIZED (SELECT {picked} FROM {self.table}{where}) " + " UNION ALL ".join(arms)
         return sql, params
 
 
@@ -382,16 +389,14 @@ class SqliteStore:
         return await self._list(SESSIONS, query)
 
     async def facets(self, query: ListQuery, top: int) -> Facets:
-        """Count matches per facet field with one GROUP BY each, on one reader."""
-        fields = {}
+        """Count matches per facet field in one statement on one reader; keep the top values."""
+        sql, params = DECISIONS.facets(query, FACET_FIELDS)
         async with self._reader() as db:
-            for name in FACET_FIELDS:
-                # `decision` has a handful of values: count them all, and the total comes for free.
-                sql, params = DECISIONS.facet(query, name, None if name == "decision" else top)
-                fields[name] = [(row[0], row[1]) for row in await db.execute_fetchall(sql, params)]
-        total = sum(count for _, count in fields["decision"])
-        fields["decision"] = fields["decision"][:top]
-        return Facets(total, fields)
+            rows = await db.execute_fetchall(sql, params)
+        counts: dict[str, dict[str | None, int]] = {name: {} for name in FACET_FIELDS}
+        for name, value, count in rows:
+            counts[name][value] = count
+        return Facets(sum(counts["decision"].values()), {name: rank(c, top) for name, c in counts.items()})
 
     async def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         """Page through matches by keyset, taking a reader per chunk so a slow client holds none."""

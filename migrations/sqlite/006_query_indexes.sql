@@ -4,11 +4,15 @@
 -- filters that drive a listing get one (cavra_ingest/store/sqlite.py DECISION_DRIVERS); other filters
 -- are tested on the entries the driving index yields.
 
--- Unfiltered, time-range and low-cardinality listings walk this one newest first. New rows land at
--- its head, so it is cheap to keep; `decision`, `severity` and `tenant_id` ride along so those
--- filters are tested on the index entry before the row is read.
+-- Unfiltered, time-range and low-cardinality listings walk this one newest first. It also carries the
+-- facet fields and the tenant scope, so those filters are tested on the index entry before any row is
+-- read, and counts and facets over a time window never touch the table. New rows land at its head,
+-- so its width costs bytes written, not random page reads.
 CREATE INDEX IF NOT EXISTS idx_activity_decisions_time
-    ON activity_decisions(timestamp DESC, decision_id, decision, severity, tenant_id);
+    ON activity_decisions(
+        timestamp DESC, decision_id, decision, severity, tenant_id, workspace_id,
+        agent_id, repository, policy_pack, action_type
+    );
 
 CREATE INDEX IF NOT EXISTS idx_activity_decisions_agent_time
     ON activity_decisions(agent_id, timestamp DESC, decision_id);
