@@ -294,6 +294,39 @@ async def measure(path: Path, runs: int, budget_s: float) -> dict[str, Any]:
     return results
 
 
+def insert_cost(rows: int, batch: int = 2000) -> dict[str, Any]:
+    """Time the same inserts with the 004+005 indexes and with 006 added: the write cost of 006."""
+    import shutil
+    import tempfile
+
+    from cavra_ingest.migrate import migrations_dir
+
+    data = list(generate(Shape(rows=rows)))
+    result: dict[str, Any] = {"rows": rows, "batch": batch}
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "data") as scratch:
+        for label, keep in (("004+005", ("004", "005")), ("004+005+006", ("004", "005", "006"))):
+            folder = Path(scratch) / label
+            folder.mkdir()
+            for migration in migrations_dir().glob("*.sql"):
+                if migration.name[:3] in keep:
+                    shutil.copy(migration, folder)
+            path = Path(scratch) / f"{label}.db"
+            apply_migrations(path, folder)
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            started = time.perf_counter()
+            for start in range(0, rows, batch):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(INSERT, data[start : start + batch])
+                conn.execute("COMMIT")
+            elapsed = time.perf_counter() - started
+            conn.close()
+            result[label] = {"seconds": round(elapsed, 2), "rows_per_s": round(rows / elapsed)}
+            print(f"insert {label}: {result[label]}", file=sys.stderr)
+    result["slowdown"] = round(result["004+005+006"]["seconds"] / result["004+005"]["seconds"], 2)
+    return result
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Read benchmark, {report['load']['rows']:,} decisions",
@@ -329,7 +362,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=25, help="warm runs per query (fewer if over budget)")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of warm runs per query, at least 3 runs")
     parser.add_argument("--reuse", action="store_true", help="reuse an existing loaded file of this size")
+    parser.add_argument("--insert-cost", type=int, metavar="ROWS", help="only compare insert time without/with 006")
     args = parser.parse_args()
+    if args.insert_cost:
+        (Path(__file__).parent / "data").mkdir(parents=True, exist_ok=True)
+        cost = {"command": " ".join(["python", *sys.argv]), **insert_cost(args.insert_cost)}
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"reads-insert-cost-{args.insert_cost}.json").write_text(json.dumps(cost, indent=2) + "\n")
+        print(json.dumps(cost, indent=2))
+        return
     path = args.db or Path(__file__).parent / "data" / f"reads-{args.rows}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     if args.reuse and path.exists():

@@ -40,6 +40,7 @@ RANGE = frozenset({"since", "until"})
 # An unencoded `+` in a query string arrives as a space: `...T10:00:00 02:00` means `+02:00`.
 _SPACED_OFFSET = re.compile(r"(.*\d) (\d\d:\d\d)")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+MAX_INTEGER = 2**53  # beyond this SQLite cannot bind it and no store holds that many rows
 TIMELINE_LIMIT, MAX_TIMELINE_LIMIT = 500, 5000
 
 
@@ -56,9 +57,12 @@ def integer(params: Mapping[str, str], name: str, default: int) -> int:
     if raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise BadQuery(name, f"{name} must be an integer, not {raw!r}") from None
+    if abs(value) > MAX_INTEGER:
+        raise BadQuery(name, f"{name} is out of range")
+    return value
 
 
 def _moment(params: Mapping[str, str], name: str) -> str | None:
@@ -136,8 +140,8 @@ def parse_query(
     if "min_blocked" in allowed and params.get("min_blocked", "") != "":
         min_blocked = integer(params, "min_blocked", 0)
     # Cursor pages skip the count unless asked: the client has the total from the first page.
-    count = params.get("count", "false" if params.get("cursor") else "true").lower()
-    if count not in {"true", "false", "1", "0", ""}:
+    count = params.get("count", "").lower() or ("false" if params.get("cursor") else "true")
+    if count not in {"true", "false", "1", "0"}:
         raise BadQuery("count", "count must be true or false")
     query = ListQuery(
         equals=tuple(equals),

@@ -85,6 +85,7 @@ def test_timeline_reads_the_session_index_oldest_first(db):
         (q(agent_id="a", decision="block"), "INDEX idx_activity_decisions_agent_"),
         (ListQuery(since=SINCE), "COVERING INDEX idx_activity_decisions_time"),
         (ListQuery(equals=(("decision", ("block",)),), since=SINCE), "COVERING INDEX idx_activity_decisions_time"),
+        (q(decision="block", severity="critical"), "COVERING INDEX idx_activity_decisions_time"),
     ],
 )
 def test_counts_use_the_narrowest_index(db, query, index):

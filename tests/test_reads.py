@@ -191,6 +191,7 @@ async def test_limit_and_offset_are_clamped(any_client):
         ("/decisions?severity=urgent", "severity"),
         ("/decisions?count=perhaps", "count"),
         ("/decisions?limit=1&limit=2", "limit"),
+        ("/decisions?offset=100000000000000000000", "offset"),
         ("/decisions?cursor=not-a-cursor", "cursor"),
         ("/sessions?state=sleeping", "state"),
         ("/sessions?min_blocked=some", "min_blocked"),

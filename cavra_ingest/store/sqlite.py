@@ -129,8 +129,9 @@ class Listing:
         params: list[Any] = []
         drivers = self.count_drivers if counting else self.drivers
         driver = None if drivers is None else self.driver(query, drivers)
-        if driver not in dict(self.drivers or ()) and (query.since or query.until):
-            # A time range is usually narrower than an outcome: let the time index drive the count.
+        if driver not in dict(self.drivers or ()) and (query.since or query.until or len(query.equals) > 1):
+            # 004's `decision` index counts outcomes alone, index-only. With a time range (usually
+            # narrower) or other filters (whose values it lacks), the covering time index counts cheaper.
             driver = None
         for name, values in query.equals:
             column = self.columns[name]

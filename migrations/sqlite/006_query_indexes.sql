@@ -5,13 +5,13 @@
 -- are tested on the entries the driving index yields.
 
 -- Unfiltered, time-range and low-cardinality listings walk this one newest first. It also carries the
--- facet fields and the tenant scope, so those filters are tested on the index entry before any row is
+-- facet fields, the scope and the rule, so those filters are tested on the index entry before any row is
 -- read, and counts and facets over a time window never touch the table. New rows land at its head,
 -- so its width costs bytes written, not random page reads.
 CREATE INDEX IF NOT EXISTS idx_activity_decisions_time
     ON activity_decisions(
         timestamp DESC, decision_id, decision, severity, tenant_id, workspace_id,
-        agent_id, repository, policy_pack, action_type
+        agent_id, repository, policy_pack, action_type, rule_id
     );
 
 CREATE INDEX IF NOT EXISTS idx_activity_decisions_agent_time
