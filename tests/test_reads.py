@@ -460,3 +460,17 @@ async def test_random_filter_combinations_agree_across_stores_and_with_python(ma
             await (await c.get(f"/decisions/facets?top=100&{query}")).json() for c in (sqlite_client, json_client)
         ]
         assert facets[0] == facets[1] and facets[0]["total"] == len(want), query
+
+
+async def test_sessions_page_by_cursor_without_gaps(any_client):
+    # Equal updated_at values on purpose: the session id settles the order, and the cursor carries it.
+    await post(any_client, [decision(session_id=f"s-{n:02d}", timestamp=moment(n % 4)) for n in range(13)])
+    full = await (await any_client.get("/sessions?limit=500")).json()
+    want = [s["session_id"] for s in full["items"]]
+    assert len(want) == 13
+    got, url = [], "/sessions?limit=4"
+    while url:
+        body = await (await any_client.get(url)).json()
+        got += [s["session_id"] for s in body["items"]]
+        url = f"/sessions?limit=4&cursor={body['next_cursor']}" if body["next_cursor"] else ""
+    assert got == want
