@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run migrate test lint format bench clean
+.PHONY: install run migrate test lint format bench bench-reads clean
 
 install: $(VENV)/.installed
 
@@ -36,3 +36,9 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Read benchmark (not part of `test`): loads ROWS decisions into bench/data/, times the read queries,
+# writes bench/results/reads-ROWS.{json,md}. REUSE=1 keeps an already loaded file.
+ROWS ?= 1000000
+bench-reads: install
+	$(PY) bench/read_bench.py --rows $(ROWS) $(if $(REUSE),--reuse,)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from workers.writer import BatchWriter
 
-from . import ingest, reads
+from . import export, facets, ingest, reads
 from .errors import json_errors
 from .keys import SETTINGS_KEY, STORE_KEY, WRITER_KEY
 from .settings import Settings
@@ -54,6 +54,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.on_shutdown.append(refuse_new_writes)
     app.router.add_post("/decisions", ingest.post_decisions)
     app.router.add_get("/decisions", reads.list_decisions)
+    # Fixed paths before `/decisions/{decision_id}`, which would otherwise capture `facets`.
+    app.router.add_get("/decisions/facets", facets.decision_facets)
+    app.router.add_get("/decisions.ndjson", export.decisions_ndjson)
+    app.router.add_get("/decisions.csv", export.decisions_csv)
     app.router.add_get("/decisions/{decision_id}", reads.get_decision)
     app.router.add_post("/sessions", ingest.post_sessions)
     app.router.add_get("/sessions", reads.list_sessions)

@@ -6,6 +6,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,8 +35,12 @@ DECISION_FILTERS = frozenset(
 )
 SESSION_FILTERS = frozenset({"agent_id", "repository", "policy_pack", "state", "tenant_id", "workspace_id"})
 ENUMS: dict[str, tuple[str, ...]] = {"decision": OUTCOMES, "severity": SEVERITIES, "state": SESSION_STATES}
-PAGING = frozenset({"limit", "offset", "cursor", "count", "since", "until"})
+PAGING = frozenset({"limit", "offset", "cursor", "count"})
+RANGE = frozenset({"since", "until"})
+# An unencoded `+` in a query string arrives as a space: `...T10:00:00 02:00` means `+02:00`.
+_SPACED_OFFSET = re.compile(r"(.*\d) (\d\d:\d\d)")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+MAX_INTEGER = 2**53  # beyond this SQLite cannot bind it and no store holds that many rows
 TIMELINE_LIMIT, MAX_TIMELINE_LIMIT = 500, 5000
 
 
@@ -47,20 +52,26 @@ class BadQuery(Exception):
         self.parameter = parameter
 
 
-def _integer(params: Mapping[str, str], name: str, default: int) -> int:
+def integer(params: Mapping[str, str], name: str, default: int) -> int:
     raw = params.get(name, "")
     if raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise BadQuery(name, f"{name} must be an integer, not {raw!r}") from None
+    if abs(value) > MAX_INTEGER:
+        raise BadQuery(name, f"{name} is out of range")
+    return value
 
 
 def _moment(params: Mapping[str, str], name: str) -> str | None:
     raw = params.get(name, "")
     if raw == "":
         return None
+    spaced = _SPACED_OFFSET.fullmatch(raw)
+    if spaced:
+        raw = f"{spaced.group(1)}+{spaced.group(2)}"
     try:
         return utc_text(msgspec.convert(raw, Timestamp))
     except msgspec.ValidationError:
@@ -101,17 +112,20 @@ def parse_query(
     default_limit: int = DEFAULT_LIMIT,
     max_limit: int = MAX_LIMIT,
     oldest_first: bool = False,
+    paging: bool = True,
 ) -> ListQuery:
     """Turn query arguments into a ListQuery; unknown or malformed ones raise BadQuery."""
-    allowed = frozenset(filters) | PAGING | frozenset(extra)
+    allowed = frozenset(filters) | RANGE | frozenset(extra) | (PAGING if paging else frozenset())
     params = request.query
     for name in params:
         if name not in allowed:
+            if name in PAGING:
+                raise BadQuery(name, f"{name} does not apply here: the answer covers every match")
             raise BadQuery(name, f"unknown query parameter {name!r}")
     equals = list(fixed)
     for name in sorted(frozenset(filters)):
-        # Empty values mean "no filter" (SPEC §3); repeated values mean OR.
-        values = tuple(dict.fromkeys(v for v in params.getall(name, []) if v != ""))
+        # Empty values mean "no filter" (SPEC §3); repeated values mean OR, in any order.
+        values = tuple(sorted({v for v in params.getall(name, []) if v != ""}))
         if not values:
             continue
         choices = ENUMS.get(name)
@@ -119,22 +133,23 @@ def parse_query(
             if choices is not None and value not in choices:
                 raise BadQuery(name, f"{name} must be one of {', '.join(choices)}, not {value!r}")
         equals.append((name, values))
-    for name in PAGING | frozenset(extra):
+    for name in PAGING | RANGE | frozenset(extra):
         if len(params.getall(name, [])) > 1:
             raise BadQuery(name, f"{name} may be given only once")
     min_blocked = None
     if "min_blocked" in allowed and params.get("min_blocked", "") != "":
-        min_blocked = _integer(params, "min_blocked", 0)
-    count = params.get("count", "true").lower()
-    if count not in {"true", "false", "1", "0", ""}:
+        min_blocked = integer(params, "min_blocked", 0)
+    # Cursor pages skip the count unless asked: the client has the total from the first page.
+    count = params.get("count", "").lower() or ("false" if params.get("cursor") else "true")
+    if count not in {"true", "false", "1", "0"}:
         raise BadQuery("count", "count must be true or false")
     query = ListQuery(
         equals=tuple(equals),
         since=_moment(params, "since"),
         until=_moment(params, "until"),
         min_blocked=min_blocked,
-        limit=min(max(_integer(params, "limit", default_limit), 1), max_limit),
-        offset=max(_integer(params, "offset", 0), 0),
+        limit=min(max(integer(params, "limit", default_limit), 1), max_limit),
+        offset=max(integer(params, "offset", 0), 0),
         with_total=count not in {"false", "0"},
         oldest_first=oldest_first,
     )

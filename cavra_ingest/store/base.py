@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -51,6 +52,25 @@ class Page:
     last_key: tuple[str, str] | None = None
 
 
+# The columns `GET /decisions/facets` counts by, in response order.
+FACET_FIELDS = ("decision", "severity", "repository", "agent_id", "policy_pack", "action_type")
+FacetCounts = list[tuple[str | None, int]]
+
+
+@dataclass
+class Facets:
+    """Match counts per value of each facet field (top N, most frequent first) and the total."""
+
+    total: int
+    fields: dict[str, FacetCounts]
+
+
+def rank(counts: dict[str | None, int], top: int) -> FacetCounts:
+    """Order values as the SQL stores do: count descending, then value ascending with null first."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is not None, kv[0] or ""))
+    return ordered[:top]
+
+
 @dataclass
 class Plan:
     """The writes one batch resolves to, computed before anything is written."""
@@ -78,6 +98,12 @@ class Store(Protocol):
     async def list_decisions(self, query: ListQuery) -> Page: ...
 
     async def list_sessions(self, query: ListQuery) -> Page: ...
+
+    async def facets(self, query: ListQuery, top: int) -> Facets: ...
+
+    def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
+        """Yield every match in listing order, a chunk at a time (ignores limit and offset)."""
+        ...
 
 
 def decision_ids(items: list[WriteItem]) -> list[str]:

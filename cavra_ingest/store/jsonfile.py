@@ -5,13 +5,27 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from ..models import ENCODER, SESSION_SCHEMA, SessionRecord
-from .base import ListQuery, Outcome, Page, StoreUnavailable, WriteItem, decision_ids, plan_batch, session_ids
+from .base import (
+    FACET_FIELDS,
+    Facets,
+    ListQuery,
+    Outcome,
+    Page,
+    StoreUnavailable,
+    WriteItem,
+    decision_ids,
+    plan_batch,
+    rank,
+    session_ids,
+)
 
 FILE_DECODER = msgspec.json.Decoder(dict[str, list[dict[str, Any]]])
 
@@ -133,6 +147,25 @@ class JsonStore:
         rows = [(msgspec.to_builtins(s), ENCODER.encode(s)) for s in self._sessions.values()]
         return _page(rows, query, "updated_at", "session_id")
 
+    async def facets(self, query: ListQuery, top: int) -> Facets:
+        """Count matches per facet field in one pass over the records in memory."""
+        counters: dict[str, Counter[str | None]] = {name: Counter() for name in FACET_FIELDS}
+        total = 0
+        for fields, _ in self._decisions.values():
+            if matches(fields, query, "timestamp"):
+                total += 1
+                for name, counter in counters.items():
+                    counter[fields.get(name)] += 1
+        return Facets(total, {name: rank(dict(counter), top) for name, counter in counters.items()})
+
+    async def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
+        """Yield matches from one sorted snapshot (references to the stored bytes, no copies)."""
+        rows = _sorted_hits(list(self._decisions.values()), query, "timestamp", "decision_id")
+        for start in range(0, len(rows), chunk_size):
+            yield [payload for _, payload in rows[start : start + chunk_size]]
+            # Let other requests run between chunks of a large export.
+            await asyncio.sleep(0)
+
 
 def matches(fields: dict[str, Any], query: ListQuery, time_key: str) -> bool:
     """Apply the same filter semantics as the SQL stores to one record."""
@@ -147,11 +180,19 @@ def matches(fields: dict[str, Any], query: ListQuery, time_key: str) -> bool:
     return query.min_blocked is None or int(fields.get("blocked_count") or 0) >= query.min_blocked
 
 
-def _page(rows: list[tuple[dict[str, Any], bytes]], query: ListQuery, time_key: str, id_key: str) -> Page:
+Row = tuple[dict[str, Any], bytes]
+
+
+def _sorted_hits(rows: list[Row], query: ListQuery, time_key: str, id_key: str) -> list[Row]:
     hits = [row for row in rows if matches(row[0], query, time_key)]
     # Two stable sorts give "time (desc or asc), then id ascending", as the SQL ORDER BY.
     hits.sort(key=lambda row: row[0][id_key])
     hits.sort(key=lambda row: row[0][time_key], reverse=not query.oldest_first)
+    return hits
+
+
+def _page(rows: list[Row], query: ListQuery, time_key: str, id_key: str) -> Page:
+    hits = _sorted_hits(rows, query, time_key, id_key)
     total = len(hits) if query.with_total else None
     if query.after is not None:
         after_time, after_id = query.after

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -15,7 +16,19 @@ import msgspec
 
 from ..migrate import apply_migrations
 from ..models import ENCODER, Accepted, SessionRecord
-from .base import ListQuery, Outcome, Page, StoreUnavailable, WriteItem, decision_ids, plan_batch, session_ids
+from .base import (
+    FACET_FIELDS,
+    Facets,
+    ListQuery,
+    Outcome,
+    Page,
+    StoreUnavailable,
+    WriteItem,
+    decision_ids,
+    plan_batch,
+    rank,
+    session_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +85,60 @@ SESSION_COLUMNS = {
 }
 
 
-class Listing:
-    """How one table is listed: its filter columns, time and id columns, order."""
+# Filters that may drive a decisions listing (and facets) through their index (006), most selective first.
+# With none of them the time index drives, and the other filters are tested on its entries, which carry
+# the facet and scope fields. The flag says whether several values (IN) may drive.
+DECISION_DRIVERS = (("session_id", True), ("correlation_id", True), ("agent_id", True), ("repository", True))
+# Order does not matter for a count or a facet, so 004's single-column `decision` index may drive those.
+DECISION_COUNT_DRIVERS = (*DECISION_DRIVERS, ("decision", True))
 
-    def __init__(self, table: str, columns: dict[str, str], time_column: str, id_column: str) -> None:
+
+class Listing:
+    """How one table is listed: its filter columns, time and id columns, order, driving indexes."""
+
+    def __init__(
+        self,
+        table: str,
+        columns: dict[str, str],
+        time_column: str,
+        id_column: str,
+        drivers: tuple[tuple[str, bool], ...] | None = None,
+        count_drivers: tuple[tuple[str, bool], ...] | None = None,
+    ) -> None:
         self.table = table
         self.columns = columns
         self.time_column = time_column
         self.id_column = id_column
+        # None: leave the index choice to SQLite (small tables).
+        self.drivers = drivers
+        self.count_drivers = count_drivers or drivers
 
-    def where(self, query: ListQuery, *, with_position: bool) -> tuple[str, list[Any]]:
+    @staticmethod
+    def driver(query: ListQuery, drivers: tuple[tuple[str, bool], ...]) -> str | None:
+        """Pick the one filter whose index drives the query, or None for the time index."""
+        given = dict(query.equals)
+        for name, many in drivers:
+            values = given.get(name)
+            if values and (many or len(values) == 1):
+                return name
+        return None
+
+    def where(self, query: ListQuery, *, with_position: bool, counting: bool = False) -> tuple[str, list[Any]]:
         """Build the WHERE clause from allow-listed columns and bound parameters."""
         clauses: list[str] = []
         params: list[Any] = []
+        drivers = self.count_drivers if counting else self.drivers
+        driver = None if drivers is None else self.driver(query, drivers)
+        if driver not in dict(self.drivers or ()) and (query.since or query.until or len(query.equals) > 1):
+            # 004's `decision` index counts outcomes alone, index-only. With a time range (usually
+            # narrower) or other filters (whose values it lacks), the covering time index counts cheaper.
+            driver = None
         for name, values in query.equals:
             column = self.columns[name]
+            # Unary + keeps SQLite from using this column's index (and then sorting every match):
+            # one chosen index drives, the other filters are tested on the entries it yields.
+            if drivers is not None and name != driver:
+                column = "+" + column
             if len(values) == 1:
                 clauses.append(f"{column} = ?")
             else:
@@ -102,9 +154,12 @@ class Listing:
             clauses.append("blocked_count >= ?")
             params.append(query.min_blocked)
         if with_position and query.after is not None:
-            beyond = ">" if query.oldest_first else "<"
+            # The first term bounds the index range; the second settles rows with the same time.
             time_column, id_column = self.time_column, self.id_column
-            clauses.append(f"({time_column} {beyond} ? OR ({time_column} = ? AND {id_column} > ?))")
+            if query.oldest_first:
+                clauses.append(f"{time_column} >= ? AND ({time_column} > ? OR {id_column} > ?)")
+            else:
+                clauses.append(f"{time_column} <= ? AND ({time_column} < ? OR {id_column} > ?)")
             params.extend([query.after[0], query.after[0], query.after[1]])
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
@@ -122,11 +177,29 @@ class Listing:
         return sql, params
 
     def count(self, query: ListQuery) -> tuple[str, list[Any]]:
-        where, params = self.where(query, with_position=False)
+        where, params = self.where(query, with_position=False, counting=True)
         return f"SELECT count(*) FROM {self.table}{where}", params
 
+    def facets(self, query: ListQuery, fields: tuple[str, ...]) -> tuple[str, list[Any]]:
+        """Count matches per value of each field in one statement: rows of (field, value, count)."""
+        columns = [(name, self.columns[name]) for name in fields]
+        if not (query.equals or query.since or query.until):
+            # No filter: each field's own index (004) is read in order, index-only.
+            arms = [f"SELECT '{name}', {col}, count(*) FROM {self.table} GROUP BY {col}" for name, col in columns]
+            return " UNION ALL ".join(arms), []
+        # One pass over the matches, then grouped per field: a GROUP BY per field on the table would tempt
+        # SQLite to walk that field's index in full, row by row. Without a selective driver the pass
+        # reads only the time index, which holds every facet field.
+        where, params = self.where(query, with_position=False)
+        picked = ", ".join(col for _, col in columns)
+        arms = [f"SELECT '{name}', {col}, count(*) FROM matches GROUP BY {col}" for name, col in columns]
+        sql = f"WITH matches AS MATERIALIZED (SELECT {picked} FROM {self.table}{where}) " + " UNION ALL ".join(arms)
+        return sql, params
 
-DECISIONS = Listing("activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id")
+
+DECISIONS = Listing(
+    "activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id", DECISION_DRIVERS, DECISION_COUNT_DRIVERS
+)
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 
 
@@ -315,3 +388,24 @@ class SqliteStore:
 
     async def list_sessions(self, query: ListQuery) -> Page:
         return await self._list(SESSIONS, query)
+
+    async def facets(self, query: ListQuery, top: int) -> Facets:
+        """Count matches per facet field in one statement on one reader; keep the top values."""
+        sql, params = DECISIONS.facets(query, FACET_FIELDS)
+        async with self._reader() as db:
+            rows = await db.execute_fetchall(sql, params)
+        counts: dict[str, dict[str | None, int]] = {name: {} for name in FACET_FIELDS}
+        for name, value, count in rows:
+            counts[name][value] = count
+        return Facets(sum(counts["decision"].values()), {name: rank(c, top) for name, c in counts.items()})
+
+    async def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
+        """Page through matches by keyset, taking a reader per chunk so a slow client holds none."""
+        chunk = dataclasses.replace(query, limit=chunk_size, offset=0, after=None, with_total=False)
+        while True:
+            page = await self.list_decisions(chunk)
+            if page.items:
+                yield page.items
+            if len(page.items) < chunk_size or page.last_key is None:
+                return
+            chunk = dataclasses.replace(chunk, after=page.last_key)

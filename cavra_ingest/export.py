@@ -1,0 +1,101 @@
+"""Exports: every decision matching the listing filters, streamed as NDJSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from .keys import STORE_KEY
+from .models import DecisionRecord
+from .reads import DECISION_FILTERS, BadQuery, bad_query, parse_query
+
+log = logging.getLogger(__name__)
+
+# Rows per store round trip: memory stays bounded by one chunk whatever the export's size.
+CHUNK_ROWS = 1000
+# The record's field order, fixed by the model: a stable header for spreadsheets and scripts.
+CSV_COLUMNS: tuple[str, ...] = DecisionRecord.__struct_fields__
+_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+
+def ndjson_chunk(payloads: list[bytes]) -> bytes:
+    """One stored record per line, exactly as stored."""
+    return b"".join(payload + b"\n" for payload in payloads)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    # Lists and objects (evidence_refs, context, labels) as compact JSON in one cell.
+    return msgspec.json.encode(value).decode()
+
+
+def csv_rows(payloads: list[bytes]) -> list[list[str]]:
+    """Flatten stored records into rows in CSV_COLUMNS order; fields without a column are left out."""
+    rows = []
+    for payload in payloads:
+        record = _DECODER.decode(payload)
+        rows.append([_cell(record.get(column)) for column in CSV_COLUMNS])
+    return rows
+
+
+def csv_chunk(rows: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue().encode()
+
+
+async def stream(
+    request: web.Request, content_type: str, filename: str, head: bytes, encode: Callable[[list[bytes]], bytes]
+) -> web.StreamResponse:
+    """Stream every match in listing order, fetched from the store in keyset chunks."""
+    try:
+        query = parse_query(request, DECISION_FILTERS, scope="export", paging=False)
+    except BadQuery as exc:
+        return bad_query(exc)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        }
+    )
+    await response.prepare(request)
+    try:
+        if head:
+            await response.write(head)
+        async for payloads in request.app[STORE_KEY].iter_decisions(query, CHUNK_ROWS):
+            await response.write(encode(payloads))
+    except ConnectionError:
+        raise  # the client went away; nothing to tell it
+    except Exception:
+        # The status line is sent: an error body would look like data. Drop the connection without the
+        # final chunk, so the client sees a truncated transfer instead of a complete-looking export.
+        log.exception("export failed after %s bytes", request.writer.output_size if request.writer else "?")
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def decisions_ndjson(request: web.Request) -> web.StreamResponse:
+    return await stream(request, "application/x-ndjson", "decisions.ndjson", b"", ndjson_chunk)
+
+
+async def decisions_csv(request: web.Request) -> web.StreamResponse:
+    return await stream(
+        request,
+        "text/csv; charset=utf-8",
+        "decisions.csv",
+        csv_chunk([list(CSV_COLUMNS)]),
+        lambda payloads: csv_chunk(csv_rows(payloads)),
+    )
