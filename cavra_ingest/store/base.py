@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -63,6 +64,28 @@ class Facets:
 
     total: int
     fields: dict[str, FacetCounts]
+
+
+def facets_from_rows(rows: Iterable[Sequence[Any]], top: int) -> Facets:
+    """Fold SQL rows of (field, value, count) into ranked facets; the total is the outcomes' sum."""
+    counts: dict[str, dict[str | None, int]] = {name: {} for name in FACET_FIELDS}
+    for name, value, count in rows:
+        counts[name][value] = count
+    return Facets(sum(counts["decision"].values()), {name: rank(c, top) for name, c in counts.items()})
+
+
+async def keyset_chunks(
+    list_page: Callable[[ListQuery], Awaitable[Page]], query: ListQuery, chunk_size: int
+) -> AsyncIterator[list[bytes]]:
+    """Page through every match by keyset, one listing call (and connection use) per chunk."""
+    chunk = dataclasses.replace(query, limit=chunk_size, offset=0, after=None, with_total=False)
+    while True:
+        page = await list_page(chunk)
+        if page.items:
+            yield page.items
+        if len(page.items) < chunk_size or page.last_key is None:
+            return
+        chunk = dataclasses.replace(chunk, after=page.last_key)
 
 
 def rank(counts: dict[str | None, int], top: int) -> FacetCounts:

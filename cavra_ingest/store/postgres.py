@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import asyncpg
 
 from ..migrate import apply_postgres_migrations
-from .base import ListQuery, Outcome, Page, StoreUnavailable, WriteItem, decision_ids, plan_batch, session_ids
+from .base import (
+    FACET_FIELDS,
+    Facets,
+    ListQuery,
+    Outcome,
+    Page,
+    StoreUnavailable,
+    WriteItem,
+    decision_ids,
+    facets_from_rows,
+    keyset_chunks,
+    plan_batch,
+    session_ids,
+)
 from .sqlite import (
-    DECISIONS,
+    DECISION_COLUMNS,
     INSERT_DECISION,
     SELECT_DECISION,
     SELECT_SESSION,
-    SESSIONS,
+    SESSION_COLUMNS,
     UPSERT_SESSION,
     Listing,
     _decision_row,
@@ -21,6 +35,9 @@ from .sqlite import (
     _session_row,
 )
 
+# No index hints: PostgreSQL's planner weighs the 006 indexes by its own statistics.
+DECISIONS = Listing("activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id")
+SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 # Every writer, on any server, takes this lock per batch: counts stay exact across processes.
 WRITE_LOCK = 0x63617673
 SELECT_STORED_DECISIONS = "SELECT decision_id, payload FROM activity_decisions WHERE decision_id = ANY($1::text[])"
@@ -134,6 +151,13 @@ class PostgresStore:
 
     async def list_sessions(self, query: ListQuery) -> Page:
         return await self._list(SESSIONS, query)
+
+    async def facets(self, query: ListQuery, top: int) -> Facets:
+        sql, params = DECISIONS.facets(query, FACET_FIELDS)
+        return facets_from_rows(await self.pool.fetch(numbered(sql), *params), top)
+
+    def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
+        return keyset_chunks(self.list_decisions, query, chunk_size)
 
 
 def schema_name(text: str) -> str:

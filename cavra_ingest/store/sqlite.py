@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -25,8 +24,9 @@ from .base import (
     StoreUnavailable,
     WriteItem,
     decision_ids,
+    facets_from_rows,
+    keyset_chunks,
     plan_batch,
-    rank,
     session_ids,
 )
 
@@ -394,18 +394,8 @@ class SqliteStore:
         sql, params = DECISIONS.facets(query, FACET_FIELDS)
         async with self._reader() as db:
             rows = await db.execute_fetchall(sql, params)
-        counts: dict[str, dict[str | None, int]] = {name: {} for name in FACET_FIELDS}
-        for name, value, count in rows:
-            counts[name][value] = count
-        return Facets(sum(counts["decision"].values()), {name: rank(c, top) for name, c in counts.items()})
+        return facets_from_rows(rows, top)
 
-    async def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
+    def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         """Page through matches by keyset, taking a reader per chunk so a slow client holds none."""
-        chunk = dataclasses.replace(query, limit=chunk_size, offset=0, after=None, with_total=False)
-        while True:
-            page = await self.list_decisions(chunk)
-            if page.items:
-                yield page.items
-            if len(page.items) < chunk_size or page.last_key is None:
-                return
-            chunk = dataclasses.replace(chunk, after=page.last_key)
+        return keyset_chunks(self.list_decisions, query, chunk_size)
