@@ -25,6 +25,7 @@ let live = true;
 let pollTimer = null;
 let facetsAvailable = true;
 let detailPushed = false;
+let refocus = null; // the facet button to focus again once the sidebar is redrawn
 const totals = new Map();
 
 // ---- navigation ----------------------------------------------------------------------------------
@@ -360,6 +361,7 @@ function toggleFacet(dim, value) {
   const filters = { ...state.filters };
   if (values.length) filters[dim] = values;
   else delete filters[dim];
+  refocus = { dim, value };
   navigate(withFilters({ filters }));
 }
 
@@ -371,7 +373,7 @@ function renderFacets(facets) {
     const entries = facets[dim];
     const top = Math.max(1, ...entries.map((e) => e.count));
     const headingId = `facet-${dim}`;
-    const list = el("ul", { class: "facet-list", "aria-labelledby": headingId }, entries.slice(0, 12).map((entry) => {
+    const list = el("ul", { class: "facet-list", "aria-labelledby": headingId }, entries.slice(0, 8).map((entry) => {
       const active = (state.filters[dim] || []).includes(entry.value);
       const label = ["decision", "severity"].includes(dim) ? badge(dim, entry.value) : el("span", { class: "facet-value", title: entry.value, text: entry.value || "(none)" });
       const button = el("button", {
@@ -383,10 +385,17 @@ function renderFacets(facets) {
       button.style.setProperty("--share", `${Math.round((entry.count / top) * 100)}%`);
       return el("li", {}, button);
     }));
-    return el("section", { class: "facet-group" }, el("h3", { id: headingId, text: known.get(dim) || dim }), entries.length ? list : el("p", { class: "muted", text: "No values." }));
+    const body = entries.length ? list : el("p", { class: "muted", text: "No values." });
+    return el("section", { class: "facet-group" }, el("h3", { id: headingId, text: known.get(dim) || dim }), body);
   });
   $("facet-groups").replaceChildren(...groups);
   $("facets").hidden = false;
+  if (refocus) {
+    const again = [...document.querySelectorAll("#facet-groups button.facet")]
+      .find((b) => b.dataset.dim === refocus.dim && b.dataset.value === refocus.value);
+    refocus = null;
+    if (again) again.focus({ preventScroll: true });
+  }
 }
 
 // ---- decision detail (list view) -----------------------------------------------------------------
