@@ -74,7 +74,9 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     async def _start(self) -> None:
-        self.runner = web.AppRunner(create_app(Settings(activity_db=str(self.db))), shutdown_timeout=5)
+        # A `.json` file means the JSON store (SPEC §4); anything else is a SQLite database.
+        store = {"activity_store": str(self.db)} if self.db.suffix == ".json" else {"activity_db": str(self.db)}
+        self.runner = web.AppRunner(create_app(Settings(**store)), shutdown_timeout=5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

@@ -307,6 +307,22 @@ def test_cursor_paging(page: Page, server: LiveServer) -> None:
     expect_ids(page, ["dec-a4", "dec-a3", "dec-a2", "dec-a1", "dec-b3"])
 
 
+def test_the_console_is_the_same_on_the_json_store(
+    page: Page, server_loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    json_server = seeded_server(server_loop, tmp_path / "activity.json")
+    try:
+        page.goto(json_server.url("/console?range=7d&limit=5"))
+        expect(page.locator("#store-kind")).to_have_text("json")
+        expect_ids(page, ["dec-a4", "dec-a3", "dec-a2", "dec-a1", "dec-b3"])
+        page.get_by_role("button", name="Next ›").click()
+        expect_ids(page, ["dec-b2", "dec-b1", "dec-g1", "dec-g2"])
+        page.get_by_role("link", name="sess-beta").first.click()
+        expect(page.locator("#timeline > li")).to_have_count(3)
+    finally:
+        json_server.stop()
+
+
 def facets_route_exists(server: LiveServer) -> bool:
     assert server.runner is not None
     return any(r.canonical == "/decisions/facets" for r in server.runner.app.router.resources())

@@ -142,6 +142,8 @@ function fillForm() {
   for (const name of MULTI) {
     for (const box of form.querySelectorAll(`input[name="${name}"]`)) box.checked = (state.filters[name] || []).includes(box.value);
   }
+  // Sessions are filtered on their latest activity (updated_at), decisions on their own time.
+  $("range-scope").textContent = state.view === "sessions" ? "(last activity)" : "";
   $("f-range").value = state.range;
   $("custom-range").hidden = state.range !== "custom";
   $("f-since").value = state.range === "custom" ? utcInputValue(state.since) : "";
@@ -292,13 +294,14 @@ function showList(fresh) {
   $("results-wrap").hidden = items.length === 0;
   $("empty").hidden = items.length !== 0;
   const noun = decisions ? "decision" : "session";
+  const order = decisions ? "newest first" : "latest activity first";
   const plural = (n) => `${n.toLocaleString("en")} ${noun}${n === 1 ? "" : "s"}`;
   const limit = Number(state.limit || config.default_limit);
   const offset = state.cursor && prevStack.length === 0 ? null : prevStack.length * limit;
   let text;
   if (items.length === 0) text = `No ${noun}s match.`;
-  else if (offset === null) text = `${plural(items.length)} on this page${shown.total !== null ? ` of ${shown.total.toLocaleString("en")}` : ""}, newest first`;
-  else text = `Showing ${offset + 1}–${offset + items.length}${shown.total !== null ? ` of ${plural(shown.total)}` : ` ${noun}s`}, newest first`;
+  else if (offset === null) text = `${plural(items.length)} on this page${shown.total !== null ? ` of ${shown.total.toLocaleString("en")}` : ""}, ${order}`;
+  else text = `Showing ${offset + 1}–${offset + items.length}${shown.total !== null ? ` of ${plural(shown.total)}` : ` ${noun}s`}, ${order}`;
   if (fresh.size) text += ` · ${fresh.size} new or updated`;
   $("summary").textContent = text;
   $("pager").hidden = !state.cursor && !shown.nextCursor;
@@ -568,7 +571,10 @@ function pollable() {
 function schedulePoll() {
   clearTimeout(pollTimer);
   if (!pollable()) return;
-  pollTimer = setTimeout(() => (state.view === "session" ? loadSession({ poll: true }) : loadList({ poll: true })), POLL_MS);
+  pollTimer = setTimeout(() => {
+    if (document.hidden) return schedulePoll(); // a background tab waits; it catches up when shown
+    return state.view === "session" ? loadSession({ poll: true }) : loadList({ poll: true });
+  }, POLL_MS);
 }
 
 function wireLive() {
