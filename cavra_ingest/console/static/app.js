@@ -34,7 +34,8 @@ function navigate(next, { prev = [], replace = false } = {}) {
   state = next;
   prevStack = prev;
   const url = `/console${toSearch(state)}`;
-  if (replace) history.replaceState({ prev }, "", url);
+  // Re-applying the same view (Clear all on a clear view) must not add a step to Back.
+  if (replace || url === location.pathname + location.search) history.replaceState({ prev }, "", url);
   else history.pushState({ prev }, "", url);
   render();
 }
