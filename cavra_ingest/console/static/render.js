@@ -177,7 +177,7 @@ export function sessionRow(item) {
     el("td", {}, sessionLink(item.session_id)),
     el("td", {}, clip(item.repository)),
     el("td", {}, clip(item.agent_id)),
-    el("td", {}, clip(item.policy_pack)),
+    el("td", { class: "col-policy" }, clip(item.policy_pack)),
     el("td", {}, badge("state", item.state)),
     count(item.decision_count, ""),
     count(item.blocked_count, "has-blocked"),
