@@ -85,9 +85,11 @@ def page(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The console runs under a strict Content-Security-Policy; anything it blocks is a bug.
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     yield page
     context.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
+    assert errors == [], f"errors in the page: {errors}"
 
 
 def rows(page: Page) -> Any:
@@ -514,6 +516,17 @@ def test_new_decisions_arrive_live_and_pausing_holds_them(page: Page, own_server
     expect(page.locator("#timeline > li")).to_have_count(7)
     expect(page.locator("#timeline > li").last).to_have_attribute("data-id", "dec-live-3")
     expect(page.locator("#session-summary .field-decision_count dd")).to_have_text("7")
+
+
+def test_no_match_shows_the_empty_state(page: Page, server: LiveServer) -> None:
+    page.goto(server.url("/console?repository=no/such-repo"))
+    empty = page.locator("#empty")
+    expect(empty).to_be_visible()
+    expect(empty).to_contain_text("Nothing matches these filters.")
+    expect(page.locator("#results-wrap")).to_be_hidden()
+    expect(page.locator("#summary")).to_have_text("No decisions match.")
+    empty.get_by_role("button", name="Clear filters").click()
+    expect_ids(page, ALL)
 
 
 def test_bad_filter_shows_the_api_detail(page: Page, server: LiveServer) -> None:
