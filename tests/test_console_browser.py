@@ -467,6 +467,23 @@ def test_session_page_shows_summary_and_timeline_in_time_order(page: Page, serve
     expect_ids(page, ALPHA[::-1])
 
 
+def test_long_timelines_load_later_decisions_on_demand(page: Page, own_server: LiveServer) -> None:
+    start = datetime.now(UTC) - timedelta(hours=1)
+    steps = [
+        {"session_id": "sess-long", "decision_id": f"dec-long-{n:04d}", "decision": "allow", "timestamp": moment}
+        for n, moment in enumerate((start + timedelta(seconds=n)).isoformat() for n in range(503))
+    ]
+    own_server.post("/decisions", steps)
+    page.goto(own_server.url("/console?view=session&id=sess-long"))
+    timeline = page.locator("#timeline > li")
+    expect(timeline).to_have_count(500)  # the API's default timeline page
+    expect(timeline.last).to_have_attribute("data-id", "dec-long-0499")
+    page.get_by_role("button", name="Load later decisions").click()
+    expect(timeline).to_have_count(503)
+    expect(timeline.last).to_have_attribute("data-id", "dec-long-0502")
+    expect(page.get_by_role("button", name="Load later decisions")).to_be_hidden()
+
+
 def test_decision_detail_opens_by_keyboard_and_closes_with_escape(page: Page, server: LiveServer) -> None:
     page.goto(server.url("/console"))
     expect(rows(page)).to_have_count(12)

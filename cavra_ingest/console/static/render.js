@@ -198,7 +198,13 @@ export function timelineItem(item, open) {
     el("span", { class: "tl-target mono", title: item.target, text: item.target || "—" }),
     el("span", { class: "tl-rule muted mono", text: item.rule_id }),
   );
-  const details = el("details", { open }, summary, recordView(item, { linkSession: false }));
+  const details = el("details", { open }, summary);
+  // Long sessions: the full record is built on first opening, not for every row up front.
+  const fill = () => {
+    if (details.open && details.childElementCount === 1) details.append(recordView(item, { linkSession: false }));
+  };
+  details.addEventListener("toggle", fill);
+  fill();
   return el("li", { id: `d-${item.decision_id}`, "data-id": item.decision_id, class: `tl-item outcome-${item.decision}` }, details);
 }
 
