@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run migrate test lint format bench bench-reads clean
+.PHONY: install browser run migrate test lint format bench bench-reads clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,12 @@ migrate: install
 run: migrate
 	CAVRA_ACTIVITY_DB=$(DB) $(PY) -m cavra_ingest serve --host $(HOST) --port $(PORT)
 
-test: install
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download cannot work here).
+browser:
+	@[ -x /usr/bin/chromium ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+test: install browser
 	$(PY) -m pytest
 
 lint: install

@@ -9,6 +9,7 @@ from aiohttp import web
 from workers.writer import BatchWriter
 
 from . import export, facets, ingest, reads
+from .console import add_console_routes
 from .errors import json_errors
 from .keys import SETTINGS_KEY, STORE_KEY, WRITER_KEY
 from .settings import Settings
@@ -65,4 +66,5 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/sessions/{session_id}/decisions", reads.session_timeline)
     app.router.add_get("/healthz", reads.healthz)
     app.router.add_get("/console/config", reads.console_config)
+    add_console_routes(app)
     return app

@@ -1,0 +1,45 @@
+// Talks to the public JSON API only: whatever the console shows, a script can fetch the same way.
+
+export class ApiError extends Error {
+  constructor(status, detail, parameter = null) {
+    super(detail);
+    this.status = status; // 0 when the API could not be reached at all
+    this.detail = detail;
+    this.parameter = parameter;
+  }
+}
+
+export function withQuery(path, params) {
+  const query = params ? params.toString() : "";
+  return query ? `${path}?${query}` : path;
+}
+
+export async function getJson(path, params) {
+  let response;
+  try {
+    response = await fetch(withQuery(path, params), { headers: { Accept: "application/json" }, cache: "no-store" });
+  } catch {
+    throw new ApiError(0, "The API did not answer (network error). Is the server running?");
+  }
+  let text = "";
+  try {
+    text = await response.text();
+  } catch {
+    throw new ApiError(0, "The connection to the API broke while reading its answer.");
+  }
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    // The API's one error shape carries a readable `detail` (and `parameter` for bad query arguments).
+    const detail = body && typeof body.detail === "string" ? body.detail : `${response.status} ${response.statusText}`;
+    throw new ApiError(response.status, detail, (body && (body.parameter || body.field)) || null);
+  }
+  if (body === null || typeof body !== "object") {
+    throw new ApiError(response.status, "The API answered with something that is not a JSON object.");
+  }
+  return body;
+}

@@ -1,0 +1,81 @@
+// The whole view state lives in the console's URL; these functions convert between the two.
+
+export const DECISION_FILTERS = [
+  "decision", "severity", "repository", "agent_id", "policy_pack", "action_type", "session_id",
+  "tenant_id", "workspace_id", "rule_id", "correlation_id",
+];
+export const SESSION_FILTERS = ["state", "repository", "agent_id", "policy_pack", "tenant_id", "workspace_id", "min_blocked"];
+export const MULTI = ["decision", "severity", "state"];
+export const RANGES = { "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3 };
+const VIEWS = ["decisions", "sessions", "session"];
+
+export function filtersFor(view) {
+  return view === "sessions" ? SESSION_FILTERS : DECISION_FILTERS;
+}
+
+export function parseLocation(search) {
+  const q = new URLSearchParams(search);
+  const view = VIEWS.includes(q.get("view")) ? q.get("view") : "decisions";
+  const filters = {};
+  for (const name of new Set([...DECISION_FILTERS, ...SESSION_FILTERS])) {
+    const values = [...new Set(q.getAll(name).filter((v) => v !== ""))];
+    if (values.length) filters[name] = values;
+  }
+  const since = q.get("since") || "";
+  const until = q.get("until") || "";
+  let range = q.get("range") || "";
+  if (!(range in RANGES) && range !== "custom") range = since || until ? "custom" : "";
+  return {
+    view, filters, range, since, until,
+    limit: q.get("limit") || "",
+    cursor: q.get("cursor") || "",
+    detail: q.get("detail") || "",
+    id: q.get("id") || "",
+  };
+}
+
+export function toSearch(state) {
+  const q = new URLSearchParams();
+  if (state.view !== "decisions") q.set("view", state.view);
+  if (state.view === "session") {
+    q.set("id", state.id);
+    if (state.detail) q.set("detail", state.detail);
+    return `?${q}`;
+  }
+  for (const [name, values] of Object.entries(state.filters)) for (const value of values) q.append(name, value);
+  if (state.range) q.set("range", state.range);
+  // A preset's start is frozen while paging: cursors are bound to the exact filters they were made for.
+  if (state.since && (state.range === "custom" || state.cursor)) q.set("since", state.since);
+  if (state.until && state.range === "custom") q.set("until", state.until);
+  if (state.limit) q.set("limit", state.limit);
+  if (state.cursor) q.set("cursor", state.cursor);
+  if (state.detail) q.set("detail", state.detail);
+  const text = q.toString();
+  return text ? `?${text}` : "";
+}
+
+export function resolveRange(state, now = Date.now()) {
+  if (state.range in RANGES) {
+    const since = state.cursor && state.since ? state.since : new Date(now - RANGES[state.range]).toISOString();
+    return { since, until: "" };
+  }
+  if (state.range === "custom") return { since: state.since, until: state.until };
+  return { since: "", until: "" };
+}
+
+// Filters plus time range, as the API spells them; shared by listings, facets and exports.
+export function filterParams(state, since) {
+  const q = new URLSearchParams();
+  const allowed = filtersFor(state.view);
+  for (const name of allowed) for (const value of state.filters[name] || []) q.append(name, value);
+  const range = resolveRange(state);
+  const start = since === undefined ? range.since : since;
+  if (start) q.set("since", start);
+  if (range.until) q.set("until", range.until);
+  return q;
+}
+
+export function sameListing(a, b) {
+  if (!a || !b || a.view !== b.view) return false;
+  return toSearch({ ...a, detail: "" }) === toSearch({ ...b, detail: "" });
+}
