@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser run migrate test lint format bench bench-reads clean
+.PHONY: install browser run migrate test lint format bench bench-reads faults clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,13 @@ browser:
 
 test: install browser
 	$(PY) -m pytest
+
+# A longer fault campaign: more kill -9 rounds (FAULT_ROUNDS) and more fuzz examples (FUZZ_EXAMPLES).
+FAULT_ROUNDS ?= 25
+FUZZ_EXAMPLES ?= 300
+faults: install
+	CAVRA_FAULT_ROUNDS=$(FAULT_ROUNDS) CAVRA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s -p no:randomly \
+		tests/test_faults.py $(wildcard tests/test_fuzz_api.py)
 
 lint: install
 	$(VENV)/bin/ruff check .

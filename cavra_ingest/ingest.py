@@ -139,8 +139,12 @@ def result_entry(index: int, accepted: Accepted | None, outcome: Outcome | None,
 async def post_decisions(request: web.Request) -> web.Response:
     """Validate, commit and report decisions; a 2xx means every accepted one is committed."""
     settings = request.app[SETTINGS_KEY]
-    if request.app[WRITER_KEY].closing:
+    writer = request.app[WRITER_KEY]
+    if writer.closing:
         return unavailable("server is shutting down; retry later", request)
+    if writer.pending_records >= writer.queue_max_records:
+        # Shed before reading and decoding the body: under a burst that is most of the cost.
+        return unavailable("ingest queue is full; retry later", request)
     ndjson = request.content_type in NDJSON_TYPES
     try:
         body = await read_body(request, allow_ndjson=True)

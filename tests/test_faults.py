@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,22 @@ OUTCOMES = ["allow", "block", "require_approval", "warn", "audit_only"]
 _ids = itertools.count()
 
 pytestmark = pytest.mark.timeout(60 + 20 * ROUNDS)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Any:
+    """Start servers that are killed at teardown whatever happened to the test."""
+    started: list[Server] = []
+
+    async def start(db: Path | None = None, **env: str) -> Server:
+        server = Server(db or tmp_path / "activity.db", env=env)
+        started.append(server)
+        await server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
 
 
 def make_decision(prefix: str, rng: random.Random) -> dict[str, Any]:
@@ -64,15 +81,14 @@ async def load(
             mine.extend(d for d in sent if d["decision_id"] in ids)
 
 
-async def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
+async def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, spawn: Any) -> None:
     """SIGKILL under load, restart on the same file: every acknowledged decision is there once, summaries agree."""
     db = tmp_path / "activity.db"
     rng = random.Random(os.environ.get("CAVRA_FAULT_SEED", "5"))
     acked: set[str] = set()
     statuses: dict[Any, int] = {}
     for round_no in range(ROUNDS):
-        server = Server(db)
-        await server.start()
+        server = await spawn(db)
         before = len(acked)
         stop = asyncio.Event()
         workers = [
@@ -88,8 +104,7 @@ async def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
         missing = acked - found["ids"]
         assert not missing, f"round {round_no}: {len(missing)} acknowledged decisions lost"
     assert all(isinstance(k, str) or k in (200, 207) for k in statuses), statuses
-    server = Server(db)
-    await server.start()
+    server = await spawn(db)
     try:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{server.url}/decisions", params={"limit": "1"}) as response:
@@ -100,3 +115,235 @@ async def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     finally:
         await server.terminate(timeout=15)
     print(f"crash: {ROUNDS} rounds, {len(acked)} acknowledged decisions verified, responses {statuses}")
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any, Any]:
+    async with http.post(f"{url}/decisions", json=body) as response:
+        return response.status, await response.json(), response.headers
+
+
+async def test_sigterm_under_load_drains_within_deadline(tmp_path: Path, spawn: Any) -> None:
+    """SIGTERM while batches are queued: they commit, nothing acknowledged is lost, exit within the deadline."""
+    db = tmp_path / "activity.db"
+    deadline = 5.0
+    server = await spawn(db, CAVRA_DRAIN_DEADLINE_S=str(deadline))
+    acked: set[str] = set()
+    statuses: dict[Any, int] = {}
+    stop = asyncio.Event()
+    workers = [asyncio.create_task(load(server.url, f"t{w}", w, stop, acked, statuses)) for w in range(3)]
+    rng = random.Random(7)
+    big = [[make_decision(f"big{b}", rng) for _ in range(2000)] for b in range(6)]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        in_flight = [asyncio.create_task(post(http, server.url, batch)) for batch in big]
+        # SIGTERM only once the writer really holds queued work.
+        async with http.get(f"{server.url}/healthz") as response:
+            queued = (await response.json())["queued_records"]
+        poll_until = time.monotonic() + 10
+        while queued == 0 and time.monotonic() < poll_until:
+            async with http.get(f"{server.url}/healthz") as response:
+                queued = (await response.json())["queued_records"]
+        assert queued > 0
+        stop.set()
+        code, took = await server.terminate(timeout=deadline * 3)
+        results = await asyncio.gather(*in_flight, return_exceptions=True)
+    await asyncio.gather(*workers)
+    assert code == 0, server.log()[-2000:]
+    assert took <= deadline + 1.0, took
+    for batch, result in zip(big, results, strict=True):
+        assert not isinstance(result, BaseException), result
+        status, body, headers = result
+        if status == 503:
+            assert headers["Retry-After"] == "1" and body["status"] == 503
+            continue
+        assert status == 200, body
+        acked.update(d["decision_id"] for d in batch)
+    assert set(statuses) <= {200, 207, 503, "ClientConnectorError", "ServerDisconnectedError", "ClientOSError"}
+    found = check_file(db)
+    assert acked <= found["ids"]
+    print(f"sigterm: exit {code} in {took:.2f}s (deadline {deadline}s), {len(acked)} acknowledged, {statuses}")
+
+
+@pytest.fixture
+async def locked_server(spawn: Any) -> Server:
+    return await spawn(CAVRA_SQLITE_BUSY_TIMEOUT_MS="200")
+
+
+async def assert_fault_then_recovery(server: Server, fault: Any, clear: Any) -> None:
+    """Under the fault writes get a retryable 503 and leave nothing; once it clears, the same batch commits."""
+    rng = random.Random(11)
+    batch = [make_decision("fault", rng) | {"target": "t" * 1000} for _ in range(400)]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        assert (await post(http, server.url, batch))[0] == 200  # the store works before the fault
+        batch = [make_decision("fault", rng) | {"target": "t" * 1000} for _ in range(400)]
+        fault()
+        try:
+            status, body, headers = await post(http, server.url, batch)
+            assert status == 503, body
+            assert headers["Retry-After"] == "1" and body["error"] == "unavailable"
+            status, body, headers = await post(http, server.url, batch[0])
+            assert status == 503, body
+            for decision in (batch[0], batch[-1]):
+                async with http.get(f"{server.url}/decisions/{decision['decision_id']}") as response:
+                    assert response.status == 404  # nothing of the failed batch is visible
+            async with http.get(f"{server.url}/healthz") as response:
+                assert response.status == 200  # the server itself stays up
+        finally:
+            clear()
+        status, body, _ = await post(http, server.url, batch)
+        assert status == 200 and body["created"] == len(batch), body
+    await server.terminate(timeout=15)
+    check_file(server.db)
+
+
+async def test_locked_database_gets_503_then_recovers(locked_server: Server) -> None:
+    """Another process holds the write lock: 503 + Retry-After after the busy timeout, then recovery."""
+    import sqlite3
+
+    other = sqlite3.connect(locked_server.db, isolation_level=None)
+
+    def lock() -> None:
+        other.execute("BEGIN IMMEDIATE")
+
+    def unlock() -> None:
+        other.execute("ROLLBACK")
+        other.close()
+
+    await assert_fault_then_recovery(locked_server, lock, unlock)
+
+
+def _chattr(flag: str, *paths: Path) -> None:
+    import subprocess
+
+    subprocess.run(["chattr", flag, *map(str, paths)], check=True, capture_output=True)
+
+
+async def test_read_only_database_gets_503_then_recovers(locked_server: Server) -> None:
+    """The database and its WAL become immutable (read-only even for root): 503, then recovery."""
+    files = [locked_server.db, locked_server.db.with_name(locked_server.db.name + "-wal")]
+    try:
+        _chattr("-i", *files)
+    except (OSError, Exception) as exc:  # not ext2/3/4, or no chattr binary
+        pytest.skip(f"chattr is not usable here: {exc}")
+    # The -shm file stays writable: it is mmap'ed, and an immutable one is a SIGBUS, not an error code.
+    await assert_fault_then_recovery(locked_server, lambda: _chattr("+i", *files), lambda: _chattr("-i", *files))
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Any:
+    import subprocess
+
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_full_disk_gets_503_then_recovers(small_fs: Path, spawn: Any) -> None:
+    """The filesystem holding the database fills up: 503, and once space is freed the writer recovers."""
+    server = await spawn(small_fs / "activity.db")
+    ballast = small_fs / "ballast"
+
+    def fill() -> None:
+        with open(ballast, "wb") as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 65536)
+                    handle.flush()
+            except OSError:
+                pass
+
+    await assert_fault_then_recovery(server, fill, lambda: ballast.unlink())
+
+
+async def test_overload_sheds_excess_with_503_and_recovers(spawn: Any) -> None:
+    """A burst far above the queue: excess gets 503 + Retry-After, memory stays bounded, then service is normal."""
+    queue_max = 500
+    server = await spawn(CAVRA_QUEUE_MAX_RECORDS=str(queue_max))
+    rng = random.Random(3)
+    requests = 400
+    burst = [[make_decision("burst", rng) for _ in range(100)] for _ in range(requests)]
+    rss_before = server.peak_rss_kib()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+
+        async def timed(batch: list[dict[str, Any]]) -> tuple[int, Any, Any, float]:
+            start = time.monotonic()
+            status, body, headers = await post(http, server.url, batch)
+            return status, body, headers, time.monotonic() - start
+
+        results = await asyncio.gather(*(timed(batch) for batch in burst))
+        peak_rss = server.peak_rss_kib()
+        statuses = [r[0] for r in results]
+        assert set(statuses) <= {200, 503}, set(statuses)
+        shed = [r for r in results if r[0] == 503]
+        assert shed and statuses.count(200) > 0
+        for _, body, headers, _ in shed:
+            assert headers["Retry-After"] == "1" and body["error"] == "unavailable"
+        async with http.get(f"{server.url}/healthz") as response:
+            health = await response.json()
+        assert health["queued_records"] == 0  # every request got its answer, so nothing is left queued
+        # Back to normal: the shed batches go in on retry.
+        for batch in [burst[i] for i, r in enumerate(results) if r[0] == 503][:20]:
+            assert (await post(http, server.url, batch))[0] == 200
+    await server.terminate(timeout=15)
+    stored = check_file(server.db)["ids"]
+    committed = {d["decision_id"] for batch, r in zip(burst, results, strict=True) if r[0] == 200 for d in batch}
+    assert committed <= stored
+    shed_ms = sorted(r[3] * 1000 for r in shed)
+    ok_ms = sorted(r[3] * 1000 for r in results if r[0] == 200)
+    print(
+        f"overload: {requests}x100 records at queue {queue_max}: {len(ok_ms)} ok, {len(shed_ms)} shed;"
+        f" p50 shed {shed_ms[len(shed_ms) // 2]:.0f} ms vs ok {ok_ms[len(ok_ms) // 2]:.0f} ms;"
+        f" peak RSS {rss_before // 1024} -> {peak_rss // 1024} MiB"
+    )
+    # The queue bounds what waits for the disk; what remains is the bodies of requests being read at once.
+    assert peak_rss - rss_before < 200 * 1024
+
+
+async def raw_request(port: int, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_slow_and_stalled_bodies_time_out_without_holding_others(spawn: Any) -> None:
+    """Bodies that never finish get 408 JSON after the read timeout; other clients are served meanwhile."""
+    server = await spawn(CAVRA_BODY_READ_TIMEOUT_S="3")
+    head = (
+        b"POST /decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000\r\n\r\n{"
+    )
+    stalled = [await raw_request(server.port, head) for _ in range(20)]
+    trickle_reader, trickle_writer = await raw_request(server.port, head)
+
+    async def trickle() -> None:
+        try:
+            for _ in range(40):
+                trickle_writer.write(b" ")
+                await trickle_writer.drain()
+                await asyncio.sleep(0.1)  # a client sending one byte every 100 ms
+        except ConnectionError:
+            pass
+
+    trickling = asyncio.create_task(trickle())
+    rng = random.Random(5)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(10):
+            status, _, _ = await post(http, server.url, make_decision("fast", rng))
+            assert status == 200
+        # All served while every slow client is still waiting for its answer.
+        assert not any(reader.at_eof() or reader._buffer for reader, _ in stalled)  # noqa: SLF001
+    for reader, writer in [*stalled, (trickle_reader, trickle_writer)]:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        body = await reader.readexactly(length)
+        assert b'"status":408' in body and b'"error":"request_timeout"' in body
+        writer.close()
+    await trickling
