@@ -71,9 +71,15 @@ def validate(raw: bytes | msgspec.Raw, max_bytes: int) -> Accepted | dict[str, A
         return error_body(422, detail, field=field)
     except msgspec.DecodeError as exc:
         return error_body(400, f"malformed JSON: {exc}")
+    except UnicodeDecodeError as exc:
+        return error_body(400, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}")
     except RecursionError:
         return error_body(422, "record is nested too deeply", field="$")
-    return normalize(item, ignored)
+    try:
+        return normalize(item, ignored)
+    except OverflowError:
+        # A date-time at the very edge of year 1 or 9999 whose offset takes it out of range in UTC.
+        return error_body(422, "$.timestamp: out of range once converted to UTC", field="$.timestamp")
 
 
 def unavailable(detail: str, request: web.Request) -> web.Response:
@@ -217,6 +223,8 @@ async def post_sessions(request: web.Request) -> web.Response:
         return error_response(422, detail, field=field)
     except msgspec.DecodeError as exc:
         return error_response(400, f"malformed JSON: {exc}")
+    except UnicodeDecodeError as exc:
+        return error_response(400, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}")
     except RecursionError:
         return error_response(422, "body is nested too deeply", field="$")
     committed = await commit(request, [update])

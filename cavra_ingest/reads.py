@@ -74,7 +74,7 @@ def _moment(params: Mapping[str, str], name: str) -> str | None:
         raw = f"{spaced.group(1)}+{spaced.group(2)}"
     try:
         return utc_text(msgspec.convert(raw, Timestamp))
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, OverflowError):
         raise BadQuery(name, f"{name} must be an RFC 3339 date-time with an offset, not {raw!r}") from None
 
 
