@@ -19,6 +19,8 @@ JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 ARRAY_DECODER = msgspec.json.Decoder(list[msgspec.Raw])
 DECISION_FAILED = {"conflict": 409, "rejected": 422}
+# JSON can carry a NUL only escaped: without these bytes in the body there is none to look for.
+NUL_ESCAPE = b"\\u0000"
 
 
 class BadRequest(Exception):
@@ -60,7 +62,34 @@ def split_records(body: bytes, ndjson: bool) -> tuple[list[bytes | msgspec.Raw],
         raise BadRequest(error_response(400, f"malformed JSON: {exc}")) from None
 
 
-def validate(raw: bytes | msgspec.Raw, max_bytes: int) -> Accepted | dict[str, Any]:
+def nul_path(value: Any, path: str = "$") -> str | None:
+    """Return the path of the first string or key holding a NUL character."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((f"[{index}]", item) for index, item in enumerate(value))
+    for key, item in items:
+        step = key if key.startswith("[") else f".{key}"
+        if "\x00" in key:
+            return f"{path}{step}"
+        found = nul_path(item, f"{path}{step}")
+        if found is not None:
+            return found
+    return None
+
+
+def reject_nul(item: Any) -> dict[str, Any] | None:
+    # PostgreSQL text and jsonb cannot hold NUL: refused on every store, so all stores accept the same records.
+    field = nul_path(msgspec.to_builtins(item))
+    if field is None:
+        return None
+    return error_body(422, f"{field}: NUL characters (\\u0000) are not accepted", field=field)
+
+
+def validate(raw: bytes | msgspec.Raw, max_bytes: int, check_nul: bool = False) -> Accepted | dict[str, Any]:
     """Decode and normalise one record, or return its error object."""
     if len(raw) > max_bytes:
         return error_body(422, f"record exceeds {max_bytes} bytes", field="$")
@@ -75,6 +104,8 @@ def validate(raw: bytes | msgspec.Raw, max_bytes: int) -> Accepted | dict[str, A
         return error_body(400, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}")
     except RecursionError:
         return error_body(422, "record is nested too deeply", field="$")
+    if check_nul and (refused := reject_nul(item)) is not None:
+        return refused
     try:
         return normalize(item, ignored)
     except OverflowError:
@@ -161,7 +192,8 @@ async def post_decisions(request: web.Request) -> web.Response:
         return error_response(413, f"batch holds {len(raws)} records; at most {settings.max_batch_records}")
     if not raws:
         return error_response(400, "batch holds no decisions")
-    checked = [validate(raw, settings.max_record_bytes) for raw in raws]
+    check_nul = NUL_ESCAPE in body  # only then is the per-record walk needed
+    checked = [validate(raw, settings.max_record_bytes, check_nul) for raw in raws]
     accepted = [item for item in checked if isinstance(item, Accepted)]
     outcomes: list[Outcome] = []
     if accepted:
@@ -227,6 +259,8 @@ async def post_sessions(request: web.Request) -> web.Response:
         return error_response(400, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}")
     except RecursionError:
         return error_response(422, "body is nested too deeply", field="$")
+    if NUL_ESCAPE in body and (refused := reject_nul(update)) is not None:
+        return web.Response(status=422, body=ENCODER.encode(refused), content_type="application/json")
     committed = await commit(request, [update])
     if isinstance(committed, web.Response):
         return committed

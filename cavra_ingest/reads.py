@@ -130,6 +130,9 @@ def parse_query(
             continue
         choices = ENUMS.get(name)
         for value in values:
+            if "\x00" in value:
+                # No store holds NUL (ingest refuses it), and PostgreSQL cannot even compare with it.
+                raise BadQuery(name, f"{name} must not contain NUL characters")
             if choices is not None and value not in choices:
                 raise BadQuery(name, f"{name} must be one of {', '.join(choices)}, not {value!r}")
         equals.append((name, values))
@@ -198,15 +201,23 @@ async def list_sessions(request: web.Request) -> web.Response:
     return page_response(page, query, "sessions")
 
 
+def stored_id(request: web.Request, name: str) -> str | None:
+    """Return the route's id, or None when it cannot name a stored record (it holds a NUL)."""
+    value = request.match_info[name]
+    return None if "\x00" in value else value
+
+
 async def get_decision(request: web.Request) -> web.Response:
-    body = await request.app[STORE_KEY].get_decision(request.match_info["decision_id"])
+    decision_id = stored_id(request, "decision_id")
+    body = None if decision_id is None else await request.app[STORE_KEY].get_decision(decision_id)
     if body is None:
         return error_response(404, "decision not found")
     return web.Response(body=body, content_type="application/json")
 
 
 async def get_session(request: web.Request) -> web.Response:
-    body = await request.app[STORE_KEY].get_session(request.match_info["session_id"])
+    session_id = stored_id(request, "session_id")
+    body = None if session_id is None else await request.app[STORE_KEY].get_session(session_id)
     if body is None:
         return error_response(404, "session not found")
     return web.Response(body=body, content_type="application/json")
@@ -214,10 +225,10 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def session_timeline(request: web.Request) -> web.Response:
     """Return a session's summary and its decisions oldest first, for auditors."""
-    session_id = request.match_info["session_id"]
+    session_id = stored_id(request, "session_id")
     store = request.app[STORE_KEY]
-    summary = await store.get_session(session_id)
-    if summary is None:
+    summary = None if session_id is None else await store.get_session(session_id)
+    if session_id is None or summary is None:
         return error_response(404, "session not found")
     try:
         query = parse_query(

@@ -177,12 +177,38 @@ async def test_duplicate_keys_last_one_wins_and_is_what_is_stored(client: TestCl
     assert (await (await client.get("/sessions/s")).json())["blocked_count"] == 1
 
 
-async def test_nul_and_control_characters_are_stored_verbatim(any_client: TestClient) -> None:
-    text = "a\u0000b\u0001c\u001f\u007f\u2028\ufeff\U0001f600"
-    sent = decision(decision_id="ctl\u0000id", session_id="ctl-session", target=text, reason=text)
+async def test_control_characters_are_stored_verbatim(any_client: TestClient) -> None:
+    text = "a\u0001b\u001fc\u007f\u2028\ufeff\U0001f600\t\n"
+    sent = decision(decision_id="ctl\u0001id", session_id="ctl-session", target=text, reason=text, context={text: text})
     assert (await any_client.post("/decisions", json=sent)).status == 200
     stored = await (await any_client.get(URL("/decisions/" + quote(sent["decision_id"], safe=""), encoded=True))).json()
-    assert (stored["target"], stored["reason"], stored["decision_id"]) == (text, text, sent["decision_id"])
+    assert (stored["target"], stored["reason"], stored["context"]) == (text, text, {text: text})
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"decision_id": "a\u0000b"}, "$.decision_id"),
+        ({"target": "x\u0000"}, "$.target"),
+        ({"evidence_refs": ["ok", "\u0000"]}, "$.evidence_refs[1]"),
+        ({"context": {"k": {"inner": "\u0000"}}}, "$.context.k.inner"),
+        ({"labels": {"\u0000key": 1}}, "$.labels.\u0000key"),
+    ],
+)
+async def test_nul_is_a_422_naming_the_field_on_every_store(any_client: TestClient, fields: Any, field: str) -> None:
+    """PostgreSQL cannot store NUL, so no store accepts it: the same record gets the same answer everywhere."""
+    response = await any_client.post("/decisions", json=decision(**fields))
+    assert response.status == 422
+    reply = await response.json()
+    assert reply["field"] == field and "NUL" in reply["detail"]
+    response = await any_client.post("/decisions", json=[decision(), decision(**fields)])
+    assert response.status == 207
+    assert [r["status"] for r in (await response.json())["results"]] == ["created", "invalid"]
+    response = await any_client.post("/decisions", json=decision(target="\\u0000 is only text here"))
+    assert response.status == 200  # an escaped backslash before u0000 is no NUL
+    response = await any_client.post("/sessions", json={"session_id": "s\u0000"})
+    assert response.status == 422 and (await response.json())["field"] == "$.session_id"
+    await assert_alive(any_client)
 
 
 SQL = [
@@ -236,6 +262,9 @@ async def test_sql_text_in_every_query_parameter(any_client: TestClient) -> None
                     assert response.status == 400 and reply["parameter"] == name
                 else:
                     assert response.status == 200 and reply["total"] == 0, (name, reply)
+        for name in sorted(filters):
+            response = await any_client.get(path, params={name: "a\u0000b"})
+            assert response.status == 400 and (await response.json())["parameter"] == name
     for name in ("limit", "offset", "since", "until", "cursor", "count", "min_blocked"):
         path = "/sessions" if name == "min_blocked" else "/decisions"
         for payload in SQL:
