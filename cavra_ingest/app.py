@@ -8,7 +8,7 @@ from aiohttp import web
 
 from workers.writer import BatchWriter
 
-from . import export, facets, ingest, reads
+from . import export, facets, ingest, openapi, reads
 from .console import add_console_routes
 from .errors import json_errors
 from .keys import SETTINGS_KEY, STORE_KEY, WRITER_KEY
@@ -66,5 +66,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/sessions/{session_id}/decisions", reads.session_timeline)
     app.router.add_get("/healthz", reads.healthz)
     app.router.add_get("/console/config", reads.console_config)
+    app.router.add_get("/openapi.json", openapi.spec)
+    app.router.add_get("/docs", openapi.docs)
     add_console_routes(app)
     return app

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from workers.writer import QueueFull, WriterClosed
 
-from .errors import error_body, error_response, validation_detail
+from .errors import CODES, error_body, error_response, validation_detail
 from .keys import SETTINGS_KEY, WRITER_KEY
 from .models import ENCODER, SESSION_DECODER, Accepted, decode_decision, normalize
 from .store import Outcome, StoreUnavailable, WriteItem
@@ -235,8 +235,10 @@ def batch_response(checked: list[Accepted | dict[str, Any]], outcomes: list[Outc
         "failed": len(results) - sum(counts.values()),
     }
     if status >= 400:
+        # The one error shape, so a client reading `error` needs no special case for batches.
         body["detail"] = "no record in the batch was accepted"
         body["status"] = status
+        body["error"] = CODES.get(status, "error")
     return web.Response(status=status, body=ENCODER.encode(body), content_type="application/json")
 
 
