@@ -217,7 +217,8 @@ DECISIONS_BODY = {
     "required": True,
     "content": {
         JSON: {"schema": {"oneOf": [ref("DecisionIn"), {"type": "array", "items": ref("DecisionIn")}]}},
-        "application/x-ndjson": {"schema": {"type": "string", "description": "one decision object per line"}},
+        # The records of the batch, sent one JSON object per line.
+        "application/x-ndjson": {"schema": {"type": "array", "items": ref("DecisionIn")}},
     },
 }
 LISTING_ERRORS = errors(400)
