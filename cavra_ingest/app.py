@@ -42,8 +42,9 @@ async def writer_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def refuse_new_writes(app: web.Application) -> None:
-    # Runs before in-flight handlers are awaited: new writes get 503, queued ones still commit.
-    app[WRITER_KEY].closing = True
+    # Runs before in-flight handlers are awaited: new writes get 503, queued ones commit until the drain
+    # deadline, and what misses it gets a 503 in time for its handler to answer before aiohttp gives up.
+    app[WRITER_KEY].begin_stop()
 
 
 def create_app(settings: Settings | None = None) -> web.Application:

@@ -13,6 +13,8 @@ from aiohttp import web
 from .migrate import MigrationError, apply_migrations
 from .settings import Settings
 
+SHUTDOWN_MARGIN_S = 1.0
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cavra-ingest", description="Durable store for CAVRA decisions.")
@@ -71,12 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.store_kind,
         settings.store_label,
     )
-    # shutdown_timeout bounds how long in-flight requests may take once SIGTERM arrives.
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        shutdown_timeout=settings.drain_deadline_s,
+        # The writer's drain deadline starts with shutdown; the margin lets its 503s reach their clients.
+        shutdown_timeout=settings.drain_deadline_s + SHUTDOWN_MARGIN_S,
         access_log=None,
         print=None,
     )

@@ -30,7 +30,7 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """One server process on a SQLite file; `env` holds extra CAVRA_* settings."""
+    """One server process on a SQLite file (a JSON store for `*.json`); `env` holds extra CAVRA_* settings."""
 
     db: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -51,9 +51,11 @@ class Server:
         self.port = free_port()
         env = {**os.environ, **self.env}
         env.pop("CAVRA_ACTIVITY_STORE", None)
+        env.pop("CAVRA_ACTIVITY_DB", None)
+        store_flag = "--json-store" if self.db.suffix == ".json" else "--db"
         with open(self.db.with_suffix(".log"), "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cavra_ingest", "serve", "--port", str(self.port), "--db", str(self.db)],
+                [sys.executable, "-m", "cavra_ingest", "serve", "--port", str(self.port), store_flag, str(self.db)],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,

@@ -52,6 +52,7 @@ class BatchWriter:
         # Every job holds at least one record, so the record cap bounds the queue; +1 for the stop sentinel.
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.queue_max_records + 1)
         self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         """Run the writer loop as a task on the current event loop."""
@@ -72,9 +73,18 @@ class BatchWriter:
         """Wait until everything queued so far is committed (or has failed)."""
         await self._queue.join()
 
+    def begin_stop(self) -> asyncio.Future[None]:
+        """Start stopping, once: the drain deadline counts from the first call."""
+        if self._stopping is None:
+            self.closing = True
+            self._stopping = asyncio.ensure_future(self._stop())
+        return self._stopping
+
     async def stop(self) -> None:
         """Refuse new work, commit what is queued within the deadline, then stop."""
-        self.closing = True
+        await asyncio.shield(self.begin_stop())
+
+    async def _stop(self) -> None:
         task, self._task = self._task, None
         if task is None:
             return
