@@ -384,6 +384,8 @@ async def test_slow_and_stalled_bodies_time_out_without_holding_others(spawn: An
         b"Content-Length: 5000\r\n\r\n{"
     )
     stalled = [await raw_request(server.port, head) for _ in range(20)]
+    # Headers that never end: aiohttp has no timeout for them, but they hold only their own connection.
+    _, header_stall = await raw_request(server.port, b"POST /decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
     trickle_reader, trickle_writer = await raw_request(server.port, head)
 
     async def trickle() -> None:
@@ -413,3 +415,45 @@ async def test_slow_and_stalled_bodies_time_out_without_holding_others(spawn: An
         assert b'"status":408' in body and b'"error":"request_timeout"' in body
         writer.close()
     await trickling
+    header_stall.close()
+
+
+async def test_full_queue_sheds_before_reading_the_body(make_client: Any) -> None:
+    """With the queue already full, a request is refused from its headers: its body is never waited for."""
+    from cavra_ingest.keys import WRITER_KEY
+
+    client = await make_client(body_read_timeout_s=30.0, queue_max_records=10)
+    writer = client.app[WRITER_KEY]
+    writer.pending_records = writer.queue_max_records  # as if ten records were waiting for the disk
+    try:
+        reader, stream = await raw_request(
+            client.port,
+            b"POST /decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n[",
+        )
+        # The body never comes: an answer other than a 408 after 30 s proves it was not waited for.
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in head
+        stream.close()
+    finally:
+        writer.pending_records = 0
+
+
+async def test_configured_durability_is_the_one_in_force(tmp_path: Path) -> None:
+    """CAVRA_SQLITE_SYNCHRONOUS reaches the writer connection's PRAGMA."""
+    from cavra_ingest.settings import Settings
+    from cavra_ingest.store import make_store
+
+    for level, code in (("extra", 3), ("FULL", 2), ("NORMAL", 1), ("OFF", 0)):
+        settings = Settings.from_env({"CAVRA_SQLITE_SYNCHRONOUS": level, "CAVRA_ACTIVITY_DB": str(tmp_path / "d.db")})
+        store: Any = make_store(settings)
+        await store.open()
+        try:
+            assert list(await store._writer.execute_fetchall("PRAGMA synchronous")) == [(code,)]
+        finally:
+            await store.close()
+
+
+async def test_unknown_durability_level_refuses_to_start(spawn: Any) -> None:
+    with pytest.raises(RuntimeError, match="CAVRA_SQLITE_SYNCHRONOUS must be"):
+        await spawn(CAVRA_SQLITE_SYNCHRONOUS="SOMETIMES")
