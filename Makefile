@@ -34,7 +34,7 @@ test: install browser
 FAULT_ROUNDS ?= 25
 FUZZ_EXAMPLES ?= 300
 faults: install
-	CAVRA_FAULT_ROUNDS=$(FAULT_ROUNDS) CAVRA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s -p no:randomly \
+	CAVRA_FAULT_ROUNDS=$(FAULT_ROUNDS) CAVRA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s \
 		tests/test_faults.py $(wildcard tests/test_fuzz_api.py)
 
 lint: install
