@@ -208,7 +208,7 @@ async def test_sigterm_under_load_drains_within_deadline(tmp_path: Path, spawn: 
         results = await asyncio.gather(*in_flight, return_exceptions=True)
     await asyncio.gather(*workers)
     assert code == 0, server.log()[-2000:]
-    assert took <= deadline + 1.0, took
+    assert took <= deadline + 2.0, took  # the commit in progress and teardown; never a second deadline
     for batch, result in zip(big, results, strict=True):
         assert not isinstance(result, BaseException), result
         status, body, headers = result
