@@ -329,7 +329,7 @@ async def test_overload_sheds_excess_with_503_and_recovers(spawn: Any) -> None:
     queue_max = 500
     server = await spawn(CAVRA_QUEUE_MAX_RECORDS=str(queue_max))
     rng = random.Random(3)
-    requests = 400
+    requests = int(os.environ.get("CAVRA_BURST_REQUESTS", "400"))
     burst = [[make_decision("burst", rng) for _ in range(100)] for _ in range(requests)]
     rss_before = server.peak_rss_kib()
     connector = aiohttp.TCPConnector(limit=0)
