@@ -316,8 +316,8 @@ def components() -> dict[str, Any]:
 
 
 def described(method: str, path: str) -> bool:
-    """Say whether a registered route belongs in the document (console pages and HEAD do not)."""
-    if method == "HEAD":
+    """Say whether a registered route belongs in the document (console pages, `/` that leads to them, HEAD do not)."""
+    if method == "HEAD" or path == "/":
         return False
     return not (path.startswith("/console") and path != "/console/config")
 

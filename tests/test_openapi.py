@@ -30,6 +30,7 @@ async def test_every_registered_route_is_described_and_vice_versa(client: TestCl
 
 def test_console_pages_and_head_are_not_api_routes() -> None:
     assert not openapi.described("GET", "/console")
+    assert not openapi.described("GET", "/")
     assert not openapi.described("GET", "/console/sessions/x")
     assert not openapi.described("HEAD", "/decisions")
     assert openapi.described("GET", "/console/config")
