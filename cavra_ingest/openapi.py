@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -201,7 +202,7 @@ def paging(max_limit: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def filters(names: frozenset[str]) -> list[dict[str, Any]]:
+def filters(names: Iterable[str]) -> list[dict[str, Any]]:
     return [array_param(name, ENUMS.get(name)) for name in sorted(names)]
 
 

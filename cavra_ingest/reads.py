@@ -17,23 +17,8 @@ from .errors import error_response
 from .keys import SETTINGS_KEY, STORE_KEY, WRITER_KEY
 from .models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
 from .store import ListQuery, Page
+from .store.base import DECISION_FILTERS, SESSION_FILTERS
 
-DECISION_FILTERS = frozenset(
-    {
-        "session_id",
-        "agent_id",
-        "repository",
-        "policy_pack",
-        "decision",
-        "severity",
-        "action_type",
-        "tenant_id",
-        "workspace_id",
-        "rule_id",
-        "correlation_id",
-    }
-)
-SESSION_FILTERS = frozenset({"agent_id", "repository", "policy_pack", "state", "tenant_id", "workspace_id"})
 ENUMS: dict[str, tuple[str, ...]] = {"decision": OUTCOMES, "severity": SEVERITIES, "state": SESSION_STATES}
 PAGING = frozenset({"limit", "offset", "cursor", "count"})
 RANGE = frozenset({"since", "until"})

@@ -241,7 +241,7 @@ async def test_sql_text_in_every_field_is_stored_and_returned_verbatim(any_clien
             assert stored[name] == record[name]
         assert stored["context"] == record["context"] and stored["evidence_refs"] == record["evidence_refs"]
         # Every filter matches the text exactly, as a value, never as SQL.
-        for name in sorted(DECISION_FILTERS & set(string_fields)):
+        for name in sorted(set(DECISION_FILTERS) & set(string_fields)):
             listing = await (await any_client.get("/decisions", params={name: record[name]})).json()
             assert [item["decision_id"] for item in listing["items"]] == [record["decision_id"]], name
         session = await (

@@ -53,6 +53,22 @@ class Page:
     last_key: tuple[str, str] | None = None
 
 
+# Exact-match filters of the listings, the same on every store; SQL stores map them to columns of the same name.
+DECISION_FILTERS = (
+    "session_id",
+    "agent_id",
+    "repository",
+    "policy_pack",
+    "decision",
+    "severity",
+    "action_type",
+    "tenant_id",
+    "workspace_id",
+    "rule_id",
+    "correlation_id",
+)
+SESSION_FILTERS = ("agent_id", "repository", "policy_pack", "state", "tenant_id", "workspace_id")
+
 # The columns `GET /decisions/facets` counts by, in response order.
 FACET_FIELDS = ("decision", "severity", "repository", "agent_id", "policy_pack", "action_type")
 FacetCounts = list[tuple[str | None, int]]

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from ..models import ENCODER, SESSION_SCHEMA, SessionRecord
+from ..summary import empty_session
 from .base import (
     FACET_FIELDS,
     Facets,
@@ -32,23 +33,7 @@ FILE_DECODER = msgspec.json.Decoder(dict[str, list[dict[str, Any]]])
 
 def _session_from_dict(data: dict[str, Any]) -> SessionRecord:
     # Lenient: a file written by CAVRA may lack fields this service adds.
-    defaults = msgspec.to_builtins(
-        SessionRecord(
-            schema_version=SESSION_SCHEMA,
-            session_id="",
-            agent_id="unknown-agent",
-            actor="ai-agent",
-            repository="local",
-            policy_pack="cavra-ai-agent-baseline",
-            state="active",
-            started_at="",
-            updated_at="",
-            decision_count=0,
-            blocked_count=0,
-            approval_required_count=0,
-            evidence_refs=[],
-        )
-    )
+    defaults = msgspec.to_builtins(empty_session("", ""))
     known = {key: value for key, value in data.items() if key in defaults}
     return msgspec.convert({**defaults, **known, "schema_version": SESSION_SCHEMA}, SessionRecord)
 

@@ -16,7 +16,9 @@ import msgspec
 from ..migrate import apply_migrations
 from ..models import ENCODER, Accepted, SessionRecord
 from .base import (
+    DECISION_FILTERS,
     FACET_FIELDS,
+    SESSION_FILTERS,
     Facets,
     ListQuery,
     Outcome,
@@ -64,25 +66,8 @@ SELECT_DECISION = "SELECT payload FROM activity_decisions WHERE decision_id = ?"
 SELECT_SESSION = "SELECT payload FROM activity_sessions WHERE session_id = ?"
 
 # Query arguments map to columns through these allow-lists only.
-DECISION_COLUMNS = {
-    name: name
-    for name in (
-        "session_id",
-        "agent_id",
-        "repository",
-        "policy_pack",
-        "decision",
-        "severity",
-        "action_type",
-        "tenant_id",
-        "workspace_id",
-        "rule_id",
-        "correlation_id",
-    )
-}
-SESSION_COLUMNS = {
-    name: name for name in ("agent_id", "repository", "policy_pack", "state", "tenant_id", "workspace_id")
-}
+DECISION_COLUMNS = {name: name for name in DECISION_FILTERS}
+SESSION_COLUMNS = {name: name for name in SESSION_FILTERS}
 
 
 # Filters that may drive a decisions listing (and facets) through their index (006), most selective first.
