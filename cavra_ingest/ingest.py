@@ -89,21 +89,29 @@ def reject_nul(item: Any) -> dict[str, Any] | None:
     return error_body(422, f"{field}: NUL characters (\\u0000) are not accepted", field=field)
 
 
+DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def decode_failure(exc: Exception) -> dict[str, Any]:
+    """Map a decoding failure to its error object: 422 for the contract, 400 for the JSON itself."""
+    if isinstance(exc, msgspec.ValidationError):
+        detail, field = validation_detail(exc)
+        return error_body(422, detail, field=field)
+    if isinstance(exc, UnicodeDecodeError):
+        return error_body(400, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}")
+    if isinstance(exc, RecursionError):
+        return error_body(422, "record is nested too deeply", field="$")
+    return error_body(400, f"malformed JSON: {exc}")
+
+
 def validate(raw: bytes | msgspec.Raw, max_bytes: int, check_nul: bool = False) -> Accepted | dict[str, Any]:
     """Decode and normalise one record, or return its error object."""
     if len(raw) > max_bytes:
         return error_body(422, f"record exceeds {max_bytes} bytes", field="$")
     try:
         item, ignored = decode_decision(raw)
-    except msgspec.ValidationError as exc:
-        detail, field = validation_detail(exc)
-        return error_body(422, detail, field=field)
-    except msgspec.DecodeError as exc:
-        return error_body(400, f"malformed JSON: {exc}")
-    except UnicodeDecodeError as exc:
-        return error_body(400, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}")
-    except RecursionError:
-        return error_body(422, "record is nested too deeply", field="$")
+    except DECODE_ERRORS as exc:
+        return decode_failure(exc)
     if check_nul and (refused := reject_nul(item)) is not None:
         return refused
     try:
@@ -252,15 +260,9 @@ async def post_sessions(request: web.Request) -> web.Response:
         return bad.response
     try:
         update = SESSION_DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        detail, field = validation_detail(exc)
-        return error_response(422, detail, field=field)
-    except msgspec.DecodeError as exc:
-        return error_response(400, f"malformed JSON: {exc}")
-    except UnicodeDecodeError as exc:
-        return error_response(400, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}")
-    except RecursionError:
-        return error_response(422, "body is nested too deeply", field="$")
+    except DECODE_ERRORS as exc:
+        failure = decode_failure(exc)
+        return web.Response(status=failure["status"], body=ENCODER.encode(failure), content_type="application/json")
     if NUL_ESCAPE in body and (refused := reject_nul(update)) is not None:
         return web.Response(status=422, body=ENCODER.encode(refused), content_type="application/json")
     committed = await commit(request, [update])
