@@ -46,6 +46,13 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Load benchmark (never part of `test`): QUICK=1 for a ~2 minute pass, ROWS=N for workload 4's pre-load.
+BENCH_ARGS ?=
+bench: install
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(ROWS),--rows $(ROWS)) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 

@@ -238,6 +238,8 @@ async def healthz(request: web.Request) -> web.Response:
         "store": request.app[STORE_KEY].kind,
         "queued_records": writer.pending_records,
         "queue_capacity": writer.queue_max_records,
+        # Cumulative since start: the bench reads it before and after a run for the mean batch size.
+        "writer": dataclasses.asdict(writer.stats),
     }
     return web.Response(
         status=503 if writer.closing else 200, body=ENCODER.encode(body), content_type="application/json"
