@@ -56,6 +56,7 @@ def measure(
     *,
     synchronous: str = "FULL",
     composite_index: bool = False,
+    pragmas: tuple[str, ...] = (),
     sessions: int = 5000,
     agents: int = 300,
     seed: int = 1,
@@ -64,24 +65,31 @@ def measure(
     if not path.exists():
         apply_migrations(path)
     con = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "cache_size=-65536"):
+    for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "cache_size=-65536", *pragmas):
         con.execute(f"PRAGMA {pragma}")
     if composite_index:
         con.execute(COMPOSITE_INDEX)
     rng = random.Random(seed)
-    rows_done, db_time, transactions = 0, 0.0, 0
+    rows_done, db_time, transactions, cpu = 0, 0.0, 0, 0.0
     while db_time < duration_s:
         rows = [row(rng, sessions, agents) for _ in range(batch)]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         con.execute("BEGIN IMMEDIATE")
         con.executemany(INSERT_DECISION, rows)
         con.executemany(UPSERT_SUMMARY, summaries(rows))
         con.execute("COMMIT")
         db_time += time.perf_counter() - start
+        cpu += time.thread_time() - start_cpu
         rows_done += batch
         transactions += 1
     con.close()
-    return {"rows_per_s": rows_done / db_time, "rows": rows_done, "transactions": transactions, "db_time_s": db_time}
+    return {
+        "rows_per_s": rows_done / db_time,
+        "rows": rows_done,
+        "transactions": transactions,
+        "db_time_s": db_time,
+        "cpu_share": cpu / db_time,
+    }
 
 
 def main() -> None:
@@ -91,9 +99,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--composite-index", action="store_true")
+    parser.add_argument("--pragma", action="append", default=[], help="extra PRAGMA, e.g. wal_autocheckpoint=10000")
     args = parser.parse_args()
     result = measure(
-        args.db, args.batch, args.duration, synchronous=args.synchronous, composite_index=args.composite_index
+        args.db,
+        args.batch,
+        args.duration,
+        synchronous=args.synchronous,
+        composite_index=args.composite_index,
+        pragmas=tuple(args.pragma),
     )
     print(json.dumps(result))
 

@@ -81,5 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutdown_timeout=settings.drain_deadline_s + SHUTDOWN_MARGIN_S,
         access_log=None,
         print=None,
+        loop=event_loop(settings),
     )
     return 0
+
+
+def event_loop(settings: Settings) -> asyncio.AbstractEventLoop | None:
+    """Return a uvloop loop when wanted and installed; None lets aiohttp make a default one."""
+    if not settings.uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
