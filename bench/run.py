@@ -168,6 +168,7 @@ def load(
     result["peak_rss_mb"] = status_kb(server.pid, "VmHWM") / 1024
     result["rss_first_mb"] = sampler.samples[0] / 1024 if sampler.samples else None
     result["rss_last_mb"] = sampler.samples[-1] / 1024 if sampler.samples else None
+    result["rss_samples_mb"] = [round(kb / 1024) for kb in sampler.samples]
     result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
     if db is None:
         result["decisions_per_s"] = result["requests_per_s"] * per_request
@@ -185,10 +186,14 @@ def load(
     return result
 
 
-def fresh_db(name: str, composite_index: bool = False) -> Path:
-    path = WORK / f"{name}.db"
+def remove_db(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def fresh_db(name: str, composite_index: bool = False) -> Path:
+    path = WORK / f"{name}.db"
+    remove_db(path)
     apply_migrations(path)
     if composite_index:
         with sqlite3.connect(path) as con:
@@ -203,7 +208,10 @@ def ceiling(batch: int, duration_s: float, composite_index: bool = False, synchr
     cmd += ["--batch", str(batch), "--duration", str(duration_s), "--synchronous", synchronous]
     if composite_index:
         cmd.append("--composite-index")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=HERE.parent).stdout
+    try:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=HERE.parent).stdout
+    finally:
+        remove_db(db)
     return float(json.loads(out)["rows_per_s"])
 
 
@@ -215,6 +223,7 @@ class Plan:
     rows: int
     sweep: list[int]
     ids: str
+    compare_normal: bool
     server_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -269,6 +278,16 @@ def one_round(plan: Plan, pipeline_only: bool = False) -> dict[str, Any]:
         out["w1_composite"] = load(server, db, "single", 1, 64, plan.duration_s, plan.ids)
     finally:
         server.stop()
+    if plan.compare_normal:
+        # What FULL durability costs: the same workloads with synchronous=NORMAL.
+        for name in ("w1_single", "w3_ndjson1000"):
+            mode, per_request, connections = WORKLOADS[name]
+            db = fresh_db(f"{name}_normal")
+            server = pipeline(db, {**plan.server_env, "CAVRA_SQLITE_SYNCHRONOUS": "NORMAL"})
+            try:
+                out[f"{name}_normal"] = load(server, db, mode, per_request, connections, plan.duration_s, plan.ids)
+            finally:
+                server.stop()
     sync = plan.server_env.get("CAVRA_SQLITE_SYNCHRONOUS", "FULL")
     out["ceiling"] = {
         "100": ceiling(100, plan.ceiling_s, synchronous=sync),
@@ -307,8 +326,9 @@ def summarise(rounds: list[dict[str, Any]], w4: list[dict[str, Any]]) -> dict[st
     keys = ["decisions_per_s", "p50_us", "p99_us", "p999_us", "server_cpu_share", "peak_rss_mb"]
     keys += ["mean_batch", "load_cpu_share", "status_errors", "requests_per_s", "cpu_us_per_decision"]
     table: dict[str, Any] = {}
-    for name in ["noop", *WORKLOADS, "w1_composite"]:
-        table[name] = {key: median_of([r[name] for r in rounds], key) for key in keys}
+    for name in ["noop", *WORKLOADS, "w1_composite", "w1_single_normal", "w3_ndjson1000_normal"]:
+        if name in rounds[0]:
+            table[name] = {key: median_of([r[name] for r in rounds], key) for key in keys}
     if w4:
         table["w4_single_preloaded"] = {key: median_of(w4, key) for key in keys}
     ratios = {
@@ -340,8 +360,13 @@ def summarise(rounds: list[dict[str, Any]], w4: list[dict[str, Any]]) -> dict[st
             r["ceiling"]["1000_composite"] / r["ceiling"]["1000"] for r in rounds
         ),
     }
+    if "w1_single_normal" in rounds[0]:
+        for name in ("w1_single", "w3_ndjson1000"):
+            ratios[f"{name}_normal_vs_full"] = statistics.median(
+                r[f"{name}_normal"]["decisions_per_s"] / r[name]["decisions_per_s"] for r in rounds
+            )
     if w4:
-        ratios["w4_vs_w1"] = median_of(w4, "decisions_per_s") / table["w1_single"]["decisions_per_s"]
+        ratios["w4_vs_w1_same_period"] = median_of(w4, "vs_empty")
     ceilings = {
         key: statistics.median(
             r["ceiling"][key]["rows_per_s"] if isinstance(r["ceiling"][key], dict) else r["ceiling"][key]
@@ -372,13 +397,15 @@ def sweep(plan: Plan) -> list[dict[str, Any]]:
 
 
 def overload(plan: Plan) -> dict[str, Any]:
-    """NDJSON bodies of 1,000 from 128 connections: more in flight than the queue holds."""
+    """NDJSON bodies of 1,000 from 128 connections: more in flight (128k) than the queue holds (50k)."""
     db = fresh_db("overload")
     server = pipeline(db, plan.server_env)
     try:
-        return load(server, db, "ndjson", 1000, 128, plan.duration_s, plan.ids)
+        # Three points long, so the resident set can be seen to level off.
+        return load(server, db, "ndjson", 1000, 128, 3 * plan.duration_s, plan.ids)
     finally:
         server.stop()
+        remove_db(db)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -411,9 +438,17 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"Overload (NDJSON 1,000 x 128 connections): {o['decisions_per_s']:,.0f} decisions/s committed, "
             f"{o['status_errors']} non-2xx replies (503 queue full), RSS first/last/peak "
-            f"{o['rss_first_mb']:.0f}/{o['rss_last_mb']:.0f}/{o['peak_rss_mb']:.0f} MB.",
+            f"{o['rss_first_mb']:.0f}/{o['rss_last_mb']:.0f}/{o['peak_rss_mb']:.0f} MB; "
+            f"RSS every 0.5 s: {o['rss_samples_mb']}.",
         ]
     if report.get("sweep"):
+        top = max(p["decisions_per_s"] for p in report["sweep"])
+        half = min(report["sweep"], key=lambda p: abs(p["decisions_per_s"] - top / 2))
+        lines += [
+            "",
+            f"Sweep: maximum {top:,.0f} decisions/s; nearest point to half of it: {half['connections']} connections, "
+            f"{half['decisions_per_s']:,.0f}/s, p99 {half['p99_us'] / 1000:.1f} ms.",
+        ]
         lines += ["", "| connections | decisions/s | p50 ms | p99 ms |", "|---|---|---|---|"]
         lines += [
             f"| {p['connections']} | {p['decisions_per_s']:,.0f} | {p['p50_us'] / 1000:.1f} "
@@ -462,16 +497,17 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install -y wrk (make bench does this)")
     quick = args.quick
     plan = Plan(
-        duration_s=args.duration or (4.0 if quick else 10.0),
-        ceiling_s=2.0 if quick else 4.0,
+        duration_s=args.duration or (3.0 if quick else 10.0),
+        ceiling_s=1.5 if quick else 4.0,
         repeats=args.repeats or (2 if quick else 3),
         rows=args.rows or (200_000 if quick else 5_000_000),
         sweep=[int(c) for c in args.sweep.split(",")]
         if args.sweep
-        else [1, 4, 16, 64, 128]
+        else [1, 8, 64, 128]
         if quick
         else [1, 2, 4, 8, 16, 32, 64, 128],
         ids=args.ids,
+        compare_normal=not quick,
         server_env=dict(item.split("=", 1) for item in args.env),
     )
     only = set((args.only or "rounds,w4,sweep,overload").split(","))
@@ -515,13 +551,26 @@ def main() -> None:
     w4: list[dict[str, Any]] = []
     if "w4" in only:
         db = preloaded_db(plan.rows, plan.ids)
-        server = pipeline(db, plan.server_env)
-        try:
-            for _ in range(plan.repeats):
+        for _ in range(plan.repeats):
+            # Workload 1 on an empty file right before, so the ratio is taken under the same machine load.
+            empty = fresh_db("w4_reference")
+            server = pipeline(empty, plan.server_env)
+            try:
+                reference = load(server, empty, "single", 1, 64, plan.duration_s, plan.ids)
+            finally:
+                server.stop()
+            server = pipeline(db, plan.server_env)
+            try:
                 w4.append(load(server, db, "single", 1, 64, plan.duration_s, plan.ids))
-                print(f"  w4 ({plan.rows:,} rows) {w4[-1]['decisions_per_s']:.0f}/s", flush=True)
-        finally:
-            server.stop()
+            finally:
+                server.stop()
+            w4[-1]["reference_decisions_per_s"] = reference["decisions_per_s"]
+            w4[-1]["vs_empty"] = w4[-1]["decisions_per_s"] / reference["decisions_per_s"]
+            print(
+                f"  w4 ({count_rows(db):,} rows) {w4[-1]['decisions_per_s']:.0f}/s, "
+                f"{w4[-1]['vs_empty']:.2f} of the same load on an empty file",
+                flush=True,
+            )
     report["rounds"], report["w4"] = rounds, w4
     if "sweep" in only:
         report["sweep"] = sweep(plan)
