@@ -202,6 +202,9 @@ async def post_decisions(request: web.Request) -> web.Response:
         return error_response(413, f"batch holds {len(raws)} records; at most {settings.max_batch_records}")
     if not raws:
         return error_response(400, "batch holds no decisions")
+    if writer.pending_records + len(raws) > writer.queue_max_records:
+        # Also refused before validation: this body's records would overfill the queue, so decoding is wasted.
+        return unavailable("ingest queue is full; retry later", request)
     check_nul = NUL_ESCAPE in body  # only then is the per-record walk needed
     checked = [validate(raw, settings.max_record_bytes, check_nul) for raw in raws]
     accepted = [item for item in checked if isinstance(item, Accepted)]
