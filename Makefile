@@ -51,7 +51,7 @@ BENCH_ARGS ?=
 bench: install
 	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(ROWS),--rows $(ROWS)) $(BENCH_ARGS)
+	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(filter command line environment,$(origin ROWS)),--rows $(ROWS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -449,7 +449,7 @@ async def test_configured_durability_is_the_one_in_force(tmp_path: Path) -> None
         store: Any = make_store(settings)
         await store.open()
         try:
-            assert list(await store._writer.execute_fetchall("PRAGMA synchronous")) == [(code,)]
+            assert store._writer.execute("PRAGMA synchronous").fetchall() == [(code,)]
         finally:
             await store.close()
 

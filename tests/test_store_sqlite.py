@@ -15,8 +15,8 @@ async def test_writer_and_readers_are_configured(tmp_path):
     try:
         writer = store._writer
         assert writer is not None
-        assert list(await writer.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
-        assert list(await writer.execute_fetchall("PRAGMA synchronous")) == [(1,)]
+        assert writer.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+        assert writer.execute("PRAGMA synchronous").fetchall() == [(1,)]
         async with store._reader() as reader:
             with pytest.raises(sqlite3.OperationalError, match="readonly"):
                 await reader.execute("DELETE FROM activity_decisions")
@@ -29,6 +29,6 @@ async def test_default_durability_is_full(tmp_path):
     await store.open()
     try:
         assert store._writer is not None
-        assert list(await store._writer.execute_fetchall("PRAGMA synchronous")) == [(2,)]
+        assert store._writer.execute("PRAGMA synchronous").fetchall() == [(2,)]
     finally:
         await store.close()
