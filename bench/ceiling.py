@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ ON CONFLICT (session_id) DO UPDATE SET
     approval_required_count = approval_required_count + excluded.approval_required_count,
     payload = excluded.payload
 """
+MIGRATION_006 = Path(__file__).resolve().parent.parent / "migrations" / "sqlite" / "006_query_indexes.sql"
 COMPOSITE_INDEX = (
     "CREATE INDEX IF NOT EXISTS idx_bench_agent_decision_time "
     "ON activity_decisions(agent_id, decision, timestamp, decision_id)"
@@ -57,6 +59,7 @@ def measure(
     synchronous: str = "FULL",
     composite_index: bool = False,
     pragmas: tuple[str, ...] = (),
+    without_006: bool = False,
     sessions: int = 5000,
     agents: int = 300,
     seed: int = 1,
@@ -69,6 +72,9 @@ def measure(
         con.execute(f"PRAGMA {pragma}")
     if composite_index:
         con.execute(COMPOSITE_INDEX)
+    if without_006:
+        for name in re.findall(r"CREATE INDEX IF NOT EXISTS (\w+)", MIGRATION_006.read_text()):
+            con.execute(f"DROP INDEX IF EXISTS {name}")
     rng = random.Random(seed)
     rows_done, db_time, transactions, cpu = 0, 0.0, 0, 0.0
     while db_time < duration_s:
@@ -99,6 +105,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--composite-index", action="store_true")
+    parser.add_argument("--without-006", action="store_true", help="drop the 006 query indexes: the 004 layout")
     parser.add_argument("--pragma", action="append", default=[], help="extra PRAGMA, e.g. wal_autocheckpoint=10000")
     args = parser.parse_args()
     result = measure(
