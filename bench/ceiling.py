@@ -115,6 +115,7 @@ def main() -> None:
         synchronous=args.synchronous,
         composite_index=args.composite_index,
         pragmas=tuple(args.pragma),
+        without_006=args.without_006,
     )
     print(json.dumps(result))
 

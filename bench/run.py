@@ -507,11 +507,12 @@ def main() -> None:
     parser.add_argument("--only", help="comma list of: rounds,w4,sweep,overload,ab (no-op + w1-3 only)")
     parser.add_argument("--sweep", help="comma list of connection counts for the sweep")
     parser.add_argument("--env", action="append", default=[], help="extra server env, NAME=VALUE")
-    parser.add_argument("--tag", default="latest", help="result file name stem")
+    parser.add_argument("--tag", help="result file name stem (default latest, or quick with --quick)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk (make bench does this)")
     quick = args.quick
+    args.tag = args.tag or ("quick" if quick else "latest")
     plan = Plan(
         duration_s=args.duration or (3.0 if quick else 10.0),
         ceiling_s=1.5 if quick else 4.0,
