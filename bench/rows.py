@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from cavra_ingest.models import DecisionIn, normalize
+from cavra_ingest.store.sqlite import decision_row
 
 OUTCOMES = ["allow", "allow", "allow", "allow", "warn", "audit_only", "block", "require_approval"]
 ACTIONS = ["read_file", "write_file", "shell", "http_request", "mcp_call"]
@@ -46,22 +47,4 @@ def decision(rng: random.Random, sessions: int, agents: int) -> dict[str, object
 def row(rng: random.Random, sessions: int, agents: int) -> tuple[object, ...]:
     """Return one activity_decisions row, stored JSON included, as the server would store it."""
     accepted = normalize(DECODER.decode(msgspec.json.encode(decision(rng, sessions, agents))), [])
-    r = accepted.record
-    return (
-        r.decision_id,
-        r.session_id,
-        r.agent_id,
-        r.actor,
-        r.repository,
-        r.policy_pack,
-        r.action_type,
-        r.target,
-        r.rule_id,
-        r.decision,
-        r.severity,
-        r.timestamp,
-        r.correlation_id,
-        accepted.payload.decode(),
-        r.tenant_id,
-        r.workspace_id,
-    )
+    return decision_row(accepted)

@@ -30,9 +30,9 @@ from .sqlite import (
     SESSION_COLUMNS,
     UPSERT_SESSION,
     Listing,
-    _decision_row,
-    _session_from_row,
-    _session_row,
+    decision_row,
+    session_from_row,
+    session_row,
 )
 
 # No index hints: PostgreSQL's planner weighs the 006 indexes by its own statistics.
@@ -114,11 +114,11 @@ class PostgresStore:
                     rows = await conn.fetch(SELECT_STORED_DECISIONS, ids)
                     stored = {row[0]: row[1].encode() for row in rows}
                 rows = await conn.fetch(SELECT_STORED_SESSIONS, session_ids(items))
-                plan = plan_batch(items, stored, {row[0]: _session_from_row(tuple(row)) for row in rows})
+                plan = plan_batch(items, stored, {row[0]: session_from_row(tuple(row)) for row in rows})
                 if plan.inserts:
-                    await conn.executemany(self._insert_decision, [_decision_row(item) for item in plan.inserts])
+                    await conn.executemany(self._insert_decision, [decision_row(item) for item in plan.inserts])
                 if plan.sessions:
-                    await conn.executemany(self._upsert_session, [_session_row(s) for s in plan.sessions.values()])
+                    await conn.executemany(self._upsert_session, [session_row(s) for s in plan.sessions.values()])
         except Exception as exc:
             if retryable(exc):
                 raise StoreUnavailable(str(exc)) from exc

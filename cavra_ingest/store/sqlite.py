@@ -198,7 +198,7 @@ DECISIONS = Listing(
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 
 
-def _decision_row(item: Accepted) -> tuple[Any, ...]:
+def decision_row(item: Accepted) -> tuple[Any, ...]:
     r = item.record
     return (
         r.decision_id,
@@ -220,7 +220,7 @@ def _decision_row(item: Accepted) -> tuple[Any, ...]:
     )
 
 
-def _session_row(s: SessionRecord) -> tuple[Any, ...]:
+def session_row(s: SessionRecord) -> tuple[Any, ...]:
     return (
         s.session_id,
         s.agent_id,
@@ -260,7 +260,7 @@ def _counts_row(s: SessionRecord) -> tuple[Any, ...]:
     )
 
 
-def _session_from_row(row: sqlite3.Row | tuple[Any, ...]) -> SessionRecord:
+def session_from_row(row: sqlite3.Row | tuple[Any, ...]) -> SessionRecord:
     # Columns are authoritative; payload only adds what has no column (it may come from CAVRA itself).
     try:
         extra = msgspec.json.decode(row[13])
@@ -368,17 +368,17 @@ class SqliteStore:
                 rows = db.execute(SELECT_STORED_DECISIONS, (msgspec.json.encode(ids),)).fetchall()
                 stored = {row[0]: row[1].encode() for row in rows}
             rows = db.execute(SELECT_STORED_SESSIONS, (msgspec.json.encode(session_ids(items)),)).fetchall()
-            sessions = {row[0]: _session_from_row(row) for row in rows}
+            sessions = {row[0]: session_from_row(row) for row in rows}
             described = {row[0]: _stored_described(row) for row in rows}
             plan = plan_batch(items, stored, sessions)
             if plan.inserts:
-                db.executemany(INSERT_DECISION, [_decision_row(item) for item in plan.inserts])
+                db.executemany(INSERT_DECISION, [decision_row(item) for item in plan.inserts])
             counts_only = [s for s in plan.sessions.values() if described.get(s.session_id) == _described(s)]
             if counts_only:
                 db.executemany(UPDATE_SESSION_COUNTS, [_counts_row(s) for s in counts_only])
             if len(counts_only) < len(plan.sessions):
                 changed = [s for s in plan.sessions.values() if described.get(s.session_id) != _described(s)]
-                db.executemany(UPSERT_SESSION, [_session_row(s) for s in changed])
+                db.executemany(UPSERT_SESSION, [session_row(s) for s in changed])
             if abandoned.is_set():
                 raise StoreUnavailable("batch abandoned before commit")
             db.execute("COMMIT")
