@@ -30,10 +30,14 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """One server process on a SQLite file (a JSON store for `*.json`); `env` holds extra CAVRA_* settings."""
+    """One server process on a SQLite file (a JSON store for `*.json`); `env` holds extra CAVRA_* settings.
 
-    db: Path
+    `db=None` passes no store flag: the server picks its default store, relative to `cwd`.
+    """
+
+    db: Path | None
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -52,14 +56,11 @@ class Server:
         env = {**os.environ, **self.env}
         env.pop("CAVRA_ACTIVITY_STORE", None)
         env.pop("CAVRA_ACTIVITY_DB", None)
-        store_flag = "--json-store" if self.db.suffix == ".json" else "--db"
-        with open(self.db.with_suffix(".log"), "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cavra_ingest", "serve", "--port", str(self.port), store_flag, str(self.db)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        command = [sys.executable, "-m", "cavra_ingest", "serve", "--port", str(self.port)]
+        if self.db is not None:
+            command += ["--json-store" if self.db.suffix == ".json" else "--db", str(self.db)]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(command, env=env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
@@ -74,9 +75,12 @@ class Server:
                 await asyncio.sleep(0.05)
         raise TimeoutError("server did not come up")
 
+    @property
+    def log_path(self) -> Path:
+        return self.db.with_suffix(".log") if self.db is not None else (self.cwd or Path.cwd()) / "serve.log"
+
     def log(self) -> str:
-        path = self.db.with_suffix(".log")
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
         """SIGKILL: no cleanup of any kind runs."""

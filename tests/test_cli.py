@@ -2,86 +2,57 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from cavra_ingest.settings import Settings
 
 from .conftest import decision
+from .procs import Server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture
+async def servers():
+    """Start servers through the returned list's owner; every one is killed at teardown."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.kill()
 
 
-@contextmanager
-def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Run `python -m cavra_ingest serve` until the block ends; yield the process and base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cavra_ingest", "serve", "--port", str(port)],
-        env={**os.environ, **env},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        if process.stdout:
-            process.stdout.close()
+async def start(servers: list[Server], db: Path | None, **kwargs) -> Server:
+    server = Server(db, **kwargs)
+    servers.append(server)
+    await server.start()
+    return server
 
 
-async def test_serve_migrates_serves_and_drains_on_sigterm(tmp_path):
+async def test_serve_migrates_serves_and_drains_on_sigterm(tmp_path, servers):
     db = tmp_path / "served.db"
-    with serving({"CAVRA_ACTIVITY_DB": str(db)}, tmp_path) as (process, url):
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{url}/healthz") as response:
-                assert response.status == 200
-            async with http.post(f"{url}/decisions", json=[decision() for _ in range(25)]) as response:
-                assert response.status == 200
-            async with http.get(f"{url}/console/config") as response:
-                assert (await response.json())["activity_mode"] == "sqlite"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(Settings().drain_deadline_s + 5) == 0
+    server = await start(servers, db)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/decisions", json=[decision() for _ in range(25)]) as response:
+            assert response.status == 200
+        async with http.get(f"{server.url}/console/config") as response:
+            assert (await response.json())["activity_mode"] == "sqlite"
+    code, _ = await server.terminate(Settings().drain_deadline_s + 5)
+    assert code == 0
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM activity_decisions").fetchone() == (25,)
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 2
 
 
-async def test_default_store_is_sqlite_under_dot_cavra(tmp_path):
-    env = {"CAVRA_ACTIVITY_DB": "", "CAVRA_ACTIVITY_STORE": ""}
-    with serving(env, tmp_path) as (process, url):
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/decisions", json=decision()) as response:
-                assert response.status == 200
-        process.send_signal(signal.SIGINT)
-        assert process.wait(15) == 0
-    assert (tmp_path / ".cavra" / "activity.db").exists()
+async def test_default_store_is_sqlite_under_dot_cavra(tmp_path, servers):
+    server = await start(servers, None, cwd=tmp_path)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/decisions", json=decision()) as response:
+            assert response.status == 200
+    assert (await server.terminate(15))[0] == 0
+    with sqlite3.connect(tmp_path / ".cavra" / "activity.db") as conn:
+        assert conn.execute("SELECT count(*) FROM activity_decisions").fetchone() == (1,)
 
 
 def test_store_selection_follows_spec_precedence():
@@ -91,23 +62,22 @@ def test_store_selection_follows_spec_precedence():
     assert (json_only.store_kind, json_only.store_path) == ("json", Path("/tmp/a.json"))
     both = Settings.from_env({"CAVRA_ACTIVITY_STORE": "/tmp/a.json", "CAVRA_ACTIVITY_DB": "/tmp/b.db"})
     assert (both.store_kind, both.store_path) == ("sqlite", Path("/tmp/b.db"))
-    flag = Settings.from_env({"CAVRA_PORT": "9000"}, port=9100)
-    assert flag.port == 9100
+    server_db = Settings.from_env({"CAVRA_ACTIVITY_DB": "postgresql://u:secret@db/activity"})
+    assert (server_db.store_kind, server_db.store_label) == ("postgres", "postgresql://u:***@db/activity")
+    assert Settings.from_env({"CAVRA_PORT": "9000"}, port=9100).port == 9100
 
 
-async def test_json_store_is_served_and_survives_a_restart(tmp_path):
+async def test_json_store_is_served_and_survives_a_restart(tmp_path, servers):
     store = tmp_path / "activity.json"
-    env = {"CAVRA_ACTIVITY_STORE": str(store), "CAVRA_ACTIVITY_DB": ""}
     sent = decision(decision="block")
-    with serving(env, tmp_path) as (process, url):
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/decisions", json=sent) as response:
-                assert response.status == 200
-            async with http.get(f"{url}/console/config") as response:
-                assert (await response.json())["activity_mode"] == "json"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(15) == 0
-    with serving(env, tmp_path) as (process, url):
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{url}/sessions/{sent['session_id']}") as response:
-                assert (await response.json())["blocked_count"] == 1
+    server = await start(servers, store)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/decisions", json=sent) as response:
+            assert response.status == 200
+        async with http.get(f"{server.url}/console/config") as response:
+            assert (await response.json())["activity_mode"] == "json"
+    assert (await server.terminate(15))[0] == 0
+    restarted = await start(servers, store)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{restarted.url}/sessions/{sent['session_id']}") as response:
+            assert (await response.json())["blocked_count"] == 1
