@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser run migrate test lint format bench bench-reads faults clean
+.PHONY: install browser run migrate test lint format bench bench-reads bench-datasette faults clean
 
 install: $(VENV)/.installed
 
@@ -61,3 +61,9 @@ clean:
 ROWS ?= 1000000
 bench-reads: install
 	$(PY) bench/read_bench.py --rows $(ROWS) $(if $(REUSE),--reuse,)
+
+# The same reads over HTTP against Datasette (not part of `test`): serves bench/data/reads-ROWS.db (built by
+# `make bench-reads`) with both servers, writes bench/results/datasette-ROWS.{json,md}. ~2 minutes.
+bench-datasette: install
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m bench.datasette_compare --db bench/data/reads-$(ROWS).db
