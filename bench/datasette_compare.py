@@ -14,11 +14,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -30,10 +27,11 @@ import aiohttp
 from datasette.utils import tilde_encode
 
 from bench.read_bench import pick
+from bench.run import Server
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SERVER_CORE, CLIENT_CORE = "0", 1
+CLIENT_CORE = 1
 CAVRA_PORT, DATASETTE_PORT = 18731, 18732
 TABLE = "activity_decisions"
 FACET_FIELDS = ("decision", "severity", "repository", "agent_id", "policy_pack", "action_type")
@@ -50,41 +48,6 @@ class Query:
     cavra: Params
     datasette: Params
     counted: bool = True  # False: only the no-count forms are timed (deep pages)
-
-
-class Server:
-    """A server process pinned to the server core; stopped with SIGTERM."""
-
-    def __init__(self, name: str, args: list[str], port: int, log_dir: Path) -> None:
-        self.name, self.port = name, port
-        self.log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *args], stdout=self.log, stderr=self.log)
-        end = time.monotonic() + 120
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.proc.returncode}, see {self.log.name}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{name} not listening on {port} after 120 s")
-
-    def rss_mb(self) -> float:
-        """Peak resident set of the server (VmHWM of taskset's exec'd process)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return 0.0
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def values(db: Path) -> dict[str, Any]:
@@ -297,15 +260,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     v = values(db)
     log_dir = args.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
-    py_bin = Path(sys.executable).parent
-    cavra = Server("cavra", [sys.executable, "-m", "cavra_ingest", "serve", "--db", str(db), "--port", str(CAVRA_PORT)],
-                   CAVRA_PORT, log_dir)  # fmt: skip
+    cavra = Server(["-m", "cavra_ingest", "serve", "--db", str(db), "--port", str(CAVRA_PORT)],
+                   port=CAVRA_PORT, log_path=log_dir / "cavra.log")  # fmt: skip
     ds_args = ["serve", "-i", str(db), "-h", "127.0.0.1", "-p", str(DATASETTE_PORT)]
     ds_args += ["--setting", "sql_time_limit_ms", str(TIME_LIMIT_MS)]
     ds_args += ["--setting", "facet_time_limit_ms", str(TIME_LIMIT_MS)]
-    datasette_bin = shutil.which("datasette", path=str(py_bin)) or "datasette"
     try:
-        datasette = Server("datasette", [datasette_bin, *ds_args], DATASETTE_PORT, log_dir)
+        datasette = Server(["-m", "datasette", *ds_args], port=DATASETTE_PORT, log_path=log_dir / "datasette.log")
     except BaseException:
         cavra.stop()
         raise
@@ -321,7 +282,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 t0 = time.monotonic()
                 report["queries"][q.name] = await compare(http, q, db.stem, args.runs, args.warmup)
                 print(f"{q.name}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        report["rss_mb"] = {"cavra": cavra.rss_mb(), "datasette": datasette.rss_mb()}
+        report["rss_mb"] = {"cavra": cavra.peak_rss_mb(), "datasette": datasette.peak_rss_mb()}
     finally:
         datasette.stop()
         cavra.stop()

@@ -46,10 +46,12 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def free_port_ready(port: int, deadline_s: float = 60.0) -> None:
-    """Wait until something accepts connections on the port."""
+def free_port_ready(port: int, proc: subprocess.Popen[bytes] | None = None, deadline_s: float = 120.0) -> None:
+    """Wait until something accepts connections on the port; fail early if the process exits."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -60,18 +62,28 @@ def free_port_ready(port: int, deadline_s: float = 60.0) -> None:
 class Server:
     """A server process pinned to the server core; stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, port: int = PORT) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, port: int = PORT, log_path: Path | None = None
+    ) -> None:
         self.port = port
         full_env = {**os.environ, **(env or {})}
-        self.log = open(WORK / f"server-{port}.log", "ab")  # noqa: SIM115
+        self.log = open(log_path or WORK / f"server-{port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, sys.executable, *args], env=full_env, stdout=self.log, stderr=self.log
         )
-        free_port_ready(port)
+        try:
+            free_port_ready(port, self.proc)
+        except RuntimeError:
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident set of the server (VmHWM of taskset's exec'd process)."""
+        return round(status_kb(self.pid, "VmHWM") / 1024, 1)
 
     def stop(self) -> None:
         self.proc.terminate()
