@@ -139,3 +139,29 @@ async def test_postgres_migrations_share_the_ledger_and_rerun_as_no_ops():
     finally:
         await conn.close()
         await drop_schema(schema)
+
+
+async def test_a_failing_postgres_file_leaves_nothing_and_is_named(tmp_path):
+    import asyncpg
+
+    from cavra_ingest.migrate import apply_postgres_migrations
+
+    from .conftest import POSTGRES_URL, drop_schema
+
+    migrations = tmp_path / "pg"
+    migrations.mkdir()
+    (migrations / "001_ok.sql").write_text("CREATE TABLE ok (x int);")
+    (migrations / "002_bad.sql").write_text("CREATE TABLE half (x int);\nINSERT INTO missing VALUES (1);")
+    schema = "t_migrate_fails"
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE; CREATE SCHEMA "{schema}"')
+        await conn.execute(f'SET search_path TO "{schema}"')
+        with pytest.raises(MigrationError, match="002_bad.sql"):
+            await apply_postgres_migrations(conn, migrations)
+        assert [r[0] for r in await conn.fetch("SELECT id FROM schema_migrations")] == ["001_ok.sql"]
+        tables = {r[0] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)}
+        assert "ok" in tables and "half" not in tables
+    finally:
+        await conn.close()
+        await drop_schema(schema)
