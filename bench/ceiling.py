@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cavra_ingest.migrate import apply_migrations
-from cavra_ingest.store.sqlite import INSERT_DECISION
+from cavra_ingest.store.sql import INSERT_DECISION
 
 from .rows import row
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from cavra_ingest.models import DecisionIn, normalize
-from cavra_ingest.store.sqlite import decision_row
+from cavra_ingest.store.sql import decision_row
 
 OUTCOMES = ["allow", "allow", "allow", "allow", "warn", "audit_only", "block", "require_approval"]
 ACTIONS = ["read_file", "write_file", "shell", "http_request", "mcp_call"]

@@ -1,4 +1,4 @@
-"""The application factory: it only wires settings, store, writer and routes."""
+"""The application factory: it only wires settings, the runtime (store and writer) and routes."""
 
 from __future__ import annotations
 
@@ -6,45 +6,29 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from workers.writer import BatchWriter
-
 from . import export, facets, ingest, openapi, reads
 from .console import add_console_routes
-from .errors import json_errors
-from .keys import SETTINGS_KEY, STORE_KEY, WRITER_KEY
+from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
+from .middleware import json_errors
+from .runtime import Runtime, running
 from .settings import Settings
-from .store import make_store
+
+RUNTIME_KEY = web.AppKey("runtime", Runtime)
 
 
-async def store_context(app: web.Application) -> AsyncIterator[None]:
-    """Open (and migrate) the store first; close it last."""
-    store = make_store(app[SETTINGS_KEY])
-    await store.open()
-    app[STORE_KEY] = store
-    yield
-    await store.close()
-
-
-async def writer_context(app: web.Application) -> AsyncIterator[None]:
-    """Start the batch writer; on the way out, drain it before the store closes."""
-    settings = app[SETTINGS_KEY]
-    writer = BatchWriter(
-        app[STORE_KEY],
-        batch_max_records=settings.batch_max_records,
-        batch_max_wait_ms=settings.batch_max_wait_ms,
-        queue_max_records=settings.queue_max_records,
-        drain_deadline_s=settings.drain_deadline_s,
-    )
-    writer.start()
-    app[WRITER_KEY] = writer
-    yield
-    await writer.stop()
+async def runtime_context(app: web.Application) -> AsyncIterator[None]:
+    """Open the store and start the writer; on the way out the writer drains before the store closes."""
+    async with running(app[SETTINGS_KEY]) as runtime:
+        app[RUNTIME_KEY] = runtime
+        app[STORE_KEY] = runtime.store
+        app[SINK_KEY] = runtime.writer
+        yield
 
 
 async def refuse_new_writes(app: web.Application) -> None:
     # Runs before in-flight handlers are awaited: new writes get 503, queued ones commit until the drain
     # deadline, and what misses it gets a 503 in time for its handler to answer before aiohttp gives up.
-    app[WRITER_KEY].begin_stop()
+    app[RUNTIME_KEY].writer.begin_stop()
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
@@ -52,7 +36,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings.from_env()
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS_KEY] = settings
-    app.cleanup_ctx.extend([store_context, writer_context])
+    app.cleanup_ctx.append(runtime_context)
     app.on_shutdown.append(refuse_new_writes)
     app.router.add_post("/decisions", ingest.post_decisions)
     app.router.add_get("/decisions", reads.list_decisions)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from .migrate import MigrationError, apply_migrations
+from .migrate import MigrationError
 from .settings import Settings
 
 SHUTDOWN_MARGIN_S = 1.0
@@ -32,30 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def migrate_postgres(url: str, schema: str) -> list[str]:
-    import asyncpg
+async def migrate_store(settings: Settings) -> list[str]:
+    """Apply pending migrations through the store's own migrate, as `serve` does at start."""
+    from .store import make_store
 
-    from .migrate import apply_postgres_migrations
-    from .store.postgres import schema_name
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name(schema)}"')
-        await conn.execute(f'SET search_path TO "{schema_name(schema)}"')
-        return await apply_postgres_migrations(conn)
-    finally:
-        await conn.close()
+    return await make_store(settings).migrate()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "migrate":
+        target = Settings(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
         try:
-            if args.sqlite:
-                applied = apply_migrations(args.sqlite)
-            else:
-                applied = asyncio.run(migrate_postgres(args.postgres, args.schema))
+            applied = asyncio.run(migrate_store(target))
         except MigrationError as exc:
             print(f"cavra-ingest: {exc}", file=sys.stderr)
             return 1

@@ -1,16 +1,12 @@
-"""One JSON error shape for every error the service returns."""
+"""One error shape for every error the service returns, and the exception that carries it."""
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from aiohttp import web
-
-log = logging.getLogger(__name__)
 
 CODES = {
     400: "bad_request",
@@ -35,26 +31,51 @@ def error_body(status: int, detail: str, *, field: str | None = None, **extra: A
     body: dict[str, Any] = {"detail": detail, "status": status, "error": CODES.get(status, "error")}
     if field is not None:
         body["field"] = field
-    body.update(extra)
+    body.update({key: value for key, value in extra.items() if value is not None})
     return body
 
 
-def error_response(
-    status: int,
-    detail: str,
-    *,
-    field: str | None = None,
-    retry_after: int | None = None,
-    **extra: Any,
-) -> web.Response:
-    """Return the error as a JSON response; retryable ones carry `Retry-After`."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return web.Response(
-        status=status,
-        body=msgspec.json.encode(error_body(status, detail, field=field, **extra)),
-        content_type="application/json",
-        headers=headers,
-    )
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with one record or one request, as data: any transport renders it."""
+
+    status: int
+    detail: str
+    field: str | None = None
+
+    def body(self, **extra: Any) -> dict[str, Any]:
+        return error_body(self.status, self.detail, field=self.field, **extra)
+
+
+class ApiError(Exception):
+    """Raised anywhere below a handler; the error middleware renders it in the one shape."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        field: str | None = None,
+        parameter: str | None = None,
+        retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
+        self.extra = {"field": field, "parameter": parameter, **extra}
+
+    @classmethod
+    def from_problem(cls, problem: Problem) -> ApiError:
+        return cls(problem.status, problem.detail, field=problem.field)
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.detail, **self.extra)
 
 
 def validation_detail(exc: msgspec.ValidationError) -> tuple[str, str | None]:
@@ -64,26 +85,3 @@ def validation_detail(exc: msgspec.ValidationError) -> tuple[str, str | None]:
     if match is None:
         return message, None
     return f"{match.group(1)}: {message[: match.start()]}", match.group(1)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn aiohttp's own errors and anything unexpected into the one JSON shape."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        if exc.status == 404:
-            detail = "not found"
-        response = error_response(exc.status, detail)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal error")

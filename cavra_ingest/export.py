@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .keys import STORE_KEY
 from .models import DecisionRecord
-from .reads import DECISION_FILTERS, BadQuery, bad_query, parse_query
+from .reads import DECISION_FILTERS, parse_query
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,7 @@ async def stream(
     request: web.Request, content_type: str, filename: str, head: bytes, encode: Callable[[list[bytes]], bytes]
 ) -> web.StreamResponse:
     """Stream every match in listing order, fetched from the store in keyset chunks."""
-    try:
-        query = parse_query(request, DECISION_FILTERS, scope="export", paging=False)
-    except BadQuery as exc:
-        return bad_query(exc)
+    query = parse_query(request, DECISION_FILTERS, scope="export", paging=False)
     response = web.StreamResponse(
         headers={
             "Content-Type": content_type,

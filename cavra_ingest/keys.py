@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from workers.writer import BatchWriter
-
 from .settings import Settings
+from .sink import Sink
 from .store import Store
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)
-WRITER_KEY = web.AppKey("writer", BatchWriter)
+# The batch writer, seen by handlers only through the Sink interface.
+SINK_KEY = web.AppKey("sink", Sink)

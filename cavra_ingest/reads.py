@@ -13,9 +13,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from .errors import error_response
-from .keys import SETTINGS_KEY, STORE_KEY, WRITER_KEY
+from .errors import ApiError
+from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
+from .middleware import json_reply
 from .models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
+from .replies import ConsoleConfig, DecisionPage, Health, SessionPage, Timeline, stored
 from .store import ListQuery, Page
 from .store.base import DECISION_FILTERS, SESSION_FILTERS
 
@@ -29,12 +31,9 @@ MAX_INTEGER = 2**53  # beyond this SQLite cannot bind it and no store holds that
 TIMELINE_LIMIT, MAX_TIMELINE_LIMIT = 500, 5000
 
 
-class BadQuery(Exception):
-    """A query parameter is unknown or malformed; the message names it."""
-
-    def __init__(self, parameter: str, detail: str) -> None:
-        super().__init__(detail)
-        self.parameter = parameter
+def bad_query(parameter: str, detail: str) -> ApiError:
+    """A query parameter is unknown or malformed: a 400 naming it."""
+    return ApiError(400, detail, parameter=parameter)
 
 
 def integer(params: Mapping[str, str], name: str, default: int) -> int:
@@ -44,9 +43,9 @@ def integer(params: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise BadQuery(name, f"{name} must be an integer, not {raw!r}") from None
+        raise bad_query(name, f"{name} must be an integer, not {raw!r}") from None
     if abs(value) > MAX_INTEGER:
-        raise BadQuery(name, f"{name} is out of range")
+        raise bad_query(name, f"{name} is out of range")
     return value
 
 
@@ -60,7 +59,7 @@ def _moment(params: Mapping[str, str], name: str) -> str | None:
     try:
         return utc_text(msgspec.convert(raw, Timestamp))
     except (msgspec.ValidationError, OverflowError):
-        raise BadQuery(name, f"{name} must be an RFC 3339 date-time with an offset, not {raw!r}") from None
+        raise bad_query(name, f"{name} must be an RFC 3339 date-time with an offset, not {raw!r}") from None
 
 
 def _fingerprint(query: ListQuery, scope: str) -> str:
@@ -81,9 +80,9 @@ def decode_cursor(token: str, query: ListQuery, scope: str) -> tuple[str, str]:
         time_key, id_key = data["k"]
         fingerprint = data["f"]
     except (binascii.Error, msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError, ValueError):
-        raise BadQuery("cursor", "cursor is not one this service issued") from None
+        raise bad_query("cursor", "cursor is not one this service issued") from None
     if fingerprint != _fingerprint(query, scope) or not isinstance(time_key, str) or not isinstance(id_key, str):
-        raise BadQuery("cursor", "cursor was issued for other filters or another order")
+        raise bad_query("cursor", "cursor was issued for other filters or another order")
     return time_key, id_key
 
 
@@ -99,14 +98,14 @@ def parse_query(
     oldest_first: bool = False,
     paging: bool = True,
 ) -> ListQuery:
-    """Turn query arguments into a ListQuery; unknown or malformed ones raise BadQuery."""
+    """Turn query arguments into a ListQuery; unknown or malformed ones are a 400 naming them."""
     allowed = frozenset(filters) | RANGE | frozenset(extra) | (PAGING if paging else frozenset())
     params = request.query
     for name in params:
         if name not in allowed:
             if name in PAGING:
-                raise BadQuery(name, f"{name} does not apply here: the answer covers every match")
-            raise BadQuery(name, f"unknown query parameter {name!r}")
+                raise bad_query(name, f"{name} does not apply here: the answer covers every match")
+            raise bad_query(name, f"unknown query parameter {name!r}")
     equals = list(fixed)
     for name in sorted(frozenset(filters)):
         # Empty values mean "no filter" (SPEC §3); repeated values mean OR, in any order.
@@ -117,20 +116,20 @@ def parse_query(
         for value in values:
             if "\x00" in value:
                 # No store holds NUL (ingest refuses it), and PostgreSQL cannot even compare with it.
-                raise BadQuery(name, f"{name} must not contain NUL characters")
+                raise bad_query(name, f"{name} must not contain NUL characters")
             if choices is not None and value not in choices:
-                raise BadQuery(name, f"{name} must be one of {', '.join(choices)}, not {value!r}")
+                raise bad_query(name, f"{name} must be one of {', '.join(choices)}, not {value!r}")
         equals.append((name, values))
     for name in PAGING | RANGE | frozenset(extra):
         if len(params.getall(name, [])) > 1:
-            raise BadQuery(name, f"{name} may be given only once")
+            raise bad_query(name, f"{name} may be given only once")
     min_blocked = None
     if "min_blocked" in allowed and params.get("min_blocked", "") != "":
         min_blocked = integer(params, "min_blocked", 0)
     # Cursor pages skip the count unless asked: the client has the total from the first page.
     count = params.get("count", "").lower() or ("false" if params.get("cursor") else "true")
     if count not in {"true", "false", "1", "0"}:
-        raise BadQuery("count", "count must be true or false")
+        raise bad_query("count", "count must be true or false")
     query = ListQuery(
         equals=tuple(equals),
         since=_moment(params, "since"),
@@ -148,42 +147,25 @@ def parse_query(
     return query
 
 
-def page_response(page: Page, query: ListQuery, scope: str, **extra: Any) -> web.Response:
-    """Wrap a page in the `{items, total, limit, offset, next_cursor}` envelope."""
-    next_cursor = None
+def next_cursor(page: Page, query: ListQuery, scope: str) -> str | None:
+    """Return the cursor of the page after this one, when there may be one."""
     if page.last_key is not None and len(page.items) == query.limit:
-        next_cursor = encode_cursor(query, scope, page.last_key)
-    body = {
-        **extra,
-        "items": [msgspec.Raw(item) for item in page.items],
-        "total": page.total,
-        "limit": query.limit,
-        "offset": query.offset,
-        "next_cursor": next_cursor,
-    }
-    return web.Response(body=ENCODER.encode(body), content_type="application/json")
-
-
-def bad_query(exc: BadQuery) -> web.Response:
-    return error_response(400, str(exc), parameter=exc.parameter)
+        return encode_cursor(query, scope, page.last_key)
+    return None
 
 
 async def list_decisions(request: web.Request) -> web.Response:
-    try:
-        query = parse_query(request, DECISION_FILTERS, scope="decisions")
-    except BadQuery as exc:
-        return bad_query(exc)
+    query = parse_query(request, DECISION_FILTERS, scope="decisions")
     page = await request.app[STORE_KEY].list_decisions(query)
-    return page_response(page, query, "decisions")
+    cursor = next_cursor(page, query, "decisions")
+    return json_reply(DecisionPage(stored(page.items), page.total, query.limit, query.offset, cursor))
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    try:
-        query = parse_query(request, SESSION_FILTERS, scope="sessions", extra=("min_blocked",))
-    except BadQuery as exc:
-        return bad_query(exc)
+    query = parse_query(request, SESSION_FILTERS, scope="sessions", extra=("min_blocked",))
     page = await request.app[STORE_KEY].list_sessions(query)
-    return page_response(page, query, "sessions")
+    cursor = next_cursor(page, query, "sessions")
+    return json_reply(SessionPage(stored(page.items), page.total, query.limit, query.offset, cursor))
 
 
 def stored_id(request: web.Request, name: str) -> str | None:
@@ -196,16 +178,16 @@ async def get_decision(request: web.Request) -> web.Response:
     decision_id = stored_id(request, "decision_id")
     body = None if decision_id is None else await request.app[STORE_KEY].get_decision(decision_id)
     if body is None:
-        return error_response(404, "decision not found")
-    return web.Response(body=body, content_type="application/json")
+        raise ApiError(404, "decision not found")
+    return json_reply(body)
 
 
 async def get_session(request: web.Request) -> web.Response:
     session_id = stored_id(request, "session_id")
     body = None if session_id is None else await request.app[STORE_KEY].get_session(session_id)
     if body is None:
-        return error_response(404, "session not found")
-    return web.Response(body=body, content_type="application/json")
+        raise ApiError(404, "session not found")
+    return json_reply(body)
 
 
 async def session_timeline(request: web.Request) -> web.Response:
@@ -214,45 +196,42 @@ async def session_timeline(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     summary = None if session_id is None else await store.get_session(session_id)
     if session_id is None or summary is None:
-        return error_response(404, "session not found")
-    try:
-        query = parse_query(
-            request,
-            (),
-            scope=f"timeline:{session_id}",
-            fixed=(("session_id", (session_id,)),),
-            default_limit=TIMELINE_LIMIT,
-            max_limit=MAX_TIMELINE_LIMIT,
-            oldest_first=True,
-        )
-    except BadQuery as exc:
-        return bad_query(exc)
+        raise ApiError(404, "session not found")
+    scope = f"timeline:{session_id}"
+    query = parse_query(
+        request,
+        (),
+        scope=scope,
+        fixed=(("session_id", (session_id,)),),
+        default_limit=TIMELINE_LIMIT,
+        max_limit=MAX_TIMELINE_LIMIT,
+        oldest_first=True,
+    )
     page = await store.list_decisions(query)
-    return page_response(page, query, f"timeline:{session_id}", session=msgspec.Raw(summary))
+    cursor = next_cursor(page, query, scope)
+    reply = Timeline(stored([summary])[0], stored(page.items), page.total, query.limit, query.offset, cursor)
+    return json_reply(reply)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    writer = request.app[WRITER_KEY]
-    body = {
-        "status": "stopping" if writer.closing else "ok",
-        "store": request.app[STORE_KEY].kind,
-        "queued_records": writer.pending_records,
-        "queue_capacity": writer.queue_max_records,
-        # Cumulative since start: the bench reads it before and after a run for the mean batch size.
-        "writer": dataclasses.asdict(writer.stats),
-    }
-    return web.Response(
-        status=503 if writer.closing else 200, body=ENCODER.encode(body), content_type="application/json"
+    health = request.app[SINK_KEY].health()
+    reply = Health(
+        status="stopping" if health.closing else "ok",
+        store=request.app[STORE_KEY].kind,
+        queued_records=health.queued_records,
+        queue_capacity=health.queue_capacity,
+        writer=health.stats,
     )
+    return json_reply(reply, 503 if health.closing else 200)
 
 
 async def console_config(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
-    body = {
-        "activity_mode": request.app[STORE_KEY].kind,
-        "max_batch_records": settings.max_batch_records,
-        "max_body_bytes": settings.max_body_bytes,
-        "default_limit": DEFAULT_LIMIT,
-        "max_limit": MAX_LIMIT,
-    }
-    return web.Response(body=ENCODER.encode(body), content_type="application/json")
+    reply = ConsoleConfig(
+        activity_mode=request.app[STORE_KEY].kind,
+        request_max_records=settings.request_max_records,
+        max_body_bytes=settings.max_body_bytes,
+        default_limit=DEFAULT_LIMIT,
+        max_limit=MAX_LIMIT,
+    )
+    return json_reply(reply)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SQLITE_PATH = ".cavra/activity.db"
+# Old names still read, with a warning: they sat side by side with opposite meanings.
+ALIASES = {"CAVRA_MAX_BATCH_RECORDS": "request_max_records", "CAVRA_BATCH_MAX_RECORDS": "commit_max_records"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -21,10 +25,11 @@ class Settings:
     activity_db: str | None = None
     activity_store: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
-    max_batch_records: int = 5000
+    # Records one request may carry (413 beyond), and records the writer commits in one transaction.
+    request_max_records: int = 5000
     max_record_bytes: int = 64 * 1024
     queue_max_records: int = 50_000
-    batch_max_records: int = 2000
+    commit_max_records: int = 2000
     batch_max_wait_ms: float = 0.0
     drain_deadline_s: float = 10.0
     body_read_timeout_s: float = 30.0
@@ -66,8 +71,14 @@ class Settings:
         """Build settings from CAVRA_<FIELD> variables, then apply non-None overrides."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
+        names = {field.name: f"CAVRA_{field.name.upper()}" for field in dataclasses.fields(cls)}
+        for alias, name in ALIASES.items():
+            if env.get(alias) and not env.get(names[name]):
+                log.warning("%s is deprecated: use %s", alias, names[name])
         for field in dataclasses.fields(cls):
-            raw = env.get(f"CAVRA_{field.name.upper()}")
+            raw = env.get(names[field.name])
+            if not raw:
+                raw = next((env.get(alias) for alias, name in ALIASES.items() if name == field.name), None)
             if raw is None or raw == "":
                 continue
             default = field.default

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest.app import create_app
-from cavra_ingest.keys import STORE_KEY, WRITER_KEY
+from cavra_ingest.app import RUNTIME_KEY, create_app
+from cavra_ingest.keys import STORE_KEY
 from cavra_ingest.settings import Settings
 
 _ids = itertools.count(1)
@@ -93,9 +93,14 @@ async def any_client(make_client: MakeClient, store_kind: str) -> TestClient:
     return await make_client(store_kind)
 
 
+def writer_of(client: TestClient) -> Any:
+    """The app's batch writer (tests may look behind the Sink interface)."""
+    return client.app[RUNTIME_KEY].writer
+
+
 async def drain(client: TestClient) -> None:
     """Wait until the writer has committed everything queued so far."""
-    await client.app[WRITER_KEY].drain()
+    await writer_of(client).drain()
 
 
 def store_of(client: TestClient) -> Any:

@@ -16,7 +16,7 @@ from .conftest import MakeClient, decision
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
-LIMITS = {"max_batch_records": 5, "max_body_bytes": 200_000}
+LIMITS = {"request_max_records": 5, "max_body_bytes": 200_000}
 
 
 def body(**fields: Any) -> bytes:

@@ -17,6 +17,7 @@ import pytest
 from cavra_ingest.models import DecisionRecord
 from cavra_ingest.summary import recount
 
+from .conftest import writer_of
 from .procs import Server, acknowledged, check_file
 
 ROUNDS = int(os.environ.get("CAVRA_FAULT_ROUNDS", "3"))
@@ -420,10 +421,8 @@ async def test_slow_and_stalled_bodies_time_out_without_holding_others(spawn: An
 
 async def test_full_queue_sheds_before_reading_the_body(make_client: Any) -> None:
     """With the queue already full, a request is refused from its headers: its body is never waited for."""
-    from cavra_ingest.keys import WRITER_KEY
-
     client = await make_client(body_read_timeout_s=30.0, queue_max_records=10)
-    writer = client.app[WRITER_KEY]
+    writer = writer_of(client)
     writer.pending_records = writer.queue_max_records  # as if ten records were waiting for the disk
     try:
         reader, stream = await raw_request(

@@ -44,7 +44,7 @@ SEEN: Counter[int] = Counter()
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db: Path = tmp_path_factory.mktemp("fuzz") / "activity.db"
     # Small limits so generated batches and bodies reach them.
-    server = Server(db, env={"CAVRA_MAX_BATCH_RECORDS": "20", "CAVRA_BODY_READ_TIMEOUT_S": "5"})
+    server = Server(db, env={"CAVRA_REQUEST_MAX_RECORDS": "20", "CAVRA_BODY_READ_TIMEOUT_S": "5"})
     asyncio.run(server.start())
     yield server
     code, _ = asyncio.run(server.terminate(timeout=20))

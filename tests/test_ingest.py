@@ -228,7 +228,7 @@ async def test_body_over_the_limit_is_413(make_client):
 
 
 async def test_batch_over_the_record_limit_is_413(make_client):
-    client = await make_client(max_batch_records=5)
+    client = await make_client(request_max_records=5)
     response = await client.post("/decisions", json=[decision() for _ in range(6)])
     assert response.status == 413
     listed = await (await client.get("/decisions")).json()

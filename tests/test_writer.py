@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cavra_ingest.keys import STORE_KEY, WRITER_KEY
-from cavra_ingest.store import Outcome, Store, WriteItem
+from cavra_ingest.keys import STORE_KEY
+from cavra_ingest.store import Store, WriteItem, WriteResult
 
-from .conftest import decision
+from .conftest import decision, writer_of
 
 
 class GatedStore:
@@ -24,7 +24,7 @@ class GatedStore:
         self.entered = asyncio.Event()
         self.kind = inner.kind
 
-    async def write(self, items: list[WriteItem]) -> list[Outcome]:
+    async def write(self, items: list[WriteItem]) -> list[WriteResult]:
         self.entered.set()
         await self.gate.wait()
         return await self.inner.write(items)
@@ -32,7 +32,7 @@ class GatedStore:
 
 def gate_writer(client) -> GatedStore:
     gated = GatedStore(client.app[STORE_KEY])
-    client.app[WRITER_KEY].store = gated
+    writer_of(client).store = gated
     return gated
 
 
@@ -55,7 +55,7 @@ async def test_full_queue_is_refused_at_once_with_retry_after(make_client):
     first = asyncio.create_task(client.post("/decisions", json=decision()))
     await gated.entered.wait()
     second = asyncio.create_task(client.post("/decisions", json=[decision(), decision()]))
-    await until(lambda: client.app[WRITER_KEY].pending_records == 3)
+    await until(lambda: writer_of(client).pending_records == 3)
     refused = await client.post("/decisions", json=decision())
     assert refused.status == 503
     assert refused.headers["Retry-After"] == "1"
@@ -64,7 +64,7 @@ async def test_full_queue_is_refused_at_once_with_retry_after(make_client):
     assert [(await first).status, (await second).status] == [200, 200]
     retried = await client.post("/decisions", json=decision())
     assert retried.status == 200
-    assert client.app[WRITER_KEY].pending_records == 0
+    assert writer_of(client).pending_records == 0
 
 
 async def test_locked_database_is_a_retryable_503_then_recovers(make_client, tmp_path):
@@ -125,7 +125,7 @@ async def test_unwritable_record_does_not_block_the_records_beside_it(make_clien
         client.post("/decisions", json=[decision(decision_id="dec-a"), decision(decision_id="dec-p", target="poison")])
     )
     later = asyncio.create_task(client.post("/decisions", json=decision(decision_id="dec-later")))
-    await until(lambda: client.app[WRITER_KEY].pending_records == 4)
+    await until(lambda: writer_of(client).pending_records == 4)
     gated.gate.set()
     assert (await good).status == 200
     assert (await later).status == 200
@@ -141,7 +141,7 @@ async def test_unwritable_record_does_not_block_the_records_beside_it(make_clien
 
 async def test_stop_drains_everything_queued_and_refuses_new_writes(make_client, tmp_path):
     client = await make_client()
-    writer = client.app[WRITER_KEY]
+    writer = writer_of(client)
     gated = gate_writer(client)
     posts = [asyncio.create_task(client.post("/decisions", json=decision())) for _ in range(10)]
     await until(lambda: writer.pending_records == 10)
@@ -158,7 +158,7 @@ async def test_stop_drains_everything_queued_and_refuses_new_writes(make_client,
 
 async def test_drain_deadline_fails_what_was_not_committed(make_client, tmp_path):
     client = await make_client(drain_deadline_s=0.2)
-    writer = client.app[WRITER_KEY]
+    writer = writer_of(client)
     gate_writer(client)  # never opened: the store never finishes
     posts = [asyncio.create_task(client.post("/decisions", json=decision())) for _ in range(3)]
     await until(lambda: writer.pending_records == 3)
@@ -196,6 +196,6 @@ async def test_fifty_concurrent_clients_give_exact_counts(make_client, tmp_path,
         assert summary["decision_count"] == len(mine)
         assert summary["blocked_count"] == sum(d["decision"] == "block" for d in mine)
         assert summary["approval_required_count"] == sum(d["decision"] == "require_approval" for d in mine)
-    stats = client.app[WRITER_KEY].stats
+    stats = writer_of(client).stats
     assert stats.records == 1000 + 150
     assert stats.transactions < 50 * 12, "concurrent requests should share transactions"

@@ -7,16 +7,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from cavra_ingest.store import Outcome, Store, StoreUnavailable, WriteItem
+from cavra_ingest.sink import SinkHealth, Unavailable, WriterStats
+from cavra_ingest.store import Store, StoreUnavailable, WriteItem, WriteResult
 
 log = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
-    """The queue holds as many records as it may; the client should retry later."""
-
-
-class WriterClosed(Exception):
+class WriterClosed(Unavailable):
     """The writer is shutting down and takes no more work."""
 
 
@@ -25,22 +22,15 @@ class Job:
     """One request's records and the future its handler awaits."""
 
     items: list[WriteItem]
-    future: asyncio.Future[list[Outcome]]
-
-
-@dataclass
-class WriterStats:
-    transactions: int = 0
-    records: int = 0
-    failed_transactions: int = 0
+    future: asyncio.Future[list[WriteResult]]
 
 
 @dataclass(eq=False)
 class BatchWriter:
-    """Group commit: one transaction per batch, futures resolved only after COMMIT."""
+    """Group commit: one transaction per batch, futures resolved only after COMMIT. Implements `Sink`."""
 
     store: Store
-    batch_max_records: int = 2000
+    commit_max_records: int = 2000
     batch_max_wait_ms: float = 0.0
     queue_max_records: int = 50_000
     drain_deadline_s: float = 10.0
@@ -58,16 +48,33 @@ class BatchWriter:
         """Run the writer loop as a task on the current event loop."""
         self._task = asyncio.create_task(self._run(), name="cavra-batch-writer")
 
-    def submit(self, items: list[WriteItem]) -> asyncio.Future[list[Outcome]]:
-        """Queue a request's records, or refuse at once when full or closing."""
+    def admit(self, records: int) -> None:
+        """Refuse at once when closing or when `records` more would overfill the queue."""
         if self.closing:
-            raise WriterClosed()
-        if self.pending_records + len(items) > self.queue_max_records:
-            raise QueueFull()
-        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+            raise WriterClosed("server is shutting down; retry later")
+        if self.pending_records + max(records, 1) > self.queue_max_records:
+            raise Unavailable("ingest queue is full; retry later")
+
+    def submit(self, items: list[WriteItem]) -> asyncio.Future[list[WriteResult]]:
+        """Queue a request's records, or refuse at once when full or closing."""
+        self.admit(len(items))
+        future: asyncio.Future[list[WriteResult]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(Job(items, future))
         self.pending_records += len(items)
         return future
+
+    async def commit(self, items: list[WriteItem]) -> list[WriteResult]:
+        """Queue the items and wait for their results; Unavailable when nothing of them was written."""
+        future = self.submit(items)
+        try:
+            return await future
+        except StoreUnavailable as exc:
+            raise Unavailable(f"store unavailable, nothing was written: {exc}") from exc
+        except WriterClosed:
+            raise WriterClosed("server is shutting down; nothing was written") from None
+
+    def health(self) -> SinkHealth:
+        return SinkHealth(self.closing, self.pending_records, self.queue_max_records, self.stats)
 
     async def drain(self) -> None:
         """Wait until everything queued so far is committed (or has failed)."""
@@ -125,7 +132,7 @@ class BatchWriter:
         # Take whatever is already queued: under load batches form by themselves.
         batch, count = [first], len(first.items)
         deadline = time.monotonic() + self.batch_max_wait_ms / 1000
-        while count < self.batch_max_records:
+        while count < self.commit_max_records:
             try:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -145,7 +152,7 @@ class BatchWriter:
     async def _commit(self, jobs: list[Job]) -> None:
         items = [item for job in jobs for item in job.items]
         try:
-            outcomes = await self.store.write(items)
+            results = await self.store.write(items)
         except asyncio.CancelledError:
             # Cancelled past the drain deadline: the store rolled back, so nothing here is acknowledged.
             for job in jobs:
@@ -167,7 +174,7 @@ class BatchWriter:
         start = 0
         for job in jobs:
             end = start + len(job.items)
-            self._resolve(job, outcomes[start:end])
+            self._resolve(job, results[start:end])
             start = end
 
     async def _isolate(self, jobs: list[Job]) -> None:
@@ -177,7 +184,7 @@ class BatchWriter:
                 await self._commit([job])
             return
         job = jobs[0]
-        results: list[Outcome] = []
+        results: list[WriteResult] = []
         for item in job.items:
             try:
                 results.extend(await self.store.write([item]))
@@ -186,13 +193,13 @@ class BatchWriter:
                 return
             except Exception as exc:
                 log.exception("record could not be stored")
-                results.append(Outcome("rejected", f"record could not be stored: {exc}".encode()))
+                results.append(WriteResult("rejected", f"record could not be stored: {exc}".encode()))
         self._resolve(job, results)
 
-    def _resolve(self, job: Job, outcomes: list[Outcome]) -> None:
+    def _resolve(self, job: Job, results: list[WriteResult]) -> None:
         self.pending_records -= len(job.items)
         if not job.future.done():
-            job.future.set_result(outcomes)
+            job.future.set_result(results)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
         self.pending_records -= len(job.items)

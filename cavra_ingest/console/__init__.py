@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..errors import error_response
+from ..middleware import error_response
 
 STATIC = Path(__file__).parent / "static"
 CONTENT_TYPES = {

@@ -1,28 +1,26 @@
-"""Stores behind one interface; `open_store` picks one as SPEC §4 says."""
+"""Stores behind one interface, chosen by the scheme of the settings' store URL (SPEC §4 precedence)."""
 
 from __future__ import annotations
 
+import importlib
+
 from ..settings import Settings
-from .base import ListQuery, Outcome, Page, Store, StoreUnavailable, WriteItem
+from .base import ListQuery, Page, Store, StoreUnavailable, WriteItem, WriteResult
+
+# Store URL scheme → backend class; each is built by its `from_settings`. A new backend is one module and one line.
+BACKENDS = {
+    "sqlite": "cavra_ingest.store.sqlite:SqliteStore",
+    "json": "cavra_ingest.store.jsonfile:JsonStore",
+    "postgres": "cavra_ingest.store.postgres:PostgresStore",
+}
 
 
 def make_store(settings: Settings) -> Store:
     """Build (but do not open) the store the settings select."""
-    if settings.store_kind == "json":
-        from .jsonfile import JsonStore
-
-        return JsonStore(settings.store_path)
-    if settings.store_kind == "postgres":
-        from .postgres import PostgresStore
-
-        return PostgresStore(settings.activity_db or "", schema=settings.postgres_schema)
-    from .sqlite import SqliteStore
-
-    return SqliteStore(
-        settings.store_path,
-        synchronous=settings.sqlite_synchronous,
-        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-    )
+    module_name, _, class_name = BACKENDS[settings.store_kind].partition(":")
+    backend = getattr(importlib.import_module(module_name), class_name)
+    store: Store = backend.from_settings(settings)
+    return store
 
 
-__all__ = ["ListQuery", "Outcome", "Page", "Store", "StoreUnavailable", "WriteItem", "make_store"]
+__all__ = ["ListQuery", "Page", "Store", "StoreUnavailable", "WriteItem", "WriteResult", "make_store"]

@@ -1,16 +1,13 @@
-"""The interface every store implements, and the batch planning they share."""
+"""The interface every store implements, and the query types and helpers they share."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import msgspec
-
-from ..models import ENCODER, Accepted, SessionIn, SessionRecord, comparable, new_id, now_text
-from ..summary import add_decisions, apply_update, empty_session
+from ..models import Accepted, SessionIn
 
 WriteItem = Accepted | SessionIn
 Status = Literal["created", "duplicate", "conflict", "updated", "rejected"]
@@ -21,7 +18,7 @@ class StoreUnavailable(Exception):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class WriteResult:
     """What became of one write item; `body` is the stored record's JSON (or, rejected, why)."""
 
     status: Status
@@ -110,15 +107,6 @@ def rank(counts: dict[str | None, int], top: int) -> FacetCounts:
     return ordered[:top]
 
 
-@dataclass
-class Plan:
-    """The writes one batch resolves to, computed before anything is written."""
-
-    inserts: list[Accepted] = field(default_factory=list)
-    sessions: dict[str, SessionRecord] = field(default_factory=dict)
-    outcomes: list[Outcome] = field(default_factory=list)
-
-
 class Store(Protocol):
     """A backend: one writer at a time calls `write`; readers may run concurrently."""
 
@@ -128,7 +116,11 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def write(self, items: list[WriteItem]) -> list[Outcome]: ...
+    async def write(self, items: list[WriteItem]) -> list[WriteResult]: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations (creating what is missing); return the ids applied now."""
+        ...
 
     async def get_decision(self, decision_id: str) -> bytes | None: ...
 
@@ -143,71 +135,3 @@ class Store(Protocol):
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         """Yield every match in listing order, a chunk at a time (ignores limit and offset)."""
         ...
-
-
-def decision_ids(items: list[WriteItem]) -> list[str]:
-    """Return the decision ids a batch touches, for one existence look-up."""
-    return [item.record.decision_id for item in items if isinstance(item, Accepted)]
-
-
-def session_ids(items: list[WriteItem]) -> list[str]:
-    """Return the session ids a batch touches, for one summary look-up."""
-    return list({item.record.session_id if isinstance(item, Accepted) else item.session_id: None for item in items})
-
-
-def _same_content(stored: bytes, item: Accepted) -> bool:
-    stored_fields: dict[str, Any] = msgspec.json.decode(stored)
-    incoming: dict[str, Any] = msgspec.json.decode(item.payload)
-    return comparable(stored_fields, item.generated) == comparable(incoming, item.generated)
-
-
-def _fresh_id(item: Accepted, taken: dict[str, bytes]) -> None:
-    # A server-made id collided with a stored one: it names nothing the client knows, so remake it.
-    while item.record.decision_id in taken:
-        item.record.decision_id = new_id("dec_")
-    item.payload = ENCODER.encode(item.record)
-
-
-def plan_batch(
-    items: list[WriteItem],
-    stored_decisions: dict[str, bytes],
-    stored_sessions: dict[str, SessionRecord],
-) -> Plan:
-    """Classify each decision (new, duplicate, conflict) and fold new ones into summaries."""
-    plan = Plan()
-    seen = dict(stored_decisions)
-    now = now_text()
-    new_by_session: dict[str, list[Accepted]] = {}
-
-    def session_for(session_id: str) -> SessionRecord:
-        session = plan.sessions.get(session_id) or stored_sessions.get(session_id)
-        if session is None:
-            session = empty_session(session_id, now)
-        plan.sessions[session_id] = session
-        return session
-
-    for item in items:
-        if isinstance(item, SessionIn):
-            # Decisions queued before this update are counted first, so the reply is current.
-            pending = new_by_session.pop(item.session_id, None)
-            session = session_for(item.session_id)
-            if pending:
-                add_decisions(session, [p.record for p in pending])
-            apply_update(session, item)
-            plan.outcomes.append(Outcome("updated", ENCODER.encode(session)))
-            continue
-        if "decision_id" in item.generated and item.record.decision_id in seen:
-            _fresh_id(item, seen)
-        stored = seen.get(item.record.decision_id)
-        if stored is None:
-            seen[item.record.decision_id] = item.payload
-            plan.inserts.append(item)
-            new_by_session.setdefault(item.record.session_id, []).append(item)
-            plan.outcomes.append(Outcome("created", item.payload))
-        elif _same_content(stored, item):
-            plan.outcomes.append(Outcome("duplicate", stored))
-        else:
-            plan.outcomes.append(Outcome("conflict", stored))
-    for session_id, pending in new_by_session.items():
-        add_decisions(session_for(session_id), [p.record for p in pending])
-    return plan

@@ -13,20 +13,10 @@ from typing import Any
 import msgspec
 
 from ..models import ENCODER, SESSION_SCHEMA, SessionRecord
+from ..planning import decision_ids, plan_batch, session_ids
+from ..settings import Settings
 from ..summary import empty_session
-from .base import (
-    FACET_FIELDS,
-    Facets,
-    ListQuery,
-    Outcome,
-    Page,
-    StoreUnavailable,
-    WriteItem,
-    decision_ids,
-    plan_batch,
-    rank,
-    session_ids,
-)
+from .base import FACET_FIELDS, Facets, ListQuery, Page, StoreUnavailable, WriteItem, WriteResult, rank
 
 FILE_DECODER = msgspec.json.Decoder(dict[str, list[dict[str, Any]]])
 
@@ -69,6 +59,14 @@ class JsonStore:
         self._sessions: dict[str, SessionRecord] = {}
         self._lock = asyncio.Lock()
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JsonStore:
+        return cls(settings.store_path)
+
+    async def migrate(self) -> list[str]:
+        """Nothing to migrate: the file keeps CAVRA's shape."""
+        return []
+
     async def open(self) -> None:
         if not self.path.exists():
             return
@@ -86,7 +84,7 @@ class JsonStore:
     async def close(self) -> None:
         return None
 
-    async def write(self, items: list[WriteItem]) -> list[Outcome]:
+    async def write(self, items: list[WriteItem]) -> list[WriteResult]:
         """Plan the batch, persist the resulting file, and only then change memory."""
         async with self._lock:
             stored = {key: self._decisions[key][1] for key in decision_ids(items) if key in self._decisions}
@@ -114,7 +112,7 @@ class JsonStore:
                 raise StoreUnavailable(str(exc)) from exc
             self._decisions = new_decisions
             self._sessions = new_sessions
-            return plan.outcomes
+            return plan.results
 
     async def get_decision(self, decision_id: str) -> bytes | None:
         found = self._decisions.get(decision_id)

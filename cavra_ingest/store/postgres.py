@@ -8,26 +8,26 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from ..migrate import apply_postgres_migrations
+from ..planning import decision_ids, plan_batch, session_ids
+from ..settings import Settings
 from .base import (
     FACET_FIELDS,
     Facets,
     ListQuery,
-    Outcome,
     Page,
     StoreUnavailable,
     WriteItem,
-    decision_ids,
+    WriteResult,
     facets_from_rows,
     keyset_chunks,
-    plan_batch,
-    session_ids,
 )
-from .sqlite import (
+from .sql import (
     DECISION_COLUMNS,
     INSERT_DECISION,
     SELECT_DECISION,
     SELECT_SESSION,
     SESSION_COLUMNS,
+    SESSION_SELECT_COLUMNS,
     UPSERT_SESSION,
     Listing,
     decision_row,
@@ -35,17 +35,13 @@ from .sqlite import (
     session_row,
 )
 
-# No index hints: PostgreSQL's planner weighs the 006 indexes by its own statistics.
+# PostgreSQL's planner weighs the 006 indexes by its own statistics: no steering.
 DECISIONS = Listing("activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id")
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 # Every writer, on any server, takes this lock per batch: counts stay exact across processes.
 WRITE_LOCK = 0x63617673
 SELECT_STORED_DECISIONS = "SELECT decision_id, payload FROM activity_decisions WHERE decision_id = ANY($1::text[])"
-SELECT_STORED_SESSIONS = """
-SELECT session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,
-       decision_count, blocked_count, approval_required_count, tenant_id, workspace_id, payload
-FROM activity_sessions WHERE session_id = ANY($1::text[])
-"""
+SELECT_STORED_SESSIONS = f"SELECT {SESSION_SELECT_COLUMNS} FROM activity_sessions WHERE session_id = ANY($1::text[])"
 # SQLSTATE classes of faults that may clear: connection, resources (disk full), operator
 # intervention, transaction rollback (deadlock, serialization), lock not available, read-only.
 RETRYABLE_STATES = ("08", "53", "57", "40", "55P03", "25006")
@@ -77,15 +73,23 @@ class PostgresStore:
         self._insert_decision = numbered(INSERT_DECISION)
         self._upsert_session = numbered(UPSERT_SESSION)
 
-    async def open(self) -> None:
-        """Create the schema if needed, migrate, then open the pool."""
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PostgresStore:
+        return cls(settings.activity_db or "", schema=settings.postgres_schema)
+
+    async def migrate(self) -> list[str]:
+        """Create the schema if needed and apply pending migrations."""
         conn = await asyncpg.connect(self.dsn)
         try:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             await conn.execute(f'SET search_path TO "{self.schema}"')
-            await apply_postgres_migrations(conn)
+            return await apply_postgres_migrations(conn)
         finally:
             await conn.close()
+
+    async def open(self) -> None:
+        """Migrate, then open the pool."""
+        await self.migrate()
         self._pool = await asyncpg.create_pool(
             self.dsn,
             min_size=1,
@@ -103,7 +107,7 @@ class PostgresStore:
         assert self._pool is not None, "store is not open"
         return self._pool
 
-    async def write(self, items: list[WriteItem]) -> list[Outcome]:
+    async def write(self, items: list[WriteItem]) -> list[WriteResult]:
         """Store a batch and its session summaries in one transaction."""
         try:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -123,7 +127,7 @@ class PostgresStore:
             if retryable(exc):
                 raise StoreUnavailable(str(exc)) from exc
             raise
-        return plan.outcomes
+        return plan.results
 
     async def _one(self, sql: str, key: str) -> bytes | None:
         value = await self.pool.fetchval(numbered(sql), key)

@@ -16,22 +16,32 @@ import aiosqlite
 import msgspec
 
 from ..migrate import apply_migrations
-from ..models import ENCODER, Accepted, SessionRecord
+from ..models import ENCODER, SessionRecord
+from ..planning import decision_ids, plan_batch, session_ids
+from ..settings import Settings
 from .base import (
-    DECISION_FILTERS,
     FACET_FIELDS,
-    SESSION_FILTERS,
     Facets,
     ListQuery,
-    Outcome,
     Page,
     StoreUnavailable,
     WriteItem,
-    decision_ids,
+    WriteResult,
     facets_from_rows,
     keyset_chunks,
-    plan_batch,
-    session_ids,
+)
+from .sql import (
+    DECISION_COLUMNS,
+    INSERT_DECISION,
+    SELECT_DECISION,
+    SELECT_SESSION,
+    SESSION_COLUMNS,
+    SESSION_SELECT_COLUMNS,
+    UPSERT_SESSION,
+    Listing,
+    decision_row,
+    session_from_row,
+    session_row,
 )
 
 log = logging.getLogger(__name__)
@@ -42,29 +52,9 @@ READERS = 2
 SELECT_STORED_DECISIONS = (
     "SELECT decision_id, payload FROM activity_decisions WHERE decision_id IN (SELECT value FROM json_each(?))"
 )
-SELECT_STORED_SESSIONS = """
-SELECT session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,
-       decision_count, blocked_count, approval_required_count, tenant_id, workspace_id, payload
-FROM activity_sessions WHERE session_id IN (SELECT value FROM json_each(?))
-"""
-INSERT_DECISION = """
-INSERT INTO activity_decisions (
-    decision_id, session_id, agent_id, actor, repository, policy_pack, action_type, target,
-    rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id, workspace_id
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-UPSERT_SESSION = """
-INSERT INTO activity_sessions (
-    session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,
-    decision_count, blocked_count, approval_required_count, payload, tenant_id, workspace_id
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (session_id) DO UPDATE SET
-    agent_id = excluded.agent_id, actor = excluded.actor, repository = excluded.repository,
-    policy_pack = excluded.policy_pack, state = excluded.state, started_at = excluded.started_at,
-    updated_at = excluded.updated_at, decision_count = excluded.decision_count,
-    blocked_count = excluded.blocked_count, approval_required_count = excluded.approval_required_count,
-    payload = excluded.payload, tenant_id = excluded.tenant_id, workspace_id = excluded.workspace_id
-"""
+SELECT_STORED_SESSIONS = (
+    f"SELECT {SESSION_SELECT_COLUMNS} FROM activity_sessions WHERE session_id IN (SELECT value FROM json_each(?))"
+)
 # Most batches only move a known session's counts and times: leaving its described (and mostly indexed)
 # columns out of the statement spares rewriting four index entries per session (bench/wal.py measures it).
 UPDATE_SESSION_COUNTS = """
@@ -72,13 +62,6 @@ UPDATE activity_sessions SET started_at = ?, updated_at = ?, decision_count = ?,
     approval_required_count = ?, payload = ?
 WHERE session_id = ?
 """
-SELECT_DECISION = "SELECT payload FROM activity_decisions WHERE decision_id = ?"
-SELECT_SESSION = "SELECT payload FROM activity_sessions WHERE session_id = ?"
-
-# Query arguments map to columns through these allow-lists only.
-DECISION_COLUMNS = {name: name for name in DECISION_FILTERS}
-SESSION_COLUMNS = {name: name for name in SESSION_FILTERS}
-
 
 # Filters that may drive a decisions listing (and facets) through their index (006), most selective first.
 # With none of them the time index drives, and the other filters are tested on its entries, which carry
@@ -88,25 +71,18 @@ DECISION_DRIVERS = (("session_id", True), ("correlation_id", True), ("agent_id",
 DECISION_COUNT_DRIVERS = (*DECISION_DRIVERS, ("decision", True))
 
 
-class Listing:
-    """How one table is listed: its filter columns, time and id columns, order, driving indexes."""
+class SteeredListing(Listing):
+    """A listing whose driving index SQLite is told, since its planner picks low-cardinality ones and sorts."""
 
     def __init__(
         self,
-        table: str,
-        columns: dict[str, str],
-        time_column: str,
-        id_column: str,
-        drivers: tuple[tuple[str, bool], ...] | None = None,
-        count_drivers: tuple[tuple[str, bool], ...] | None = None,
+        *args: Any,
+        drivers: tuple[tuple[str, bool], ...],
+        count_drivers: tuple[tuple[str, bool], ...],
     ) -> None:
-        self.table = table
-        self.columns = columns
-        self.time_column = time_column
-        self.id_column = id_column
-        # None: leave the index choice to SQLite (small tables).
+        super().__init__(*args)
         self.drivers = drivers
-        self.count_drivers = count_drivers or drivers
+        self.count_drivers = count_drivers
 
     @staticmethod
     def driver(query: ListQuery, drivers: tuple[tuple[str, bool], ...]) -> str | None:
@@ -118,125 +94,26 @@ class Listing:
                 return name
         return None
 
-    def where(self, query: ListQuery, *, with_position: bool, counting: bool = False) -> tuple[str, list[Any]]:
-        """Build the WHERE clause from allow-listed columns and bound parameters."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        drivers = self.count_drivers if counting else self.drivers
-        driver = None if drivers is None else self.driver(query, drivers)
-        if driver not in dict(self.drivers or ()) and (query.since or query.until or len(query.equals) > 1):
+    def unindexed(self, query: ListQuery, counting: bool) -> frozenset[str]:
+        driver = self.driver(query, self.count_drivers if counting else self.drivers)
+        if driver not in dict(self.drivers) and (query.since or query.until or len(query.equals) > 1):
             # 004's `decision` index counts outcomes alone, index-only. With a time range (usually
             # narrower) or other filters (whose values it lacks), the covering time index counts cheaper.
             driver = None
-        for name, values in query.equals:
-            column = self.columns[name]
-            # Unary + keeps SQLite from using this column's index (and then sorting every match):
-            # one chosen index drives, the other filters are tested on the entries it yields.
-            if drivers is not None and name != driver:
-                column = "+" + column
-            if len(values) == 1:
-                clauses.append(f"{column} = ?")
-            else:
-                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
-            params.extend(values)
-        if query.since is not None:
-            clauses.append(f"{self.time_column} >= ?")
-            params.append(query.since)
-        if query.until is not None:
-            clauses.append(f"{self.time_column} < ?")
-            params.append(query.until)
-        if query.min_blocked is not None:
-            clauses.append("blocked_count >= ?")
-            params.append(query.min_blocked)
-        if with_position and query.after is not None:
-            # The first term bounds the index range; the second settles rows with the same time.
-            time_column, id_column = self.time_column, self.id_column
-            if query.oldest_first:
-                clauses.append(f"{time_column} >= ? AND ({time_column} > ? OR {id_column} > ?)")
-            else:
-                clauses.append(f"{time_column} <= ? AND ({time_column} < ? OR {id_column} > ?)")
-            params.extend([query.after[0], query.after[0], query.after[1]])
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-    def select(self, query: ListQuery) -> tuple[str, list[Any]]:
-        where, params = self.where(query, with_position=True)
-        direction = "ASC" if query.oldest_first else "DESC"
-        sql = (
-            f"SELECT {self.time_column}, {self.id_column}, payload FROM {self.table}{where}"
-            f" ORDER BY {self.time_column} {direction}, {self.id_column} ASC LIMIT ?"
-        )
-        params.append(query.limit)
-        if query.after is None and query.offset:
-            sql += " OFFSET ?"
-            params.append(query.offset)
-        return sql, params
-
-    def count(self, query: ListQuery) -> tuple[str, list[Any]]:
-        where, params = self.where(query, with_position=False, counting=True)
-        return f"SELECT count(*) FROM {self.table}{where}", params
-
-    def facets(self, query: ListQuery, fields: tuple[str, ...]) -> tuple[str, list[Any]]:
-        """Count matches per value of each field in one statement: rows of (field, value, count)."""
-        columns = [(name, self.columns[name]) for name in fields]
-        if not (query.equals or query.since or query.until):
-            # No filter: each field's own index (004) is read in order, index-only.
-            arms = [f"SELECT '{name}', {col}, count(*) FROM {self.table} GROUP BY {col}" for name, col in columns]
-            return " UNION ALL ".join(arms), []
-        # One pass over the matches, then grouped per field: a GROUP BY per field on the table would tempt
-        # SQLite to walk that field's index in full, row by row. Without a selective driver the pass
-        # reads only the time index, which holds every facet field.
-        where, params = self.where(query, with_position=False)
-        picked = ", ".join(col for _, col in columns)
-        arms = [f"SELECT '{name}', {col}, count(*) FROM matches GROUP BY {col}" for name, col in columns]
-        sql = f"WITH matches AS MATERIALIZED (SELECT {picked} FROM {self.table}{where}) " + " UNION ALL ".join(arms)
-        return sql, params
+        # One chosen index drives; the other filters are tested on the entries it yields.
+        return frozenset(name for name, _ in query.equals if name != driver)
 
 
-DECISIONS = Listing(
-    "activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id", DECISION_DRIVERS, DECISION_COUNT_DRIVERS
+DECISIONS = SteeredListing(
+    "activity_decisions",
+    DECISION_COLUMNS,
+    "timestamp",
+    "decision_id",
+    drivers=DECISION_DRIVERS,
+    count_drivers=DECISION_COUNT_DRIVERS,
 )
+# Sessions are few beside decisions: the planner chooses.
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
-
-
-def decision_row(item: Accepted) -> tuple[Any, ...]:
-    r = item.record
-    return (
-        r.decision_id,
-        r.session_id,
-        r.agent_id,
-        r.actor,
-        r.repository,
-        r.policy_pack,
-        r.action_type,
-        r.target,
-        r.rule_id,
-        r.decision,
-        r.severity,
-        r.timestamp,
-        r.correlation_id,
-        item.payload.decode(),
-        r.tenant_id,
-        r.workspace_id,
-    )
-
-
-def session_row(s: SessionRecord) -> tuple[Any, ...]:
-    return (
-        s.session_id,
-        s.agent_id,
-        s.actor,
-        s.repository,
-        s.policy_pack,
-        s.state,
-        s.started_at,
-        s.updated_at,
-        s.decision_count,
-        s.blocked_count,
-        s.approval_required_count,
-        ENCODER.encode(s).decode(),
-        s.tenant_id,
-        s.workspace_id,
-    )
 
 
 def _described(s: SessionRecord) -> tuple[Any, ...]:
@@ -260,36 +137,6 @@ def _counts_row(s: SessionRecord) -> tuple[Any, ...]:
     )
 
 
-def session_from_row(row: sqlite3.Row | tuple[Any, ...]) -> SessionRecord:
-    # Columns are authoritative; payload only adds what has no column (it may come from CAVRA itself).
-    try:
-        extra = msgspec.json.decode(row[13])
-    except (msgspec.DecodeError, TypeError):
-        extra = {}
-    if not isinstance(extra, dict):
-        extra = {}
-    refs = extra.get("evidence_refs")
-    return SessionRecord(
-        schema_version="cavra.session.v1",
-        session_id=row[0],
-        agent_id=row[1],
-        actor=row[2],
-        repository=row[3] or "local",
-        policy_pack=row[4],
-        state=row[5],
-        started_at=row[6],
-        updated_at=row[7],
-        decision_count=row[8],
-        blocked_count=row[9],
-        approval_required_count=row[10],
-        tenant_id=row[11],
-        workspace_id=row[12],
-        evidence_refs=sorted({str(ref) for ref in refs}) if isinstance(refs, list) else [],
-        last_decision_id=extra.get("last_decision_id"),
-        metadata=extra.get("metadata") if isinstance(extra.get("metadata"), dict) else None,
-    )
-
-
 class SqliteStore:
     """SQLite in WAL mode: each batch is one `BEGIN IMMEDIATE` transaction on a dedicated writer thread."""
 
@@ -306,9 +153,21 @@ class SqliteStore:
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._reader_list: list[aiosqlite.Connection] = []
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SqliteStore:
+        return cls(
+            settings.store_path,
+            synchronous=settings.sqlite_synchronous,
+            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        )
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations to the file (created if missing)."""
+        return await asyncio.to_thread(apply_migrations, self.path)
+
     async def open(self) -> None:
         """Migrate, then open the writer and the reader connections."""
-        await asyncio.to_thread(apply_migrations, self.path)
+        await self.migrate()
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavra-sqlite-writer")
         self._writer = await self._on_writer(self._connect_writer)
         for _ in range(READERS):
@@ -345,7 +204,7 @@ class SqliteStore:
             self._writer_thread.shutdown()
             self._writer_thread = None
 
-    async def write(self, items: list[WriteItem]) -> list[Outcome]:
+    async def write(self, items: list[WriteItem]) -> list[WriteResult]:
         """Store a batch and its session summaries in one transaction."""
         assert self._writer is not None, "store is not open"
         abandoned = threading.Event()
@@ -356,7 +215,9 @@ class SqliteStore:
             abandoned.set()
             raise
 
-    def _write_batch(self, db: sqlite3.Connection, items: list[WriteItem], abandoned: threading.Event) -> list[Outcome]:
+    def _write_batch(
+        self, db: sqlite3.Connection, items: list[WriteItem], abandoned: threading.Event
+    ) -> list[WriteResult]:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -388,7 +249,7 @@ class SqliteStore:
             if isinstance(exc, sqlite3.OperationalError):
                 raise StoreUnavailable(str(exc)) from exc
             raise
-        return plan.outcomes
+        return plan.results
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:

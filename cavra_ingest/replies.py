@@ -1,0 +1,171 @@
+"""Reply shapes: each is built from these Structs, and /openapi.json is generated from the same ones."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+import msgspec
+from msgspec import Struct
+
+from .errors import CODES, ApiError, Problem
+from .models import ENCODER, Accepted, DecisionRecord, SessionRecord
+from .sink import WriterStats
+from .store.base import WriteResult
+
+
+class Error(Struct, omit_defaults=True):
+    """The one error shape; `field` or `parameter` name what was wrong when known."""
+
+    detail: str
+    status: int
+    error: str
+    field: str | None = None
+    parameter: str | None = None
+    decision_id: str | None = None
+
+
+class DecisionReply(DecisionRecord, omit_defaults=True):
+    """The stored record; `duplicate` when it was already stored, `ignored_fields` when some were unknown."""
+
+    duplicate: bool = False
+    ignored_fields: list[str] = []
+
+
+class BatchResult(Struct, omit_defaults=True):
+    """What became of one record of a batch, by its position."""
+
+    index: int
+    decision_id: str | None
+    status: Literal["created", "duplicate", "conflict", "rejected", "invalid"]
+    error: Error | None
+    ignored_fields: list[str] = []
+
+
+class BatchReply(Struct, omit_defaults=True):
+    """A batch's per-record results; when every record failed alike, also the error fields."""
+
+    results: list[BatchResult]
+    created: int
+    duplicates: int
+    failed: int
+    detail: str | None = None
+    status: int | None = None
+    error: str | None = None
+
+
+class DecisionPage(Struct):
+    items: list[DecisionRecord]
+    total: int | None
+    limit: int
+    offset: int
+    next_cursor: str | None
+
+
+class SessionPage(Struct):
+    items: list[SessionRecord]
+    total: int | None
+    limit: int
+    offset: int
+    next_cursor: str | None
+
+
+class Timeline(Struct):
+    """A session's summary and its decisions, oldest first."""
+
+    session: SessionRecord
+    items: list[DecisionRecord]
+    total: int | None
+    limit: int
+    offset: int
+    next_cursor: str | None
+
+
+class Health(Struct):
+    status: Literal["ok", "stopping"]
+    store: str
+    queued_records: int
+    queue_capacity: int
+    writer: WriterStats
+
+
+class ConsoleConfig(Struct):
+    activity_mode: str
+    request_max_records: int
+    max_body_bytes: int
+    default_limit: int
+    max_limit: int
+
+
+class FacetCount(Struct):
+    value: str | None
+    count: int
+
+
+class Facets(Struct):
+    total: int
+    top: int
+    facets: dict[str, list[FacetCount]]
+
+
+def stored(payloads: list[bytes]) -> Any:
+    """Pass stored JSON through unparsed; it is already the record the reply's schema names."""
+    return cast(Any, [msgspec.Raw(payload) for payload in payloads])
+
+
+def error_of(problem: Problem, **extra: Any) -> Error:
+    return Error(problem.detail, problem.status, CODES.get(problem.status, "error"), field=problem.field, **extra)
+
+
+FAILED = {"conflict": Problem(409, "decision_id is already stored with different content")}
+
+
+def decision_reply(accepted: Accepted, result: WriteResult) -> bytes:
+    """Encode a single decision's DecisionReply, or raise its error."""
+    if result.status == "conflict":
+        raise ApiError(
+            409,
+            f"decision {accepted.record.decision_id} is already stored with different content",
+            decision_id=accepted.record.decision_id,
+        )
+    if result.status == "rejected":
+        raise ApiError(422, result.body.decode(), decision_id=accepted.record.decision_id)
+    # The stored JSON with DecisionReply's two extra keys appended, not decoded and encoded again (hot path).
+    extra = {"duplicate": result.status == "duplicate", "ignored_fields": accepted.ignored_fields}
+    extra = {key: value for key, value in extra.items() if value}
+    if not extra:
+        return result.body
+    return result.body[:-1] + b"," + ENCODER.encode(extra)[1:]
+
+
+def batch_result(index: int, checked: Accepted | Problem, result: WriteResult | None) -> BatchResult:
+    if isinstance(checked, Problem):
+        return BatchResult(index, None, "invalid", error_of(checked))
+    entry = BatchResult(index, checked.record.decision_id, "invalid", None, ignored_fields=checked.ignored_fields)
+    assert result is not None
+    status = result.status
+    if status == "conflict":
+        entry.error = error_of(FAILED["conflict"])
+    elif status == "rejected":
+        entry.error = error_of(Problem(422, result.body.decode()))
+    entry.status = cast(Any, status)
+    return entry
+
+
+def batch_reply(checked: list[Accepted | Problem], results: list[WriteResult]) -> tuple[BatchReply, int]:
+    """Pair each record with its result; 200 when all stored, 207 when some failed, else their common status."""
+    pending = iter(results)
+    entries = [
+        batch_result(index, item, next(pending) if isinstance(item, Accepted) else None)
+        for index, item in enumerate(checked)
+    ]
+    created = sum(entry.status == "created" for entry in entries)
+    duplicates = sum(entry.status == "duplicate" for entry in entries)
+    failures = {entry.error.status for entry in entries if entry.error is not None}
+    reply = BatchReply(entries, created, duplicates, len(entries) - created - duplicates)
+    status = 200
+    if failures:
+        status = failures.pop() if len(failures) == 1 and not (created or duplicates) else 207
+    if status >= 400:
+        # The one error shape, so a client reading `error` needs no special case for batches.
+        reply.detail, reply.status, reply.error = "no record in the batch was accepted", status, CODES[status]
+    return reply, status

@@ -1,0 +1,41 @@
+"""The store and the batch writer as one async context: the app, a worker process and tests all use it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from workers.writer import BatchWriter
+
+from .settings import Settings
+from .store import Store, make_store
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    writer: BatchWriter
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Runtime]:
+    """Open (and migrate) the store, start the writer; on the way out drain the writer, then close the store."""
+    store = make_store(settings)
+    await store.open()
+    try:
+        writer = BatchWriter(
+            store,
+            commit_max_records=settings.commit_max_records,
+            batch_max_wait_ms=settings.batch_max_wait_ms,
+            queue_max_records=settings.queue_max_records,
+            drain_deadline_s=settings.drain_deadline_s,
+        )
+        writer.start()
+        try:
+            yield Runtime(settings, store, writer)
+        finally:
+            await writer.stop()
+    finally:
+        await store.close()

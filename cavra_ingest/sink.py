@@ -1,0 +1,43 @@
+"""What every transport writes through: one admission check, then commit and wait.
+
+The batch writer (`workers/writer.py`) implements it; handlers and future consumers see only this.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from msgspec import Struct
+
+from .store.base import WriteItem, WriteResult
+
+
+class Unavailable(Exception):
+    """Nothing was written and a retry may succeed: the queue is full, the store is locked, or we are stopping."""
+
+
+class WriterStats(Struct):
+    """Cumulative since start: the bench reads it before and after a run for the mean batch size."""
+
+    transactions: int = 0
+    records: int = 0
+    failed_transactions: int = 0
+
+
+class SinkHealth(Struct):
+    closing: bool
+    queued_records: int
+    queue_capacity: int
+    stats: WriterStats
+
+
+class Sink(Protocol):
+    def admit(self, records: int) -> None:
+        """Raise Unavailable unless `records` more records may be queued now."""
+        ...
+
+    async def commit(self, items: list[WriteItem]) -> list[WriteResult]:
+        """Queue the items and wait until they are committed; Unavailable when nothing was written."""
+        ...
+
+    def health(self) -> SinkHealth: ...

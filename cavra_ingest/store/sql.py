@@ -1,0 +1,191 @@
+"""SQL that both SQL stores share: statements with `?` parameters, row mappers, and listing queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from ..models import ENCODER, SESSION_SCHEMA, Accepted, SessionRecord
+from .base import DECISION_FILTERS, SESSION_FILTERS, ListQuery
+
+INSERT_DECISION = """
+INSERT INTO activity_decisions (
+    decision_id, session_id, agent_id, actor, repository, policy_pack, action_type, target,
+    rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id, workspace_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+UPSERT_SESSION = """
+INSERT INTO activity_sessions (
+    session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,
+    decision_count, blocked_count, approval_required_count, payload, tenant_id, workspace_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (session_id) DO UPDATE SET
+    agent_id = excluded.agent_id, actor = excluded.actor, repository = excluded.repository,
+    policy_pack = excluded.policy_pack, state = excluded.state, started_at = excluded.started_at,
+    updated_at = excluded.updated_at, decision_count = excluded.decision_count,
+    blocked_count = excluded.blocked_count, approval_required_count = excluded.approval_required_count,
+    payload = excluded.payload, tenant_id = excluded.tenant_id, workspace_id = excluded.workspace_id
+"""
+# The columns session_from_row reads, in its order.
+SESSION_SELECT_COLUMNS = """session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,
+       decision_count, blocked_count, approval_required_count, tenant_id, workspace_id, payload"""
+SELECT_DECISION = "SELECT payload FROM activity_decisions WHERE decision_id = ?"
+SELECT_SESSION = "SELECT payload FROM activity_sessions WHERE session_id = ?"
+
+# Query arguments map to columns through these allow-lists only.
+DECISION_COLUMNS = {name: name for name in DECISION_FILTERS}
+SESSION_COLUMNS = {name: name for name in SESSION_FILTERS}
+
+
+class Listing:
+    """How one table is listed: its filter columns, time and id columns, and order."""
+
+    def __init__(self, table: str, columns: dict[str, str], time_column: str, id_column: str) -> None:
+        self.table = table
+        self.columns = columns
+        self.time_column = time_column
+        self.id_column = id_column
+
+    def unindexed(self, query: ListQuery, counting: bool) -> frozenset[str]:
+        """Name the filters whose index must not drive this query (none: the planner chooses)."""
+        return frozenset()
+
+    def where(self, query: ListQuery, *, with_position: bool, counting: bool = False) -> tuple[str, list[Any]]:
+        """Build the WHERE clause from allow-listed columns and bound parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        unindexed = self.unindexed(query, counting)
+        for name, values in query.equals:
+            # Unary + keeps SQLite from using this column's index (and then sorting every match).
+            column = ("+" if name in unindexed else "") + self.columns[name]
+            if len(values) == 1:
+                clauses.append(f"{column} = ?")
+            else:
+                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+        if query.since is not None:
+            clauses.append(f"{self.time_column} >= ?")
+            params.append(query.since)
+        if query.until is not None:
+            clauses.append(f"{self.time_column} < ?")
+            params.append(query.until)
+        if query.min_blocked is not None:
+            clauses.append("blocked_count >= ?")
+            params.append(query.min_blocked)
+        if with_position and query.after is not None:
+            # The first term bounds the index range; the second settles rows with the same time.
+            time_column, id_column = self.time_column, self.id_column
+            if query.oldest_first:
+                clauses.append(f"{time_column} >= ? AND ({time_column} > ? OR {id_column} > ?)")
+            else:
+                clauses.append(f"{time_column} <= ? AND ({time_column} < ? OR {id_column} > ?)")
+            params.extend([query.after[0], query.after[0], query.after[1]])
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def select(self, query: ListQuery) -> tuple[str, list[Any]]:
+        where, params = self.where(query, with_position=True)
+        direction = "ASC" if query.oldest_first else "DESC"
+        sql = (
+            f"SELECT {self.time_column}, {self.id_column}, payload FROM {self.table}{where}"
+            f" ORDER BY {self.time_column} {direction}, {self.id_column} ASC LIMIT ?"
+        )
+        params.append(query.limit)
+        if query.after is None and query.offset:
+            sql += " OFFSET ?"
+            params.append(query.offset)
+        return sql, params
+
+    def count(self, query: ListQuery) -> tuple[str, list[Any]]:
+        where, params = self.where(query, with_position=False, counting=True)
+        return f"SELECT count(*) FROM {self.table}{where}", params
+
+    def facets(self, query: ListQuery, fields: tuple[str, ...]) -> tuple[str, list[Any]]:
+        """Count matches per value of each field in one statement: rows of (field, value, count)."""
+        columns = [(name, self.columns[name]) for name in fields]
+        if not (query.equals or query.since or query.until):
+            # No filter: each field's own index (004) is read in order, index-only.
+            arms = [f"SELECT '{name}', {col}, count(*) FROM {self.table} GROUP BY {col}" for name, col in columns]
+            return " UNION ALL ".join(arms), []
+        # One pass over the matches, then grouped per field: a GROUP BY per field on the table would tempt
+        # the planner to walk that field's index in full, row by row.
+        where, params = self.where(query, with_position=False)
+        picked = ", ".join(col for _, col in columns)
+        arms = [f"SELECT '{name}', {col}, count(*) FROM matches GROUP BY {col}" for name, col in columns]
+        sql = f"WITH matches AS MATERIALIZED (SELECT {picked} FROM {self.table}{where}) " + " UNION ALL ".join(arms)
+        return sql, params
+
+
+def decision_row(item: Accepted) -> tuple[Any, ...]:
+    """Return INSERT_DECISION's parameters for one record."""
+    r = item.record
+    return (
+        r.decision_id,
+        r.session_id,
+        r.agent_id,
+        r.actor,
+        r.repository,
+        r.policy_pack,
+        r.action_type,
+        r.target,
+        r.rule_id,
+        r.decision,
+        r.severity,
+        r.timestamp,
+        r.correlation_id,
+        item.payload.decode(),
+        r.tenant_id,
+        r.workspace_id,
+    )
+
+
+def session_row(s: SessionRecord) -> tuple[Any, ...]:
+    """Return UPSERT_SESSION's parameters for one summary."""
+    return (
+        s.session_id,
+        s.agent_id,
+        s.actor,
+        s.repository,
+        s.policy_pack,
+        s.state,
+        s.started_at,
+        s.updated_at,
+        s.decision_count,
+        s.blocked_count,
+        s.approval_required_count,
+        ENCODER.encode(s).decode(),
+        s.tenant_id,
+        s.workspace_id,
+    )
+
+
+def session_from_row(row: Sequence[Any]) -> SessionRecord:
+    """Read a summary from SESSION_SELECT_COLUMNS; columns win, payload adds what has no column."""
+    # The payload may come from CAVRA itself, with other keys or none of ours.
+    try:
+        extra = msgspec.json.decode(row[13])
+    except (msgspec.DecodeError, TypeError):
+        extra = {}
+    if not isinstance(extra, dict):
+        extra = {}
+    refs = extra.get("evidence_refs")
+    return SessionRecord(
+        schema_version=SESSION_SCHEMA,
+        session_id=row[0],
+        agent_id=row[1],
+        actor=row[2],
+        repository=row[3] or "local",
+        policy_pack=row[4],
+        state=row[5],
+        started_at=row[6],
+        updated_at=row[7],
+        decision_count=row[8],
+        blocked_count=row[9],
+        approval_required_count=row[10],
+        tenant_id=row[11],
+        workspace_id=row[12],
+        evidence_refs=sorted({str(ref) for ref in refs}) if isinstance(refs, list) else [],
+        last_decision_id=extra.get("last_decision_id"),
+        metadata=extra.get("metadata") if isinstance(extra.get("metadata"), dict) else None,
+    )
