@@ -93,12 +93,32 @@ class Health(Struct):
     queue_capacity: int
 
 
+class ConsoleFilters(Struct):
+    """The query filters each listing accepts (`GET /decisions`, `GET /sessions`)."""
+
+    decisions: list[str]
+    sessions: list[str]
+
+
+class ConsoleEnums(Struct):
+    """The allowed values of the enumerated filters."""
+
+    decision: list[str]
+    severity: list[str]
+    state: list[str]
+
+
 class ConsoleConfig(Struct):
+    """What the console needs to draw itself: limits, filter names, enum values, facet fields."""
+
     activity_mode: str
     max_batch_records: int
     max_body_bytes: int
     default_limit: int
     max_limit: int
+    filters: ConsoleFilters
+    enums: ConsoleEnums
+    facet_fields: list[str]
 
 
 class FacetCount(Struct):

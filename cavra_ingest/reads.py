@@ -17,7 +17,7 @@ from .errors import error_response
 from .keys import SETTINGS_KEY, STORE_KEY, WRITER_KEY
 from .models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
 from .store import ListQuery, Page
-from .store.base import DECISION_FILTERS, SESSION_FILTERS
+from .store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
 
 ENUMS: dict[str, tuple[str, ...]] = {"decision": OUTCOMES, "severity": SEVERITIES, "state": SESSION_STATES}
 PAGING = frozenset({"limit", "offset", "cursor", "count"})
@@ -254,5 +254,9 @@ async def console_config(request: web.Request) -> web.Response:
         "max_body_bytes": settings.max_body_bytes,
         "default_limit": DEFAULT_LIMIT,
         "max_limit": MAX_LIMIT,
+        # The console builds its filter form, choices and facet sidebar from these, never from copies.
+        "filters": {"decisions": list(DECISION_FILTERS), "sessions": [*SESSION_FILTERS, "min_blocked"]},
+        "enums": {name: list(values) for name, values in ENUMS.items()},
+        "facet_fields": list(FACET_FIELDS),
     }
     return web.Response(body=ENCODER.encode(body), content_type="application/json")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cavra_ingest.console import STATIC
+from cavra_ingest.models import OUTCOMES, SESSION_STATES, SEVERITIES
+from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
 
 ASSETS = {
     "app.js": "text/javascript",
@@ -75,6 +77,16 @@ async def test_api_routes_under_console_still_answer(client):
     response = await client.get("/console/config")
     assert response.status == 200
     assert (await response.json())["activity_mode"] == "sqlite"
+
+
+async def test_config_lists_are_the_servers_own(client):
+    # The console has no copies of these: its filter form, choices and facet sidebar come from here.
+    body = await (await client.get("/console/config")).json()
+    assert body["filters"] == {"decisions": list(DECISION_FILTERS), "sessions": [*SESSION_FILTERS, "min_blocked"]}
+    assert body["enums"] == {"decision": list(OUTCOMES), "severity": list(SEVERITIES), "state": list(SESSION_STATES)}
+    assert body["facet_fields"] == list(FACET_FIELDS)
+    assert set(body["enums"]) <= set(body["filters"]["decisions"]) | set(body["filters"]["sessions"])
+    assert set(body["facet_fields"]) <= set(body["filters"]["decisions"])
 
 
 async def test_head_is_answered_without_a_body(client):
