@@ -11,8 +11,17 @@ from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILT
 ASSETS = {
     "app.js": "text/javascript",
     "api.js": "text/javascript",
-    "state.js": "text/javascript",
+    "config.js": "text/javascript",
+    "decisions.js": "text/javascript",
+    "dialog.js": "text/javascript",
+    "filters.js": "text/javascript",
+    "list.js": "text/javascript",
     "render.js": "text/javascript",
+    "session.js": "text/javascript",
+    "sessions.js": "text/javascript",
+    "state.js": "text/javascript",
+    "status.js": "text/javascript",
+    "ui.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
