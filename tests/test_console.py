@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cavra_ingest.console import STATIC
@@ -65,6 +67,24 @@ async def test_assets_have_their_content_type_and_an_etag(client, name, content_
 async def test_every_vendored_file_is_listed_here():
     # A new static file must get a content type in console.CONTENT_TYPES and a line in ASSETS.
     assert {p.name for p in STATIC.iterdir()} == set(ASSETS) | {"index.html"}
+
+
+def test_every_module_is_imported_by_name_and_preloaded():
+    # The static route serves flat names only; index.html preloads the whole graph app.js imports.
+    imports = {
+        p.name: set(re.findall(r'^import .* from "\./([A-Za-z0-9_.-]+)";$', p.read_text(), re.MULTILINE))
+        for p in STATIC.glob("*.js")
+    }
+    reached, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        assert name in imports, f"{name} is imported but missing"
+        if name not in reached:
+            reached.add(name)
+            todo.extend(imports[name])
+    assert reached == set(imports), "modules nothing imports"
+    page = (STATIC / "index.html").read_text()
+    assert set(re.findall(r'<link rel="modulepreload" href="/console/static/([^"]+)">', page)) == reached - {"app.js"}
 
 
 @pytest.mark.parametrize(
