@@ -17,9 +17,9 @@ from .errors import ApiError
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_reply
 from .models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
-from .replies import ConsoleConfig, DecisionPage, Health, SessionPage, Timeline, stored
+from .replies import ConsoleConfig, ConsoleEnums, ConsoleFilters, DecisionPage, Health, SessionPage, Timeline, stored
 from .store import ListQuery, Page
-from .store.base import DECISION_FILTERS, SESSION_FILTERS
+from .store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
 
 ENUMS: dict[str, tuple[str, ...]] = {"decision": OUTCOMES, "severity": SEVERITIES, "state": SESSION_STATES}
 PAGING = frozenset({"limit", "offset", "cursor", "count"})
@@ -233,5 +233,9 @@ async def console_config(request: web.Request) -> web.Response:
         max_body_bytes=settings.max_body_bytes,
         default_limit=DEFAULT_LIMIT,
         max_limit=MAX_LIMIT,
+        # The console builds its filter form, choices and facet sidebar from these, never from copies.
+        filters=ConsoleFilters(list(DECISION_FILTERS), [*SESSION_FILTERS, "min_blocked"]),
+        enums=ConsoleEnums(list(OUTCOMES), list(SEVERITIES), list(SESSION_STATES)),
+        facet_fields=list(FACET_FIELDS),
     )
     return json_reply(reply)

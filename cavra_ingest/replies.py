@@ -88,12 +88,32 @@ class Health(Struct):
     writer: WriterStats
 
 
+class ConsoleFilters(Struct):
+    """The query filters each listing accepts (`GET /decisions`, `GET /sessions`)."""
+
+    decisions: list[str]
+    sessions: list[str]
+
+
+class ConsoleEnums(Struct):
+    """The allowed values of the enumerated filters."""
+
+    decision: list[str]
+    severity: list[str]
+    state: list[str]
+
+
 class ConsoleConfig(Struct):
+    """What the console needs to draw itself: limits, filter names, enum values, facet fields."""
+
     activity_mode: str
     request_max_records: int
     max_body_bytes: int
     default_limit: int
     max_limit: int
+    filters: ConsoleFilters
+    enums: ConsoleEnums
+    facet_fields: list[str]
 
 
 class FacetCount(Struct):

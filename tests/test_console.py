@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cavra_ingest.console import STATIC
+from cavra_ingest.models import OUTCOMES, SESSION_STATES, SEVERITIES
+from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
 
 ASSETS = {
     "app.js": "text/javascript",
     "api.js": "text/javascript",
-    "state.js": "text/javascript",
+    "config.js": "text/javascript",
+    "decisions.js": "text/javascript",
+    "dialog.js": "text/javascript",
+    "filters.js": "text/javascript",
+    "list.js": "text/javascript",
     "render.js": "text/javascript",
+    "session.js": "text/javascript",
+    "sessions.js": "text/javascript",
+    "state.js": "text/javascript",
+    "status.js": "text/javascript",
+    "ui.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
@@ -56,6 +69,24 @@ async def test_every_vendored_file_is_listed_here():
     assert {p.name for p in STATIC.iterdir()} == set(ASSETS) | {"index.html"}
 
 
+def test_every_module_is_imported_by_name_and_preloaded():
+    # The static route serves flat names only; index.html preloads the whole graph app.js imports.
+    imports = {
+        p.name: set(re.findall(r'^import .* from "\./([A-Za-z0-9_.-]+)";$', p.read_text(), re.MULTILINE))
+        for p in STATIC.glob("*.js")
+    }
+    reached, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        assert name in imports, f"{name} is imported but missing"
+        if name not in reached:
+            reached.add(name)
+            todo.extend(imports[name])
+    assert reached == set(imports), "modules nothing imports"
+    page = (STATIC / "index.html").read_text()
+    assert set(re.findall(r'<link rel="modulepreload" href="/console/static/([^"]+)">', page)) == reached - {"app.js"}
+
+
 @pytest.mark.parametrize(
     "path", ["/console/static/missing.js", "/console/static/.hidden.js", "/console/static/..%2F__init__.py"]
 )
@@ -75,6 +106,16 @@ async def test_api_routes_under_console_still_answer(client):
     response = await client.get("/console/config")
     assert response.status == 200
     assert (await response.json())["activity_mode"] == "sqlite"
+
+
+async def test_config_lists_are_the_servers_own(client):
+    # The console has no copies of these: its filter form, choices and facet sidebar come from here.
+    body = await (await client.get("/console/config")).json()
+    assert body["filters"] == {"decisions": list(DECISION_FILTERS), "sessions": [*SESSION_FILTERS, "min_blocked"]}
+    assert body["enums"] == {"decision": list(OUTCOMES), "severity": list(SEVERITIES), "state": list(SESSION_STATES)}
+    assert body["facet_fields"] == list(FACET_FIELDS)
+    assert set(body["enums"]) <= set(body["filters"]["decisions"]) | set(body["filters"]["sessions"])
+    assert set(body["facet_fields"]) <= set(body["filters"]["decisions"])
 
 
 async def test_head_is_answered_without_a_body(client):

@@ -1,6 +1,8 @@
 // DOM builders. Data only ever goes in through textContent and attributes, never as markup.
 
-export const OUTCOMES = {
+// How enum values read: label and icon, most severe first. Which values exist is the server's to say
+// (config.enums); a value missing here still shows, as itself.
+const OUTCOMES = {
   block: { label: "Block", icon: "✕" },
   require_approval: { label: "Needs approval", icon: "⚑" },
   warn: { label: "Warn", icon: "⚠" },
@@ -8,19 +10,26 @@ export const OUTCOMES = {
   audit_only: { label: "Audit only", icon: "◎" },
   allow: { label: "Allow", icon: "✓" },
 };
-export const SEVERITIES = {
+const SEVERITIES = {
   critical: { label: "Critical", icon: "▲▲" },
   high: { label: "High", icon: "▲" },
   medium: { label: "Medium", icon: "■" },
   low: { label: "Low", icon: "▽" },
 };
-export const STATES = {
+const STATES = {
   active: { label: "Active", icon: "●" },
   completed: { label: "Completed", icon: "✓" },
   failed: { label: "Failed", icon: "✕" },
   archived: { label: "Archived", icon: "▢" },
 };
 const KINDS = { decision: OUTCOMES, severity: SEVERITIES, state: STATES };
+
+// The values in reading order: the known ones as above, then any others in the server's order.
+export function ordered(kind, values) {
+  const known = Object.keys(KINDS[kind] || {});
+  const rank = (value) => (known.includes(value) ? known.indexOf(value) : known.length);
+  return [...values].sort((a, b) => rank(a) - rank(b));
+}
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);

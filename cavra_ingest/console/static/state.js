@@ -1,23 +1,15 @@
 // The whole view state lives in the console's URL; these functions convert between the two.
+import { allFilters, filtersFor } from "./config.js";
 
-export const DECISION_FILTERS = [
-  "decision", "severity", "repository", "agent_id", "policy_pack", "action_type", "session_id",
-  "tenant_id", "workspace_id", "rule_id", "correlation_id",
-];
-export const SESSION_FILTERS = ["state", "repository", "agent_id", "policy_pack", "tenant_id", "workspace_id", "min_blocked"];
-export const MULTI = ["decision", "severity", "state"];
 export const RANGES = { "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3 };
 const VIEWS = ["decisions", "sessions", "session"];
 
-export function filtersFor(view) {
-  return view === "sessions" ? SESSION_FILTERS : DECISION_FILTERS;
-}
-
+// Filters are the server's (config.js): parse only once /console/config has answered.
 export function parseLocation(search) {
   const q = new URLSearchParams(search);
   const view = VIEWS.includes(q.get("view")) ? q.get("view") : "decisions";
   const filters = {};
-  for (const name of new Set([...DECISION_FILTERS, ...SESSION_FILTERS])) {
+  for (const name of allFilters()) {
     const values = [...new Set(q.getAll(name).filter((v) => v !== ""))];
     if (values.length) filters[name] = values;
   }
