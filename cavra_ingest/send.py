@@ -79,7 +79,10 @@ async def send(source: str, url: str | None, token: str | None, spool: str | Non
             print(f"{record.get('decision_id')}: {status} {error.get('detail')}", file=sys.stderr)
 
     progress = Progress(total, sys.stderr)
-    async with Client(url, token=token, spool=spool, batch_size=batch_size, on_error=on_error) as client:
+    # No client-side timestamps: a backfill's records are not from now, and a file sent twice stays duplicates
+    # (the server leaves the fields it fills in out of the comparison).
+    options: dict[str, Any] = {"token": token, "spool": spool, "batch_size": batch_size, "stamp_time": False}
+    async with Client(url, on_error=on_error, **options) as client:
         ticker = asyncio.create_task(progress.run(client.stats))
         try:
             for index, record in enumerate(records):

@@ -78,12 +78,12 @@ class Signal:
         await asyncio.shield(self._future)
 
 
-def prepare(decision: Mapping[str, Any]) -> tuple[str, bytes]:
+def prepare(decision: Mapping[str, Any], stamp_time: bool = True) -> tuple[str, bytes]:
     """Name and date a decision client-side, so a resend is byte-identical: a duplicate, not a conflict."""
     record = dict(decision)
     if not record.get("decision_id"):
         record["decision_id"] = new_decision_id()
-    if not record.get("timestamp"):
+    if stamp_time and not record.get("timestamp"):
         record["timestamp"] = datetime.now(UTC).isoformat()
     return str(record["decision_id"]), ENCODER.encode(record)
 
@@ -109,6 +109,7 @@ class Client:
         request_timeout_s: float = 30.0,
         close_timeout_s: float = 10.0,
         on_error: OnError | None = None,
+        stamp_time: bool = True,
     ) -> None:
         if when_full not in ("block", "drop", "spool"):
             raise ValueError(f"when_full must be block, drop or spool, not {when_full!r}")
@@ -123,6 +124,7 @@ class Client:
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self.request_timeout_s, self.close_timeout_s = request_timeout_s, close_timeout_s
         self.on_error = on_error
+        self.stamp_time = stamp_time
         self.stats = Stats()
         self._queue: deque[Item] = deque()
         self._queued_bytes = 0
@@ -171,7 +173,7 @@ class Client:
         if self._closing:
             raise RuntimeError("record() after close()")
         try:
-            decision_id, body = prepare(decision)
+            decision_id, body = prepare(decision, self.stamp_time)
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             self._report(dict(decision), 0, {"detail": f"not encodable as JSON: {exc}", "status": 0})
             return None
