@@ -71,11 +71,12 @@ class Signal:
             self._future.set_result(None)
         self._future = None
 
-    async def wait(self) -> None:
+    def wait(self) -> asyncio.Future[None]:
+        """Return a future done at the next pulse; made at once, so no pulse between check and wait is lost."""
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
         # Shielded so a waiter's timeout cancels only its own wait, not the shared future.
-        await asyncio.shield(self._future)
+        return asyncio.shield(self._future)
 
 
 def prepare(decision: Mapping[str, Any], stamp_time: bool = True) -> tuple[str, bytes]:
@@ -190,6 +191,8 @@ class Client:
                 return await self._spill(decision_id, body)
             self.stats.blocked += 1
             while not self._has_room(size):
+                if self._closing:
+                    raise RuntimeError("record() still waiting for room at close()")
                 await self._changed.wait()
         # Room is reserved before the spool write so concurrent callers cannot overfill the queue.
         self.held_records += 1
@@ -290,17 +293,21 @@ class Client:
             return
         self._refilling = True
         try:
-            spills = self._spills
-            rows = await self._on_spool(self._spool.after, self._cursor, room)
-            now = time.monotonic() - self.max_age_s  # already old: send at once
-            for seq, decision_id, body in rows:
-                self.held_records += 1
-                self.held_bytes += len(body)
-                self._cursor = seq
-                self._enqueue(Item(seq, seq, decision_id, body, now))
-            if len(rows) < room and self._spills == spills:
-                self._backlog = False
-                self._changed.pulse()
+            while room > 0:
+                spills = self._spills
+                rows = await self._on_spool(self._spool.after, self._cursor, room)
+                now = time.monotonic() - self.max_age_s  # already old: send at once
+                for seq, decision_id, body in rows:
+                    self.held_records += 1
+                    self.held_bytes += len(body)
+                    self._cursor = seq
+                    self._enqueue(Item(seq, seq, decision_id, body, now))
+                room -= len(rows)
+                if room > 0 and self._spills == spills:
+                    self._backlog = False
+                    self._changed.pulse()
+                    return
+                # Otherwise a spill started during the read: read again (it is queued behind this one, so seen).
         finally:
             self._refilling = False
 
@@ -346,7 +353,14 @@ class Client:
 
     async def _work(self) -> None:
         while (batch := await self._next_batch()) is not None:
-            await self._send(batch)
+            try:
+                await self._send(batch)
+            except Exception as exc:
+                # A bug or a failing spool must not stop the sender, or flush() would wait forever.
+                log.exception("sending a batch failed")
+                for item in batch:
+                    self._report_item(item, 0, {"detail": f"client error: {exc!r}", "status": 0})
+                self._release(batch)
 
     async def _send(self, batch: list[Item]) -> None:
         """Post one batch until it gets an answer that is not worth retrying, then settle it."""
@@ -395,6 +409,9 @@ class Client:
         if seqs and self._spool is not None:
             # Deleted only now: a crash before this line resends the batch, and the server says duplicate.
             await self._on_spool(self._spool.remove, seqs)
+        self._release(batch)
+
+    def _release(self, batch: list[Item]) -> None:
         for item in batch:
             self.held_records -= 1
             self.held_bytes -= len(item.body)
