@@ -129,8 +129,16 @@ async def test_client_killed_mid_stream_resends_its_spool(tmp_path, servers):
     check_file(db)
 
 
-def shedding_app(statuses: list[int], arrivals: list[float], headers: list[dict[str, str]]) -> web.Application:
-    """A fake server: answers the given statuses in turn (with Retry-After: 1), then stores everything."""
+def shedding_app(
+    statuses: list[int | str],
+    arrivals: list[float],
+    headers: list[dict[str, str]],
+    release: asyncio.Event | None = None,
+) -> web.Application:
+    """A fake server: gives the statuses in turn (`"stall"`: no answer until `release`), then stores everything.
+
+    A status given as a string of digits carries no Retry-After; an int carries `Retry-After: 1`.
+    """
 
     async def post(request: web.Request) -> web.Response:
         arrivals.append(time.monotonic())
@@ -138,7 +146,12 @@ def shedding_app(statuses: list[int], arrivals: list[float], headers: list[dict[
         lines = [line for line in (await request.read()).split(b"\n") if line]
         if statuses:
             status = statuses.pop(0)
-            return web.json_response({"detail": "no", "status": status}, status=status, headers={"Retry-After": "1"})
+            if status == "stall":
+                assert release is not None
+                await release.wait()
+                return web.json_response({}, status=503)
+            retry_after = {"Retry-After": "1"} if isinstance(status, int) else {}
+            return web.json_response({"detail": "no", "status": int(status)}, status=int(status), headers=retry_after)
         results = [
             {"index": i, "decision_id": msgspec.json.decode(line)["decision_id"], "status": "created", "error": None}
             for i, line in enumerate(lines)
@@ -153,15 +166,21 @@ def shedding_app(statuses: list[int], arrivals: list[float], headers: list[dict[
 async def test_backoff_waits_at_least_retry_after(aiohttp_server):
     arrivals: list[float] = []
     headers: list[dict[str, str]] = []
-    fake = await aiohttp_server(shedding_app([503, 429], arrivals, headers))
-    async with Client(str(fake.make_url("/")), token="t0ken", backoff_base_s=0.01) as client:
-        for n in range(3):
-            await client.record(decision(n))
-        await client.flush()
-        assert client.stats.created == 3 and client.stats.retries == 2
-    assert len(arrivals) == 3
+    release = asyncio.Event()
+    fake = await aiohttp_server(shedding_app([503, 429, "408", "stall"], arrivals, headers, release))
+    options = {"token": "t0ken", "backoff_base_s": 0.01, "request_timeout_s": 0.5}
+    try:
+        async with Client(str(fake.make_url("/")), **options) as client:
+            for n in range(3):
+                await client.record(decision(n))
+            await client.flush()
+            assert client.stats.created == 3 and client.stats.retries == 4 and client.stats.failed == 0
+    finally:
+        release.set()
+    assert len(arrivals) == 5
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
-    assert min(gaps) >= 1.0, gaps  # jitter alone would be ~0.01 s
+    assert min(gaps[:2]) >= 1.0, gaps  # after each Retry-After: 1; jitter alone would be under 0.04 s
+    assert gaps[2] < 1.0 and gaps[3] >= 0.5, gaps  # a 408 without it; a request timed out after 0.5 s
     assert headers[0]["Authorization"] == "Bearer t0ken"
     assert headers[0]["Content-Type"] == "application/x-ndjson"
 
