@@ -311,3 +311,18 @@ async def test_send_command(tmp_path, servers):
     code, out, _ = await run_send("-", "--url", server.url, stdin=array)
     assert code == 0 and "created 0, duplicate 40, failed 0" in out
     assert len(stored_ids(db)) == 340
+
+
+async def test_sync_client_left_open_flushes_at_exit(tmp_path, servers):
+    server = await serve(servers, tmp_path / "activity.db")
+    script = (
+        "import sys\nfrom cavra_ingest.client import SyncClient\n"
+        "client = SyncClient(sys.argv[1], max_age_s=60)\nclient.start()\n"
+        "for n in range(25): print(client.record({'decision': 'allow', 'session_id': 'left-open'}))\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, server.url, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+    assert sorted(stored_ids(tmp_path / "activity.db")) == sorted(out.decode().split())

@@ -9,6 +9,7 @@ from email.utils import format_datetime
 
 import msgspec
 
+from cavra_ingest.client import Client
 from cavra_ingest.client.core import prepare
 from cavra_ingest.client.ids import IdGenerator, id_time_ms, new_decision_id
 from cavra_ingest.client.retry import backoff_delay, parse_retry_after
@@ -95,3 +96,11 @@ def test_spool_keeps_records_until_removed_across_reopening(tmp_path):
     assert spool.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert spool.conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
     spool.close()
+
+
+def test_token_comes_from_the_argument_or_cavra_token(monkeypatch):
+    monkeypatch.setenv("CAVRA_TOKEN", "from-env")
+    assert Client("http://x").token == "from-env"
+    assert Client("http://x", token="given").token == "given"
+    monkeypatch.delenv("CAVRA_TOKEN")
+    assert Client("http://x").token is None

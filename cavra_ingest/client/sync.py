@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
@@ -42,6 +43,8 @@ class SyncClient:
         self._thread.start()
         self._started = True
         self._call(self._client.start())
+        # An agent that never calls close() still gets its records flushed at interpreter exit.
+        atexit.register(self.close)
 
     def record(self, decision: Mapping[str, Any]) -> str | None:
         """Queue one decision; returns at once unless the queue is full under `when_full='block'`."""
@@ -56,6 +59,7 @@ class SyncClient:
         if not self._started:
             return
         self._started = False
+        atexit.unregister(self.close)
         try:
             self._call(self._client.close())
         finally:
