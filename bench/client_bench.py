@@ -108,31 +108,39 @@ def main() -> None:
         os.sched_setaffinity(0, {int(LOAD_CORE)})
     figures: dict[str, Any] = {"decisions": args.decisions, "args": vars(args)}
     with tempfile.TemporaryDirectory() as tmp:
-        for phase in ("direct", "client"):
+        # client100: the client with the direct phase's request size, so the two differ only in the client.
+        for phase, batch in (("direct", 100), ("client100", 100), ("client", args.batch_size)):
             db = Path(tmp) / f"{phase}.db"
             server = start_server(db)
             url = f"http://127.0.0.1:{server.port}"
             try:
                 if phase == "direct":
-                    rate = asyncio.run(direct_arrays(url, args.decisions, 100, args.connections))
+                    rate = asyncio.run(direct_arrays(url, args.decisions, batch, args.connections))
                 else:
-                    rate, stats = asyncio.run(through_client(url, args.decisions, args.batch_size, args.concurrency))
-                    figures["client_stats"] = stats
+                    rate, stats = asyncio.run(through_client(url, args.decisions, batch, args.concurrency))
+                    figures[f"{phase}_stats"] = stats
             finally:
                 server.stop()
             figures[f"{phase}_per_s"] = round(rate)
             figures[f"{phase}_rows"] = count_rows(db)
     figures["client_vs_direct"] = round(figures["client_per_s"] / figures["direct_per_s"], 2)
+    figures["client100_vs_direct"] = round(figures["client100_per_s"] / figures["direct_per_s"], 2)
+    figures["loadavg_after"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "client.json").write_text(json.dumps(figures, indent=2) + "\n")
     table = (
         "| path | decisions/s | rows stored |\n|---|---|---|\n"
         f"| arrays of 100 posted directly ({args.connections} connections, random ids) "
         f"| {figures['direct_per_s']:,} | {figures['direct_rows']:,} |\n"
+        f"| `Client.record()` + `flush()` (batch 100, {args.concurrency} in flight, UUIDv7 ids) "
+        f"| {figures['client100_per_s']:,} | {figures['client100_rows']:,} |\n"
         f"| `Client.record()` + `flush()` (batch {args.batch_size}, {args.concurrency} in flight, UUIDv7 ids) "
         f"| {figures['client_per_s']:,} | {figures['client_rows']:,} |\n"
     )
-    (RESULTS / "client.md").write_text(f"# Client throughput\n\n`{' '.join(sys.argv)}`\n\n{table}")
+    command = " ".join(["python -m bench.client_bench", *sys.argv[1:]])
+    load = ", ".join(f"{value:.2f}" for value in figures["loadavg_after"])
+    note = f"\nLoad average after the run: {load} (other work on the machine shows up here).\n"
+    (RESULTS / "client.md").write_text(f"# Client throughput\n\n`{command}`\n\n{table}{note}")
     print(table)
 
 
