@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser run migrate test screenshots lint format bench bench-reads bench-datasette faults clean
+.PHONY: install browser run migrate test screenshots lint format bench bench-reads bench-datasette bench-client faults clean
 
 install: $(VENV)/.installed
 
@@ -71,3 +71,9 @@ bench-reads: install
 bench-datasette: install
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.datasette_compare --db bench/data/reads-$(ROWS).db
+
+# Decisions/s through the client from one process beside arrays of 100 posted directly, same run (not part of
+# `test`): writes bench/results/client.{json,md}. DECISIONS=N per phase (default 100,000).
+DECISIONS ?= 100000
+bench-client: install
+	$(PY) -m bench.client_bench --decisions $(DECISIONS)

@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--sqlite", metavar="PATH", help="SQLite file to migrate")
     target.add_argument("--postgres", metavar="URL", help="PostgreSQL database to migrate")
     migrate.add_argument("--schema", default="public", help="PostgreSQL schema (default public)")
+    send = commands.add_parser("send", help="post decisions from an NDJSON or JSON array file (- for stdin)")
+    send.add_argument("file", help="NDJSON or a JSON array of decisions; - reads stdin")
+    send.add_argument("--url", help="server (CAVRA_URL, default http://127.0.0.1:8080)")
+    send.add_argument("--token", help="bearer token (CAVRA_TOKEN)")
+    send.add_argument("--spool", metavar="PATH", help="SQLite spool: what is unsent survives a crash, resent next run")
+    send.add_argument("--batch-size", type=int, default=500, help="records per request (default 500)")
     return parser
 
 
@@ -42,6 +48,10 @@ async def migrate_store(settings: Settings) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "send":
+        from .send import send
+
+        return asyncio.run(send(args.file, args.url, args.token, args.spool, args.batch_size))
     if args.command == "migrate":
         target = Settings(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
         try:

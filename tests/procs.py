@@ -50,9 +50,9 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
-    async def start(self, timeout: float = 20.0) -> None:
-        """Start the process and wait until /healthz answers."""
-        self.port = free_port()
+    async def start(self, timeout: float = 20.0, port: int | None = None) -> None:
+        """Start the process and wait until /healthz answers; `port` restarts it where clients expect it."""
+        self.port = port or free_port()
         env = {**os.environ, **self.env}
         env.pop("CAVRA_ACTIVITY_STORE", None)
         env.pop("CAVRA_ACTIVITY_DB", None)
