@@ -87,7 +87,12 @@ def read_json_store(path: Path) -> tuple[Iterator[bytes], list[dict[str, Any]], 
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a JSON store is an object with `decisions` and `sessions`")
     decisions = [item for item in data.get("decisions") or [] if item is not None]
-    sessions = [item for item in data.get("sessions") or [] if isinstance(item, dict)]
+    # Counts and times are refolded from the decisions; only what a client set is carried.
+    sessions = [
+        {key: item.get(key) for key in ("session_id", "state", "metadata")}
+        for item in data.get("sessions") or []
+        if isinstance(item, dict)
+    ]
     return (msgspec.json.encode(item) for item in decisions), sessions, len(decisions)
 
 
