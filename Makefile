@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser run migrate test lint format bench bench-reads bench-datasette faults clean
+.PHONY: install browser run migrate test test-fast lint format bench bench-reads bench-datasette faults clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ browser:
 
 test: install browser
 	$(PY) -m pytest
+
+# The quick loop: everything but the fault, fuzz and browser campaigns (marked `slow`).
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 # A longer fault campaign: more kill -9 rounds (FAULT_ROUNDS) and more fuzz examples (FUZZ_EXAMPLES).
 FAULT_ROUNDS ?= 25
