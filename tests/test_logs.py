@@ -27,7 +27,8 @@ def json_lines() -> Iterator[io.StringIO]:
     handler.setFormatter(logs.JsonFormatter())
     logger = logging.getLogger("cavra_ingest")
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not `.level =`: it clears the loggers' cached decisions
     yield stream
     logger.removeHandler(handler)
     logger.setLevel(level)
