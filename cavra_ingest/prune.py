@@ -161,6 +161,7 @@ class PruneReport:
     dry_run: bool = False
     batches: int = 0
     touched: set[str] = field(default_factory=set, repr=False)
+    removed: set[str] = field(default_factory=set, repr=False)
 
 
 async def prune(
@@ -190,16 +191,21 @@ async def prune(
             for row in rows:
                 await conn.execute(DELETE_DECISION, [row[0]])
             sessions = sorted({row[1] for row in rows})
+            removed_now = set()
             for session_id in sessions:
-                removed = await recount_session(conn, session_id, before)
-                report.sessions_removed += removed
-                report.sessions_recounted += not removed
+                if await recount_session(conn, session_id, before):
+                    removed_now.add(session_id)
             await conn.commit()
         except BaseException:
             await conn.rollback()
             raise
         report.batches += 1
         report.decisions_removed += len(rows)
+        # Distinct sessions: a long session spans many batches and is refolded in each.
+        report.touched.update(sessions)
+        report.removed.update(removed_now)
+        report.sessions_removed = len(report.removed)
+        report.sessions_recounted = len(report.touched - report.removed)
         if progress is not None:
             progress.advance(len(rows))
     audit.info(
