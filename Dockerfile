@@ -5,10 +5,17 @@ COPY pyproject.toml README.md ./
 COPY cavra_ingest ./cavra_ingest
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install --no-cache-dir . && useradd --system --home /data cavra && mkdir -p /data && chown cavra /data
+# A fixed non-root UID/GID, so a mounted volume's ownership is the same on every host.
+RUN pip install --no-cache-dir . \
+    && groupadd --system --gid 10001 cavra \
+    && useradd --system --uid 10001 --gid 10001 --home /data cavra \
+    && mkdir -p /data && chown 10001:10001 /data
 
-USER cavra
-ENV CAVRA_ACTIVITY_DB=/data/activity.db
+USER 10001:10001
+ENV CAVRA_ACTIVITY_DB=/data/activity.db CAVRA_LOG_FORMAT=json
 EXPOSE 8080
+# Ready means the store is open, migrated and answering, and the server is not draining.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2)"]
 # serve applies pending migrations before it listens; SIGTERM drains the writer.
 CMD ["cavra-ingest", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser run migrate test screenshots lint format bench bench-reads bench-datasette bench-client faults clean
+.PHONY: install browser run migrate test test-fast screenshots lint format bench bench-reads bench-datasette bench-client faults clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ test: install browser
 # Refresh the console screenshots under docs/ (a plain test run never writes them).
 screenshots: install browser
 	CAVRA_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_console_browser.py
+
+# The quick loop: everything but the fault, fuzz and browser campaigns (marked `slow`).
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 # A longer fault campaign: more kill -9 rounds (FAULT_ROUNDS) and more fuzz examples (FUZZ_EXAMPLES).
 FAULT_ROUNDS ?= 25

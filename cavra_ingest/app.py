@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import export, facets, ingest, openapi, reads
+from . import export, facets, ingest, logs, openapi, probes, reads
 from .console import add_console_routes
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
+from .metrics import METRICS_KEY, Metrics, metrics_view
 from .middleware import json_errors
 from .runtime import Runtime, running
 from .settings import Settings
@@ -22,6 +23,7 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         app[RUNTIME_KEY] = runtime
         app[STORE_KEY] = runtime.store
         app[SINK_KEY] = runtime.writer
+        runtime.writer.observers.append(app[METRICS_KEY].observe_batch)
         yield
 
 
@@ -34,9 +36,13 @@ async def refuse_new_writes(app: web.Application) -> None:
 def create_app(settings: Settings | None = None) -> web.Application:
     """Build the app for the given settings (from the environment by default)."""
     settings = settings or Settings.from_env()
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[logs.observe, json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS_KEY] = settings
+    app[METRICS_KEY] = Metrics.create(app)
+    # Before the runtime, so its closing line comes after the writer drained and the store closed.
+    app.cleanup_ctx.append(logs.lifecycle)
     app.cleanup_ctx.append(runtime_context)
+    app.on_shutdown.append(logs.shutting_down)
     app.on_shutdown.append(refuse_new_writes)
     app.router.add_post("/decisions", ingest.post_decisions)
     app.router.add_get("/decisions", reads.list_decisions)
@@ -50,6 +56,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/sessions/{session_id}", reads.get_session)
     app.router.add_get("/sessions/{session_id}/decisions", reads.session_timeline)
     app.router.add_get("/healthz", reads.healthz)
+    app.router.add_get("/readyz", probes.readyz)
+    app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/console/config", reads.console_config)
     app.router.add_get("/openapi.json", openapi.spec)
     app.router.add_get("/docs", openapi.docs)

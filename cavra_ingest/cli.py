@@ -1,29 +1,36 @@
-"""Command line: `cavra-ingest serve` and `cavra-ingest migrate`."""
+"""Command line: `serve`, `migrate`, `config`, and the data lifecycle commands (`prune`, `backup`, `import`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import errno
 import logging
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
+from . import __version__, logs
 from .migrate import MigrationError
-from .settings import Settings
+from .settings import Settings, SettingsError, unknown_variables
 
 SHUTDOWN_MARGIN_S = 1.0
+# Exit codes: 1 the command failed, 2 it was called wrongly (argparse's own code for usage errors).
+FAILED, USAGE = 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cavra-ingest", description="Durable store for CAVRA decisions.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="migrate the store, then serve the HTTP API")
     serve.add_argument("--host", help="address to bind (CAVRA_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (CAVRA_PORT, default 8080)")
     serve.add_argument("--db", dest="activity_db", help="SQLite file (CAVRA_ACTIVITY_DB)")
     serve.add_argument("--json-store", dest="activity_store", help="JSON store file (CAVRA_ACTIVITY_STORE)")
+    serve.add_argument("--log-format", choices=["text", "json"], help="log lines (CAVRA_LOG_FORMAT, default text)")
     migrate = commands.add_parser("migrate", help="apply pending migrations and exit")
     target = migrate.add_mutually_exclusive_group(required=True)
     target.add_argument("--sqlite", metavar="PATH", help="SQLite file to migrate")
@@ -35,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--token", help="bearer token (CAVRA_TOKEN)")
     send.add_argument("--spool", metavar="PATH", help="SQLite spool: what is unsent survives a crash, resent next run")
     send.add_argument("--batch-size", type=int, default=500, help="records per request (default 500)")
+    commands.add_parser("config", help="print the effective settings (secrets redacted) and exit")
+    from .lifecycle_cli import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -47,7 +58,15 @@ async def migrate_store(settings: Settings) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_format = getattr(args, "log_format", None)
+    try:
+        settings = Settings.from_env(log_format=log_format)
+    except SettingsError as exc:
+        logs.configure()
+        return usage_error(exc)
+    logs.configure(settings.log_format, settings.log_level)
+    for warning in unknown_variables():
+        logging.getLogger("cavra_ingest.settings").warning(warning)
     if args.command == "send":
         from .send import send
 
@@ -58,31 +77,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = asyncio.run(migrate_store(target))
         except MigrationError as exc:
             print(f"cavra-ingest: {exc}", file=sys.stderr)
-            return 1
+            return FAILED
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         return 0
+    if args.command == "config":
+        from .lifecycle_cli import print_config
+
+        print_config(settings)
+        return 0
+    if args.command != "serve":
+        from .lifecycle_cli import run_command
+
+        return run_command(args, settings)
+    overrides = {"host": args.host, "port": args.port, "activity_db": args.activity_db}
+    overrides["activity_store"] = args.activity_store
+    try:
+        settings = Settings.from_env(log_format=log_format, **overrides)
+    except SettingsError as exc:
+        return usage_error(exc)
+    return serve(settings)
+
+
+def usage_error(exc: SettingsError) -> int:
+    for problem in exc.problems:
+        print(f"cavra-ingest: {problem}", file=sys.stderr)
+    return USAGE
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT; a port that cannot be bound is one line, not a traceback."""
     from .app import create_app
 
-    settings = Settings.from_env(
-        host=args.host, port=args.port, activity_db=args.activity_db, activity_store=args.activity_store
-    )
-    logging.getLogger(__name__).info(
-        "serving on %s:%d with the %s store (%s)",
-        settings.host,
-        settings.port,
-        settings.store_kind,
-        settings.store_label,
-    )
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        # The writer's drain deadline starts with shutdown; the margin lets its 503s reach their clients.
-        shutdown_timeout=settings.drain_deadline_s + SHUTDOWN_MARGIN_S,
-        access_log=None,
-        print=None,
-        loop=event_loop(settings),
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            # The writer's drain deadline starts with shutdown; the margin lets its 503s reach their clients.
+            shutdown_timeout=settings.drain_deadline_s + SHUTDOWN_MARGIN_S,
+            access_log=None,
+            print=None,
+            loop=event_loop(settings),
+        )
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        reason = {errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied"}.get(
+            exc.errno, "address not available"
+        )
+        print(f"cavra-ingest: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
+        return FAILED
     return 0
 
 
@@ -96,3 +140,13 @@ def event_loop(settings: Settings) -> asyncio.AbstractEventLoop | None:
         return None
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
+
+
+def with_store(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Apply a command's store flags (as `migrate` takes them) over the environment's store selection."""
+    chosen = args.sqlite or args.postgres
+    if chosen or args.json_store:
+        settings = dataclasses.replace(settings, activity_db=chosen, activity_store=args.json_store)
+    if args.schema:
+        settings = dataclasses.replace(settings, postgres_schema=args.schema)
+    return settings

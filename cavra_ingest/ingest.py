@@ -8,6 +8,7 @@ from aiohttp import web
 
 from .errors import ApiError
 from .keys import SETTINGS_KEY, SINK_KEY
+from .metrics import METRICS_KEY
 from .middleware import json_reply
 from .models import Accepted
 from .replies import batch_reply, decision_reply
@@ -57,6 +58,7 @@ async def post_decisions(request: web.Request) -> web.Response:
     )
     accepted: list[WriteItem] = [item for item in checked if isinstance(item, Accepted)]
     results = await sink.commit(accepted) if accepted else []
+    request.app[METRICS_KEY].count_records(request, checked, (result.status for result in results))
     if not batch:
         only = checked[0]
         if not isinstance(only, Accepted):

@@ -21,6 +21,7 @@ from .replies import (
     Error,
     Facets,
     Health,
+    Readiness,
     SessionPage,
     Timeline,
 )
@@ -43,6 +44,7 @@ SCHEMA_TYPES = (
     Health,
     ConsoleConfig,
     Facets,
+    Readiness,
 )
 
 
@@ -217,6 +219,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "This document as a page",
         {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
     ),  # fmt: skip
+    ("GET", "/readyz"): op(
+        "Readiness: 200 when the store is open, migrated and answering and the server is not draining",
+        {
+            "200": json_body(ref("Readiness"), "ready"),
+            "503": json_body(ref("Readiness"), "not ready; `reason` says why"),
+        },
+    ),
+    ("GET", "/metrics"): op(
+        "Prometheus metrics in the text exposition format (read or admin scope once tokens are configured)",
+        {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    ),
 }
 
 

@@ -189,3 +189,11 @@ def batch_reply(checked: list[Accepted | Problem], results: list[WriteResult]) -
         # The one error shape, so a client reading `error` needs no special case for batches.
         reply.detail, reply.status, reply.error = "no record in the batch was accepted", status, CODES[status]
     return reply, status
+
+
+class Readiness(Struct):
+    """`GET /readyz`: whether this instance should get traffic, and why not."""
+
+    ready: bool
+    store: str
+    reason: str | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,33 @@ DEFAULT_SQLITE_PATH = ".cavra/activity.db"
 # Old names still read, with a warning: they sat side by side with opposite meanings.
 ALIASES = {"CAVRA_MAX_BATCH_RECORDS": "request_max_records", "CAVRA_BATCH_MAX_RECORDS": "commit_max_records"}
 log = logging.getLogger(__name__)
+# CAVRA_* variables that are not settings of the server but are read elsewhere (tests, tools).
+OTHER_VARIABLES = frozenset(
+    {
+        "CAVRA_TEST_POSTGRES_URL",
+        "CAVRA_REQUIRE_SERVICES",
+        "CAVRA_FAULT_ROUNDS",
+        "CAVRA_FAULT_SEED",
+        "CAVRA_FUZZ_EXAMPLES",
+        "CAVRA_BURST_REQUESTS",
+        "CAVRA_CHROMIUM",
+    }
+)
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off"})
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Fields that may be 0; every other number must be positive.
+MAY_BE_ZERO = frozenset({"port", "batch_max_wait_ms", "sqlite_busy_timeout_ms", "retry_after_s"})
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; each problem is one line naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -42,6 +71,10 @@ class Settings:
 
     # Schema the PostgreSQL store keeps its tables in.
     postgres_schema: str = "public"
+    # `text` for a terminal, `json` for one JSON object per line; one access line per request unless off.
+    log_format: str = "text"
+    log_level: str = "INFO"
+    access_log: bool = True
 
     @property
     def store_kind(self) -> str:
@@ -67,33 +100,87 @@ class Settings:
         return str(self.store_path)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
-        """Build settings from CAVRA_<FIELD> variables, then apply non-None overrides."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from CAVRA_<FIELD> variables, then apply non-None overrides; SettingsError lists problems."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        names = {field.name: f"CAVRA_{field.name.upper()}" for field in dataclasses.fields(cls)}
+        problems: list[str] = []
+        names = variable_names()
         for alias, name in ALIASES.items():
             if env.get(alias) and not env.get(names[name]):
                 log.warning("%s is deprecated: use %s", alias, names[name])
         for field in dataclasses.fields(cls):
-            raw = env.get(names[field.name])
+            variable = names[field.name]
+            raw = env.get(variable)
             if not raw:
-                raw = next((env.get(alias) for alias, name in ALIASES.items() if name == field.name), None)
+                aliases = [alias for alias, name in ALIASES.items() if name == field.name and env.get(alias)]
+                if aliases:
+                    variable, raw = aliases[0], env[aliases[0]]
             if raw is None or raw == "":
                 continue
-            default = field.default
-            if isinstance(default, bool):
-                values[field.name] = raw.lower() in {"1", "true", "yes", "on"}
-            elif isinstance(default, int):
-                values[field.name] = int(raw)
-            elif isinstance(default, float):
-                values[field.name] = float(raw)
-            else:
-                values[field.name] = raw
+            try:
+                values[field.name] = parse(field.default, raw)
+            except ValueError as exc:
+                problems.append(f"{variable}: {exc}, got {raw!r}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)  # type: ignore[arg-type]
-        if settings.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(
-                f"CAVRA_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {settings.sqlite_synchronous!r}"
-            )
-        return settings
+        problems.extend(check(values))
+        if problems:
+            raise SettingsError(problems)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def variable_names() -> dict[str, str]:
+    """Map each field to its CAVRA_<FIELD> variable."""
+    return {field.name: f"CAVRA_{field.name.upper()}" for field in dataclasses.fields(Settings)}
+
+
+def parse(default: object, raw: str) -> object:
+    """Convert a variable's text to its field's type, or raise ValueError saying what was expected."""
+    if isinstance(default, bool):
+        if raw.lower() in TRUE | FALSE:
+            return raw.lower() in TRUE
+        raise ValueError("expected one of 1, 0, true, false, yes, no, on, off")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    return raw
+
+
+def check(values: Mapping[str, object]) -> list[str]:
+    """Return one line per value out of its range."""
+    names = variable_names()
+    problems: list[str] = []
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if value < 0 or (value == 0 and name not in MAY_BE_ZERO):
+            problems.append(f"{names[name]}: expected a {'non-negative' if name in MAY_BE_ZERO else 'positive'} "
+                            f"number, got {value!r}")  # fmt: skip
+    port = values.get("port")
+    if isinstance(port, int) and port > 65535:
+        problems.append(f"CAVRA_PORT: expected a port number 0..65535, got {port!r}")
+    choices = (("sqlite_synchronous", SYNCHRONOUS), ("log_format", LOG_FORMATS), ("log_level", LOG_LEVELS))
+    for name, allowed in choices:
+        value = values.get(name)
+        if value is not None and str(value).upper() not in {choice.upper() for choice in allowed}:
+            problems.append(f"{names[name]}: expected one of {', '.join(allowed)}, got {value!r}")
+    return problems
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Describe each CAVRA_* variable that nothing reads, with the closest valid name."""
+    env = os.environ if environ is None else environ
+    known = set(variable_names().values()) | set(ALIASES) | OTHER_VARIABLES
+    found = []
+    for variable in sorted(name for name in env if name.startswith("CAVRA_") and name not in known):
+        close = difflib.get_close_matches(variable, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        found.append(f"{variable} is not a cavra-ingest setting and is ignored{hint}")
+    return found

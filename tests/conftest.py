@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -39,6 +42,42 @@ def decision(**fields: Any) -> dict[str, Any]:
 
 
 POSTGRES_URL = os.environ.get("CAVRA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# CI (`.ci/run`) sets this: a missing PostgreSQL server or browser is then a failure, not a skip.
+REQUIRE_SERVICES = os.environ.get("CAVRA_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes"}
+# Long campaigns left out by `make test-fast` (`-m "not slow"`).
+SLOW_FILES = {"test_faults.py", "test_fuzz_api.py", "test_console_browser.py"}
+
+
+@functools.cache
+def postgres_reachable() -> bool:
+    parts = urlsplit(POSTGRES_URL)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    """Skip a PostgreSQL test when no server listens, unless CAVRA_REQUIRE_SERVICES says it must run."""
+    if postgres_reachable():
+        return
+    parts = urlsplit(POSTGRES_URL)
+    message = f"no PostgreSQL server at {parts.hostname}:{parts.port or 5432} (set CAVRA_TEST_POSTGRES_URL)"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + "; CAVRA_REQUIRE_SERVICES=1 requires it", pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "postgres" in item.nodeid.lower():
+        require_postgres()
 
 
 def store_settings(kind: str, tmp_path: Path, **overrides: Any) -> Settings:
@@ -74,6 +113,7 @@ async def make_client(aiohttp_client: Any, tmp_path: Path) -> Any:
     async def make(kind: str = "sqlite", **overrides: Any) -> TestClient:
         settings = store_settings(kind, tmp_path, **overrides)
         if kind == "postgres":
+            require_postgres()
             schemas.append(settings.postgres_schema)
         return await aiohttp_client(create_app(settings))
 

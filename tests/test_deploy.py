@@ -34,7 +34,8 @@ def test_compose_service_runs_the_cli_with_known_settings():
     # The named volume holds the SQLite file.
     mount = service["volumes"][0].split(":")
     assert mount[0] in compose["volumes"] and settings.store_path.parent == Path(mount[1])
-    assert "/healthz" in " ".join(service["healthcheck"]["test"])
+    # Readiness, not liveness: traffic only once the store is open and migrated, none while draining.
+    assert "/readyz" in " ".join(service["healthcheck"]["test"])
     assert duration_seconds(service["stop_grace_period"]) > settings.drain_deadline_s
     assert service["ports"][0].endswith(":8080")
 
@@ -46,3 +47,34 @@ def test_dockerfile_command_matches_compose():
     assert f"CMD {command}".replace("'", '"') in dockerfile
     for copied in ("cavra_ingest", "workers", "migrations"):
         assert f"COPY {copied}" in dockerfile
+
+
+def served_paths() -> set[str]:
+    from cavra_ingest.app import create_app
+
+    return {route.resource.canonical for route in create_app(Settings()).router.routes() if route.resource}
+
+
+def test_dockerfile_checks_readiness_as_a_fixed_non_root_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    health = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", dockerfile, re.S | re.M)
+    assert health, "no HEALTHCHECK"
+    probe = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", health.group(1))
+    assert probe and probe.group(2) == "/readyz" and probe.group(2) in served_paths()
+    assert int(probe.group(1)) == 8080
+    user = re.search(r"^USER (\d+)(?::(\d+))?$", dockerfile, re.M)
+    assert user, "USER must be a numeric UID, so Kubernetes' runAsNonRoot can verify it"
+    assert int(user.group(1)) > 0 and f"--uid {user.group(1)}" in dockerfile
+    # The image's environment holds only real settings.
+    for line in re.findall(r"^ENV (.+)$", dockerfile, re.M):
+        Settings.from_env(dict(pair.split("=", 1) for pair in line.split()))
+
+
+def test_dockerignore_keeps_the_context_small_but_complete():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    ignored.discard("")
+    assert {".git", ".venv", ".cavra", "tests", "bench"} <= ignored
+    copied = re.findall(r"^COPY (.+) \S+$", (ROOT / "Dockerfile").read_text(), re.M)
+    for sources in copied:
+        for source in sources.split():
+            assert source not in ignored, f"{source} is copied but ignored"

@@ -454,5 +454,5 @@ async def test_configured_durability_is_the_one_in_force(tmp_path: Path) -> None
 
 
 async def test_unknown_durability_level_refuses_to_start(spawn: Any) -> None:
-    with pytest.raises(RuntimeError, match="CAVRA_SQLITE_SYNCHRONOUS must be"):
+    with pytest.raises(RuntimeError, match="CAVRA_SQLITE_SYNCHRONOUS: expected one of"):
         await spawn(CAVRA_SQLITE_SYNCHRONOUS="SOMETIMES")

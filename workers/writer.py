@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cavra_ingest.sink import SinkHealth, Unavailable, WriterStats
@@ -35,6 +36,8 @@ class BatchWriter:
     queue_max_records: int = 50_000
     drain_deadline_s: float = 10.0
     stats: WriterStats = field(default_factory=WriterStats)
+    # Called after each transaction attempt with (records, seconds, failed): metrics live outside the writer.
+    observers: list[Callable[[int, float, bool], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pending_records = 0
@@ -151,6 +154,7 @@ class BatchWriter:
 
     async def _commit(self, jobs: list[Job]) -> None:
         items = [item for job in jobs for item in job.items]
+        started = time.perf_counter()
         try:
             results = await self.store.write(items)
         except asyncio.CancelledError:
@@ -160,17 +164,20 @@ class BatchWriter:
             raise
         except StoreUnavailable as exc:
             self.stats.failed_transactions += 1
+            self._observe(len(items), started, failed=True)
             log.warning("batch of %d records rolled back: %s", len(items), exc)
             for job in jobs:
                 self._fail(job, exc)
             return
         except Exception:
             self.stats.failed_transactions += 1
+            self._observe(len(items), started, failed=True)
             log.exception("batch of %d records failed; retrying its parts alone", len(items))
             await self._isolate(jobs)
             return
         self.stats.transactions += 1
         self.stats.records += len(items)
+        self._observe(len(items), started, failed=False)
         start = 0
         for job in jobs:
             end = start + len(job.items)
@@ -195,6 +202,14 @@ class BatchWriter:
                 log.exception("record could not be stored")
                 results.append(WriteResult("rejected", f"record could not be stored: {exc}".encode()))
         self._resolve(job, results)
+
+    def _observe(self, records: int, started: float, *, failed: bool) -> None:
+        seconds = time.perf_counter() - started
+        for observer in self.observers:
+            try:
+                observer(records, seconds, failed)
+            except Exception:
+                log.exception("writer observer failed")
 
     def _resolve(self, job: Job, results: list[WriteResult]) -> None:
         self.pending_records -= len(job.items)

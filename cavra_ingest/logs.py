@@ -1,0 +1,164 @@
+"""Logging: plain text for a terminal or JSON lines, a request id on every line, one access line per request."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from .keys import SETTINGS_KEY, SINK_KEY
+from .metrics import METRICS_KEY
+from .middleware import Handler
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's id is echoed and logged, so only a short token of safe characters is taken as it is.
+CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+access_log = logging.getLogger("cavra_ingest.access")
+log = logging.getLogger("cavra_ingest.server")
+# LogRecord attributes that are not extra fields.
+# (transactions, records) when the stop was asked for: set during shutdown, when the app's keys are frozen.
+DRAIN_FROM_KEY = web.AppKey("drain_from", list)
+STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp each record with the id of the request being handled, if any."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id and any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            entry["request_id"] = rid
+        entry.update({key: value for key, value in record.__dict__.items() if key not in STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal; extra fields follow as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = {key: value for key, value in record.__dict__.items() if key not in STANDARD}
+        rid = getattr(record, "request_id", None)
+        if rid:
+            extra = {"request_id": rid, **extra}
+        return " ".join([line, *(f"{key}={value}" for key, value in extra.items())])
+
+
+def configure(log_format: str = "text", level: str = "INFO", stream: Any = None) -> None:
+    """Send every logger's records to stderr in the chosen format (replacing earlier handlers)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    if log_format == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id (echoed back), then count it and write its access line."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    rid = given if CLIENT_ID.fullmatch(given) else uuid.uuid4().hex
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = rid
+        return response
+    except web.HTTPException as exc:
+        # Redirects (and anything the error middleware let through) are raised, not returned.
+        status = exc.status
+        exc.headers[REQUEST_ID_HEADER] = rid
+        raise
+    finally:
+        seconds = time.perf_counter() - started
+        app = request.app
+        if METRICS_KEY in app:
+            app[METRICS_KEY].observe_request(request, status, seconds)
+        if app[SETTINGS_KEY].access_log:
+            access_log.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                status,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "remote": request.remote,
+                },
+            )
+        request_id.reset(token)
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Log start-up and, after the writer has drained and the store closed, what was drained."""
+    settings = app[SETTINGS_KEY]
+    log.info(
+        "starting",
+        extra={"store": settings.store_kind, "location": settings.store_label, "host": settings.host,
+               "port": settings.port},
+    )  # fmt: skip
+    app[DRAIN_FROM_KEY] = [0, 0]
+    yield
+    stats = app[SINK_KEY].health().stats if SINK_KEY in app else None
+    before = app[DRAIN_FROM_KEY]
+    log.info(
+        "stopped",
+        extra={
+            # What the drain committed after the stop request, then the totals since start.
+            "drained_transactions": stats.transactions - before[0] if stats else 0,
+            "drained_records": stats.records - before[1] if stats else 0,
+            "transactions": stats.transactions if stats else 0,
+            "records": stats.records if stats else 0,
+            "failed_transactions": stats.failed_transactions if stats else 0,
+        },
+    )
+
+
+async def shutting_down(app: web.Application) -> None:
+    """Log the stop request and what is still queued for the writer to drain."""
+    health = app[SINK_KEY].health() if SINK_KEY in app else None
+    if health is not None:
+        app[DRAIN_FROM_KEY][:] = [health.stats.transactions, health.stats.records]
+    log.info(
+        "stopping: draining the writer",
+        extra={
+            "queued_records": health.queued_records if health else 0,
+            "drain_deadline_s": app[SETTINGS_KEY].drain_deadline_s,
+        },
+    )
