@@ -24,11 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (CAVRA_PORT, default 8080)")
     serve.add_argument("--db", dest="activity_db", help="SQLite file (CAVRA_ACTIVITY_DB)")
     serve.add_argument("--json-store", dest="activity_store", help="JSON store file (CAVRA_ACTIVITY_STORE)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback address with no token (CAVRA_INSECURE_NO_AUTH); never in production",
+    )
     migrate = commands.add_parser("migrate", help="apply pending migrations and exit")
     target = migrate.add_mutually_exclusive_group(required=True)
     target.add_argument("--sqlite", metavar="PATH", help="SQLite file to migrate")
     target.add_argument("--postgres", metavar="URL", help="PostgreSQL database to migrate")
     migrate.add_argument("--schema", default="public", help="PostgreSQL schema (default public)")
+    from .token_cli import add_token_parser
+
+    add_token_parser(commands)
     return parser
 
 
@@ -51,11 +60,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         return 0
+    if args.command == "token":
+        from .token_cli import run_token_command
+
+        return run_token_command(args)
     from .app import create_app
+    from .auth import startup_problem
 
     settings = Settings.from_env(
-        host=args.host, port=args.port, activity_db=args.activity_db, activity_store=args.activity_store
+        host=args.host,
+        port=args.port,
+        activity_db=args.activity_db,
+        activity_store=args.activity_store,
+        insecure_no_auth=args.insecure_no_auth,
     )
+    problem = asyncio.run(startup_problem(settings))
+    if problem is not None:
+        print(f"cavra-ingest: {problem}", file=sys.stderr)
+        return 2
     logging.getLogger(__name__).info(
         "serving on %s:%d with the %s store (%s)",
         settings.host,

@@ -43,6 +43,15 @@ class Settings:
     # Schema the PostgreSQL store keeps its tables in.
     postgres_schema: str = "public"
 
+    # Authentication (docs/security.md): "auto" requires a token once one exists, "required" always.
+    auth: str = "auto"
+    # Serve without tokens on a non-loopback address (logged loudly at every start).
+    insecure_no_auth: bool = False
+    # How long a token look-up is reused: revocation and expiry take effect within this time.
+    auth_cache_s: float = 1.0
+    # A rate-limited token may burst this many seconds' worth of its rate at once.
+    rate_burst_s: float = 1.0
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""
@@ -96,4 +105,6 @@ class Settings:
             raise ValueError(
                 f"CAVRA_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {settings.sqlite_synchronous!r}"
             )
+        if settings.auth not in {"auto", "required"}:
+            raise ValueError(f"CAVRA_AUTH must be auto or required, not {settings.auth!r}")
         return settings
