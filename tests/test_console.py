@@ -9,6 +9,7 @@ from cavra_ingest.console import STATIC
 ASSETS = {
     "app.js": "text/javascript",
     "api.js": "text/javascript",
+    "auth.js": "text/javascript",
     "state.js": "text/javascript",
     "render.js": "text/javascript",
     "style.css": "text/css",
