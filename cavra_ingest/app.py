@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import export, facets, ingest, logs, openapi, probes, reads
+from . import auth, export, facets, ingest, logs, openapi, probes, reads
 from .console import add_console_routes
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .metrics import METRICS_KEY, Metrics, metrics_view
@@ -36,12 +36,15 @@ async def refuse_new_writes(app: web.Application) -> None:
 def create_app(settings: Settings | None = None) -> web.Application:
     """Build the app for the given settings (from the environment by default)."""
     settings = settings or Settings.from_env()
-    app = web.Application(middlewares=[logs.observe, json_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[logs.observe, json_errors, auth.require_token], client_max_size=settings.max_body_bytes
+    )
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = Metrics.create(app)
     # Before the runtime, so its closing line comes after the writer drained and the store closed.
     app.cleanup_ctx.append(logs.lifecycle)
     app.cleanup_ctx.append(runtime_context)
+    app.cleanup_ctx.append(auth.guard_context)
     app.on_shutdown.append(logs.shutting_down)
     app.on_shutdown.append(refuse_new_writes)
     app.router.add_post("/decisions", ingest.post_decisions)
@@ -61,5 +64,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/console/config", reads.console_config)
     app.router.add_get("/openapi.json", openapi.spec)
     app.router.add_get("/docs", openapi.docs)
+    app.router.add_get("/auth/whoami", auth.whoami)
     add_console_routes(app)
     return app

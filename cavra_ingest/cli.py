@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", dest="activity_db", help="SQLite file (CAVRA_ACTIVITY_DB)")
     serve.add_argument("--json-store", dest="activity_store", help="JSON store file (CAVRA_ACTIVITY_STORE)")
     serve.add_argument("--log-format", choices=["text", "json"], help="log lines (CAVRA_LOG_FORMAT, default text)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback address with no token (CAVRA_INSECURE_NO_AUTH); never in production",
+    )
     migrate = commands.add_parser("migrate", help="apply pending migrations and exit")
     target = migrate.add_mutually_exclusive_group(required=True)
     target.add_argument("--sqlite", metavar="PATH", help="SQLite file to migrate")
@@ -46,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .lifecycle_cli import add_commands
 
     add_commands(commands)
+    from .token_cli import add_token_parser
+
+    add_token_parser(commands)
     return parser
 
 
@@ -80,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return FAILED
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         return 0
+    if args.command == "token":
+        from .token_cli import run_token_command
+
+        return run_token_command(args)
     if args.command == "config":
         from .lifecycle_cli import print_config
 
@@ -90,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_command(args, settings)
     overrides = {"host": args.host, "port": args.port, "activity_db": args.activity_db}
-    overrides["activity_store"] = args.activity_store
+    overrides.update(activity_store=args.activity_store, insecure_no_auth=args.insecure_no_auth)
     try:
         settings = Settings.from_env(log_format=log_format, **overrides)
     except SettingsError as exc:
@@ -107,7 +120,12 @@ def usage_error(exc: SettingsError) -> int:
 def serve(settings: Settings) -> int:
     """Run the server until SIGTERM/SIGINT; a port that cannot be bound is one line, not a traceback."""
     from .app import create_app
+    from .auth import startup_problem
 
+    problem = asyncio.run(startup_problem(settings))
+    if problem is not None:
+        print(f"cavra-ingest: {problem}", file=sys.stderr)
+        return USAGE
     try:
         web.run_app(
             create_app(settings),

@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from .auth import charge, principal_of, stamp, stamp_session
 from .errors import ApiError
 from .keys import SETTINGS_KEY, SINK_KEY
 from .metrics import METRICS_KEY
@@ -46,16 +47,25 @@ async def post_decisions(request: web.Request) -> web.Response:
     """Validate, commit and report decisions; a 2xx means every accepted one is committed."""
     settings = request.app[SETTINGS_KEY]
     sink = request.app[SINK_KEY]
+    principal = principal_of(request)
     # Shed before reading and decoding the body: under a burst that is most of the cost.
+    charge(request, 0)
     sink.admit(1)
     body = await read_body(request, allow_ndjson=True)
+
+    def admit(records: int) -> None:
+        # The token's own rate first: one tenant's flood is refused before it can fill the shared queue.
+        charge(request, records)
+        sink.admit(records)
+
     checked, batch = check_decisions(
         body,
         ndjson=request.content_type in NDJSON_TYPES,
         request_max_records=settings.request_max_records,
         record_max_bytes=settings.max_record_bytes,
-        admit=sink.admit,
+        admit=admit,
     )
+    checked = [stamp(principal, item) if isinstance(item, Accepted) else item for item in checked]
     accepted: list[WriteItem] = [item for item in checked if isinstance(item, Accepted)]
     results = await sink.commit(accepted) if accepted else []
     request.app[METRICS_KEY].count_records(request, checked, (result.status for result in results))
@@ -71,7 +81,10 @@ async def post_decisions(request: web.Request) -> web.Response:
 async def post_sessions(request: web.Request) -> web.Response:
     """Create or update a session's state and descriptive fields."""
     sink = request.app[SINK_KEY]
+    charge(request, 1)
     sink.admit(1)
-    update = check_session(await read_body(request, allow_ndjson=False))
+    update = stamp_session(principal_of(request), check_session(await read_body(request, allow_ndjson=False)))
     results = await sink.commit([update])
+    if results[0].status == "forbidden":
+        raise ApiError(403, results[0].body.decode())
     return json_reply(results[0].body)

@@ -1,7 +1,7 @@
 """Prometheus metrics (`GET /metrics`): one registry per app, counted in middleware and around the writer.
 
 Label values come only from bounded sets: route templates (never raw paths), status codes, record
-outcomes, and the tenant an auth token is bound to (`request["tenant"]`, set by the auth middleware; empty
+outcomes, and the tenant an auth token is bound to (from the auth middleware's principal; empty
 without auth). The stores themselves count nothing.
 """
 
@@ -16,7 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from . import __version__
-from .errors import Problem
+from .auth import PRINCIPAL
+from .errors import ApiError, Problem
 from .keys import SETTINGS_KEY, SINK_KEY
 
 # Seconds: from a cache-hot read (~1 ms) to a request that waited out a long drain.
@@ -24,7 +25,6 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 # Records per transaction: one request alone up to the largest commit the settings allow.
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 UNMATCHED = "unmatched"
-TENANT_KEY = "tenant"
 
 
 @dataclass
@@ -119,7 +119,9 @@ class Metrics:
 
     def count_records(self, request: web.Request, checked: Iterable[object], statuses: Iterable[str]) -> None:
         """Count a POST's records: every one received, the invalid ones rejected, the rest by store outcome."""
-        tenant = str(request.get(TENANT_KEY) or "")
+        principal = request.get(PRINCIPAL)
+        # Bound tokens only: their tenants are as few as the tokens, so the label set stays bounded.
+        tenant = (principal.tenant_id if principal is not None else None) or ""
         received = rejected = 0
         for item in checked:
             received += 1
@@ -151,5 +153,9 @@ def now() -> float:
 
 async def metrics_view(request: web.Request) -> web.Response:
     """Serve this app's metrics in the Prometheus text format."""
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.tenant_id is not None:
+        # The counts span every tenant (and name them): only an unbound token may read them.
+        raise ApiError(403, "metrics cover every tenant; use a token not bound to a tenant")
     body = generate_latest(request.app[METRICS_KEY].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -187,6 +187,14 @@ class Accepted(Struct):
     # Fields the server filled in; a replay that left them out again is still a duplicate.
     generated: tuple[str, ...]
     ignored_fields: list[str]
+    # The tenant of the token that wrote it (None: an unbound token or open mode); planning.py checks ownership.
+    writer_tenant: str | None = None
+
+
+class BoundSessionIn(SessionIn):
+    """A session update from a tenant-bound token (built by auth.stamp_session, never decoded)."""
+
+    writer_tenant: str | None = None
 
 
 DECISION_DECODER = msgspec.json.Decoder(DecisionIn)

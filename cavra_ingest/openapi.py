@@ -24,6 +24,7 @@ from .replies import (
     Readiness,
     SessionPage,
     Timeline,
+    Whoami,
 )
 
 JSON = "application/json"
@@ -45,6 +46,7 @@ SCHEMA_TYPES = (
     ConsoleConfig,
     Facets,
     Readiness,
+    Whoami,
 )
 
 
@@ -215,6 +217,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/openapi.json"): op(
         "This document", {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}}
     ),
+    ("GET", "/auth/whoami"): op(
+        "The calling token (id, name, scopes) and the tenant it sees; never its secret",
+        {"200": json_body(ref("Whoami"), "the caller")},
+    ),
     ("GET", "/docs"): op(
         "This document as a page",
         {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
@@ -231,6 +237,31 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
     ),
 }
+
+
+AUTH_ERRORS = {
+    "401": json_body(ref("Error"), "no token, or an unknown, expired or revoked one (see WWW-Authenticate)"),
+    "403": json_body(ref("Error"), "the token lacks the scope, or names another tenant"),
+}
+
+
+def secure(operations: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Mark every operation the auth rule protects with the bearer scheme and its 401/403 (and 429 for writes)."""
+    from .auth import required_scope
+
+    for (method, path), operation in operations.items():
+        scope = required_scope(method, path)
+        if scope is None:
+            continue
+        operation["security"] = [{"bearer": [scope]}]
+        operation["responses"] = {**AUTH_ERRORS, **operation["responses"]}
+        if scope == "ingest":
+            operation["responses"]["429"] = json_body(
+                ref("Error"), "over the token's rate (--rate)", **{"Retry-After": RETRY_AFTER["Retry-After"]}
+            )
+
+
+secure(OPERATIONS)
 
 
 @cache
@@ -277,7 +308,10 @@ def build(app: web.Application) -> dict[str, Any]:
             "Errors share one shape; 503 is always retryable (see docs/guarantees.md).",
         },
         "paths": paths,
-        "components": {"schemas": components()},
+        "components": {
+            "schemas": components(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "cavra_... token"}},
+        },
     }
 
 

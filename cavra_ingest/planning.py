@@ -46,6 +46,45 @@ def _fresh_id(item: Accepted, taken: dict[str, bytes]) -> None:
     item.payload = ENCODER.encode(item.record)
 
 
+class _Scope(msgspec.Struct):
+    tenant_id: str | None = None
+
+
+_SCOPE = msgspec.json.Decoder(_Scope)
+# Refusals say nothing of the other tenant's record: not its content, not whose it is.
+SESSION_TAKEN = b"session_id belongs to another tenant"
+DECISION_TAKEN = b"decision_id is already taken"
+
+
+class Owners:
+    """Which tenant owns each session: the tenant of its first decision (or creating update), for good."""
+
+    def __init__(self, stored_sessions: dict[str, SessionRecord]) -> None:
+        self.stored = stored_sessions
+        self.claimed: dict[str, str | None] = {}
+
+    def owner(self, session_id: str) -> tuple[bool, str | None]:
+        if session_id in self.claimed:
+            return True, self.claimed[session_id]
+        session = self.stored.get(session_id)
+        if session is not None and (session.tenant_id is not None or session.decision_count > 0):
+            self.claimed[session_id] = session.tenant_id
+            return True, session.tenant_id
+        return False, None
+
+    def admits(self, session_id: str, writer_tenant: str | None, tenant: str | None) -> bool:
+        """Say whether a write may touch the session; claim it for the writer when unclaimed."""
+        claimed, owner = self.owner(session_id)
+        if writer_tenant is not None and claimed and owner != writer_tenant:
+            return False
+        if owner is not None and tenant is not None and tenant != owner:
+            return False  # not even a platform administrator moves a session to another tenant
+        if not claimed or (owner is None and tenant is not None):
+            # Unbound writers (platform administrators) may tag an untagged session, as the summary does.
+            self.claimed[session_id] = tenant
+        return True
+
+
 def plan_batch(
     items: list[WriteItem],
     stored_decisions: dict[str, bytes],
@@ -56,6 +95,7 @@ def plan_batch(
     seen = dict(stored_decisions)
     now = now_text()
     new_by_session: dict[str, list[Accepted]] = {}
+    owners = Owners(stored_sessions)
 
     def session_for(session_id: str) -> SessionRecord:
         session = plan.sessions.get(session_id) or stored_sessions.get(session_id)
@@ -66,6 +106,9 @@ def plan_batch(
 
     for item in items:
         if isinstance(item, SessionIn):
+            if not owners.admits(item.session_id, getattr(item, "writer_tenant", None), item.tenant_id):
+                plan.results.append(WriteResult("forbidden", SESSION_TAKEN))
+                continue
             # Decisions queued before this update are counted first, so the reply is current.
             pending = new_by_session.pop(item.session_id, None)
             session = session_for(item.session_id)
@@ -77,7 +120,12 @@ def plan_batch(
         if "decision_id" in item.generated and item.record.decision_id in seen:
             _fresh_id(item, seen)
         stored = seen.get(item.record.decision_id)
-        if stored is None:
+        writer = item.writer_tenant
+        if writer is not None and stored is not None and _SCOPE.decode(stored).tenant_id != writer:
+            plan.results.append(WriteResult("forbidden", DECISION_TAKEN))
+        elif stored is None and not owners.admits(item.record.session_id, writer, item.record.tenant_id):
+            plan.results.append(WriteResult("forbidden", SESSION_TAKEN))
+        elif stored is None:
             seen[item.record.decision_id] = item.payload
             plan.inserts.append(item)
             new_by_session.setdefault(item.record.session_id, []).append(item)

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from .auth import scope_query, visible_payload
 from .errors import ApiError
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_reply
@@ -140,6 +141,8 @@ def parse_query(
         with_total=count not in {"false", "0"},
         oldest_first=oldest_first,
     )
+    # A tenant-bound token reads its tenant only, whatever it asked for (403 if it named another).
+    query = scope_query(request, query)
     token = params.get("cursor", "")
     if token:
         after = decode_cursor(token, query, scope)
@@ -177,7 +180,8 @@ def stored_id(request: web.Request, name: str) -> str | None:
 async def get_decision(request: web.Request) -> web.Response:
     decision_id = stored_id(request, "decision_id")
     body = None if decision_id is None else await request.app[STORE_KEY].get_decision(decision_id)
-    if body is None:
+    # Another tenant's record is "not found", so its existence does not leak.
+    if body is None or not visible_payload(request, body):
         raise ApiError(404, "decision not found")
     return json_reply(body)
 
@@ -185,7 +189,7 @@ async def get_decision(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     session_id = stored_id(request, "session_id")
     body = None if session_id is None else await request.app[STORE_KEY].get_session(session_id)
-    if body is None:
+    if body is None or not visible_payload(request, body):
         raise ApiError(404, "session not found")
     return json_reply(body)
 
@@ -195,7 +199,7 @@ async def session_timeline(request: web.Request) -> web.Response:
     session_id = stored_id(request, "session_id")
     store = request.app[STORE_KEY]
     summary = None if session_id is None else await store.get_session(session_id)
-    if session_id is None or summary is None:
+    if session_id is None or summary is None or not visible_payload(request, summary):
         raise ApiError(404, "session not found")
     scope = f"timeline:{session_id}"
     query = parse_query(

@@ -36,7 +36,7 @@ class BatchResult(Struct, omit_defaults=True):
 
     index: int
     decision_id: str | None
-    status: Literal["created", "duplicate", "conflict", "rejected", "invalid"]
+    status: Literal["created", "duplicate", "conflict", "rejected", "invalid", "forbidden"]
     error: Error | None
     ignored_fields: list[str] = []
 
@@ -149,6 +149,8 @@ def decision_reply(accepted: Accepted, result: WriteResult) -> bytes:
         )
     if result.status == "rejected":
         raise ApiError(422, result.body.decode(), decision_id=accepted.record.decision_id)
+    if result.status == "forbidden":
+        raise ApiError(403, result.body.decode(), decision_id=accepted.record.decision_id)
     # The stored JSON with DecisionReply's two extra keys appended, not decoded and encoded again (hot path).
     extra = {"duplicate": result.status == "duplicate", "ignored_fields": accepted.ignored_fields}
     extra = {key: value for key, value in extra.items() if value}
@@ -159,7 +161,8 @@ def decision_reply(accepted: Accepted, result: WriteResult) -> bytes:
 
 def batch_result(index: int, checked: Accepted | Problem, result: WriteResult | None) -> BatchResult:
     if isinstance(checked, Problem):
-        return BatchResult(index, None, "invalid", error_of(checked))
+        # A record refused for its tenant (auth.stamp) is forbidden, not invalid.
+        return BatchResult(index, None, "forbidden" if checked.status == 403 else "invalid", error_of(checked))
     entry = BatchResult(index, checked.record.decision_id, "invalid", None, ignored_fields=checked.ignored_fields)
     assert result is not None
     status = result.status
@@ -167,6 +170,8 @@ def batch_result(index: int, checked: Accepted | Problem, result: WriteResult | 
         entry.error = error_of(FAILED["conflict"])
     elif status == "rejected":
         entry.error = error_of(Problem(422, result.body.decode()))
+    elif status == "forbidden":
+        entry.error = error_of(Problem(403, result.body.decode()))
     entry.status = cast(Any, status)
     return entry
 
@@ -197,3 +202,14 @@ class Readiness(Struct):
     ready: bool
     store: str
     reason: str | None = None
+
+
+class Whoami(Struct):
+    """The calling token (never its secret) and the tenant it sees; `authenticated` is false in open mode."""
+
+    authenticated: bool
+    token_id: str | None
+    name: str | None
+    scopes: list[str]
+    tenant_id: str | None
+    workspace_id: str | None

@@ -25,6 +25,10 @@ OTHER_VARIABLES = frozenset(
         "CAVRA_FUZZ_EXAMPLES",
         "CAVRA_BURST_REQUESTS",
         "CAVRA_CHROMIUM",
+        "CAVRA_SCREENSHOTS",
+        # The client and `send` read these.
+        "CAVRA_TOKEN",
+        "CAVRA_URL",
     }
 )
 TRUE = frozenset({"1", "true", "yes", "on"})
@@ -75,6 +79,15 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     access_log: bool = True
+
+    # Authentication (docs/security.md): "auto" requires a token once one exists, "required" always.
+    auth: str = "auto"
+    # Serve without tokens on a non-loopback address (logged loudly at every start).
+    insecure_no_auth: bool = False
+    # How long a token look-up is reused: revocation and expiry take effect within this time.
+    auth_cache_s: float = 1.0
+    # A rate-limited token may burst this many seconds' worth of its rate at once.
+    rate_burst_s: float = 1.0
 
     @property
     def store_kind(self) -> str:
@@ -166,7 +179,12 @@ def check(values: Mapping[str, object]) -> list[str]:
     port = values.get("port")
     if isinstance(port, int) and port > 65535:
         problems.append(f"CAVRA_PORT: expected a port number 0..65535, got {port!r}")
-    choices = (("sqlite_synchronous", SYNCHRONOUS), ("log_format", LOG_FORMATS), ("log_level", LOG_LEVELS))
+    choices = (
+        ("sqlite_synchronous", SYNCHRONOUS),
+        ("log_format", LOG_FORMATS),
+        ("log_level", LOG_LEVELS),
+        ("auth", ("auto", "required")),
+    )
     for name, allowed in choices:
         value = values.get(name)
         if value is not None and str(value).upper() not in {choice.upper() for choice in allowed}:

@@ -18,6 +18,7 @@ ASSETS = {
     "dialog.js": "text/javascript",
     "filters.js": "text/javascript",
     "list.js": "text/javascript",
+    "auth.js": "text/javascript",
     "render.js": "text/javascript",
     "session.js": "text/javascript",
     "sessions.js": "text/javascript",

@@ -109,7 +109,9 @@ async def test_a_served_process_logs_json_start_access_and_what_it_drained(tmp_p
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     assert len(lines) == len(server.log().splitlines()), server.log()  # every line is JSON
     messages = [line["message"] for line in lines]
-    assert messages[0] == "starting" and lines[0]["store"] == "sqlite"
+    # Open mode on loopback says so first (auth), then the start-up line.
+    assert "no token exists" in messages[0]
+    assert messages[1] == "starting" and lines[1]["store"] == "sqlite"
     assert "POST /decisions 200" in messages
     assert "stopping: draining the writer" in messages
     stopped = lines[-1]

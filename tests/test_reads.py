@@ -42,7 +42,7 @@ def dataset() -> list[dict[str, Any]]:
             decision(
                 decision_id=f"dec-{n:03d}",
                 timestamp=moment(n // 2),  # pairs share a timestamp: the id settles their order
-                session_id=f"sess-{n % 5}",
+                session_id=f"sess-{n % 10}",  # a session stays in one tenant (n % 2)
                 agent_id=AGENTS[n % 3],
                 repository=REPOS[n % 2],
                 decision=OUTCOMES[rng.randrange(4)],

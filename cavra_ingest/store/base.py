@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 from ..models import Accepted, SessionIn
 
 WriteItem = Accepted | SessionIn
-Status = Literal["created", "duplicate", "conflict", "updated", "rejected"]
+Status = Literal["created", "duplicate", "conflict", "updated", "rejected", "forbidden"]
 
 
 class StoreUnavailable(Exception):

@@ -1,4 +1,5 @@
 // Talks to the public JSON API only: whatever the console shows, a script can fetch the same way.
+import { askForToken, authHeaders } from "./auth.js";
 
 export class ApiError extends Error {
   constructor(status, detail, parameter = null) {
@@ -17,7 +18,8 @@ export function withQuery(path, params) {
 export async function getJson(path, params) {
   let response;
   try {
-    response = await fetch(withQuery(path, params), { headers: { Accept: "application/json" }, cache: "no-store" });
+    const headers = { Accept: "application/json", ...authHeaders() };
+    response = await fetch(withQuery(path, params), { headers, cache: "no-store" });
   } catch {
     throw new ApiError(0, "The API did not answer (network error). Is the server running?");
   }
@@ -32,6 +34,11 @@ export async function getJson(path, params) {
     body = text ? JSON.parse(text) : null;
   } catch {
     body = null;
+  }
+  if (response.status === 401) {
+    // The server requires a token: ask for one, then try again with it.
+    await askForToken((body && body.detail) || "This server requires an API token.");
+    return getJson(path, params);
   }
   if (!response.ok) {
     // The API's one error shape carries a readable `detail` (and `parameter` for bad query arguments).

@@ -1,0 +1,83 @@
+// Sign-in for a server that requires tokens. The token lives in sessionStorage only (gone with the tab, never in
+// localStorage or a URL) and travels as an Authorization header on every API call and export download.
+
+const KEY = "cavra.token";
+let pending = null; // one dialog for all the calls that got a 401 at the same time
+
+export function token() {
+  return sessionStorage.getItem(KEY);
+}
+
+export function authHeaders() {
+  const secret = token();
+  return secret ? { Authorization: `Bearer ${secret}` } : {};
+}
+
+// Show the sign-in dialog and resolve once a token was entered (the caller then retries its request).
+export function askForToken(reason) {
+  if (pending) return pending;
+  const dialog = document.getElementById("signin");
+  const form = document.getElementById("signin-form");
+  const input = document.getElementById("signin-token");
+  document.getElementById("signin-reason").textContent = token() ? `That token was refused: ${reason}` : reason;
+  pending = new Promise((resolve) => {
+    form.addEventListener(
+      "submit",
+      (event) => {
+        event.preventDefault();
+        sessionStorage.setItem(KEY, input.value.trim());
+        input.value = "";
+        dialog.close();
+        pending = null;
+        resolve();
+        showIdentity();
+      },
+      { once: true },
+    );
+  });
+  if (!dialog.open) dialog.showModal();
+  input.focus();
+  return pending;
+}
+
+export function signOut() {
+  sessionStorage.removeItem(KEY);
+  location.reload();
+}
+
+// Say which tenant the console is looking at (all of them for an unbound token).
+export async function showIdentity() {
+  const box = document.getElementById("identity");
+  if (!token()) {
+    box.hidden = true;
+    return;
+  }
+  const response = await fetch("/auth/whoami", { headers: { Accept: "application/json", ...authHeaders() } });
+  if (!response.ok) return;
+  const who = await response.json();
+  const scope = who.tenant_id ? `tenant ${who.tenant_id}${who.workspace_id ? ` / ${who.workspace_id}` : ""}` : "all tenants";
+  document.getElementById("identity-label").textContent = `${who.name || who.token_id} · ${scope}`;
+  box.hidden = false;
+}
+
+// Export links are plain downloads, which cannot carry a header: with a token, fetch them and save the blob.
+async function download(event) {
+  const link = event.target.closest("a[download]");
+  if (!link || !token()) return;
+  event.preventDefault();
+  const response = await fetch(link.href, { headers: authHeaders(), cache: "no-store" });
+  if (response.status === 401) {
+    await askForToken("Sign in to export.");
+    return;
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const save = document.createElement("a");
+  save.href = url;
+  save.download = new URL(link.href).pathname.slice(1);
+  save.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+document.addEventListener("click", download);
+document.getElementById("sign-out").addEventListener("click", signOut);
+showIdentity();
