@@ -119,7 +119,9 @@ SESSIONS = [
 
 def _tables(conn: sqlite3.Connection, *, tenant: bool) -> None:
     scope = "tenant_id TEXT, workspace_id TEXT," if tenant else ""
-    conn.execute(f"CREATE TABLE IF NOT EXISTS activity_sessions (session_id TEXT PRIMARY KEY, {scope}{SESSION_COLUMNS})")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS activity_sessions (session_id TEXT PRIMARY KEY, {scope}{SESSION_COLUMNS})"
+    )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS activity_decisions (decision_id TEXT PRIMARY KEY, {scope}{DECISION_COLUMNS})"
     )
