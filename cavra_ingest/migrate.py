@@ -61,9 +61,7 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
-_ADD_COLUMN = re.compile(
-    r"^\s*ALTER\s+TABLE\s+\"?(\w+)\"?\s+ADD\s+(?:COLUMN\s+)?\"?(\w+)\"?", re.IGNORECASE | re.ASCII
-)
+_ADD_COLUMN = re.compile(r"^\s*ALTER\s+TABLE\s+\"?(\w+)\"?\s+ADD\s+(?:COLUMN\s+)?\"?(\w+)\"?", re.IGNORECASE | re.ASCII)
 _COMMENT = re.compile(r"^\s*--[^\n]*\n", re.MULTILINE)
 
 
