@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import export, facets, ingest, openapi, reads
+from . import cors, export, facets, ingest, openapi, reads
 from .console import add_console_routes
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_errors
@@ -54,4 +54,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/openapi.json", openapi.spec)
     app.router.add_get("/docs", openapi.docs)
     add_console_routes(app)
+    if settings.cors_origins:
+        cors.install(app, settings.cors_origins)
     return app

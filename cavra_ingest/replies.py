@@ -94,6 +94,10 @@ class ConsoleConfig(Struct):
     max_body_bytes: int
     default_limit: int
     max_limit: int
+    # CAVRA's console reads these two (without them it shows "API: sample"), and cors_origins.
+    metadata_mode: Literal["api"]
+    api_base_url: str
+    cors_origins: list[str]
 
 
 class FacetCount(Struct):

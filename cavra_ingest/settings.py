@@ -43,6 +43,11 @@ class Settings:
     # Schema the PostgreSQL store keeps its tables in.
     postgres_schema: str = "public"
 
+    # Exact origins (comma-separated) whose pages may read the API; empty: no CORS (cavra_ingest/cors.py).
+    cors_origins: str = ""
+    # The API's address as CAVRA's console should call it; empty: the address the request came to.
+    api_base_url: str = ""
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""
