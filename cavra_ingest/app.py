@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import auth, export, facets, ingest, logs, openapi, probes, reads
+from . import auth, cors, export, facets, ingest, logs, openapi, probes, reads
 from .console import add_console_routes
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .metrics import METRICS_KEY, Metrics, metrics_view
@@ -66,4 +66,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/docs", openapi.docs)
     app.router.add_get("/auth/whoami", auth.whoami)
     add_console_routes(app)
+    if settings.cors_origins:
+        cors.install(app, settings.cors_origins)
     return app

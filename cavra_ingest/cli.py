@@ -9,6 +9,7 @@ import errno
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -55,7 +56,48 @@ def build_parser() -> argparse.ArgumentParser:
     from .token_cli import add_token_parser
 
     add_token_parser(commands)
+    add_recount_parser(commands)
     return parser
+
+
+def add_recount_parser(commands: Any) -> None:
+    recount = commands.add_parser(
+        "recount", help="rebuild session summaries from stored decisions (after CAVRA wrote into the store)"
+    )
+    target = recount.add_mutually_exclusive_group()
+    target.add_argument("--sqlite", metavar="PATH", help="SQLite file (default: CAVRA_ACTIVITY_DB)")
+    target.add_argument("--postgres", metavar="URL", help="PostgreSQL database (default: CAVRA_ACTIVITY_DB)")
+    recount.add_argument("--schema", help="PostgreSQL schema (CAVRA_POSTGRES_SCHEMA, default public)")
+    recount.add_argument("--session", metavar="ID", help="recount this session only")
+    recount.add_argument("--batch", type=int, default=200, metavar="N", help="sessions per transaction (default 200)")
+
+
+def run_recount(args: argparse.Namespace) -> int:
+    """Migrate the chosen SQL store, then rebuild its summaries from stored decisions."""
+    from .recount import recount_postgres, recount_sqlite
+
+    settings = Settings.from_env(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
+    if not settings.activity_db:
+        print("cavra-ingest recount: give --sqlite PATH, --postgres URL or CAVRA_ACTIVITY_DB", file=sys.stderr)
+        return 2
+    if args.batch < 1:
+        print("cavra-ingest recount: --batch must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(migrate_store(settings))
+    except MigrationError as exc:
+        print(f"cavra-ingest: {exc}", file=sys.stderr)
+        return 1
+    if settings.store_kind == "postgres":
+        count = asyncio.run(
+            recount_postgres(
+                settings.activity_db, settings.postgres_schema, session_id=args.session, batch_sessions=args.batch
+            )
+        )
+    else:
+        count = recount_sqlite(settings.store_path, session_id=args.session, batch_sessions=args.batch)
+    print(f"recounted {count} session(s)")
+    return 0
 
 
 async def migrate_store(settings: Settings) -> list[str]:
@@ -80,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .send import send
 
         return asyncio.run(send(args.file, args.url, args.token, args.spool, args.batch_size))
+    if args.command == "recount":
+        return run_recount(args)
     if args.command == "migrate":
         target = Settings(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
         try:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .keys import STORE_KEY
 from .models import DecisionRecord
-from .reads import DECISION_FILTERS, parse_query
+from .reads import DECISION_FILTERS, parse_query, stored_values
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ async def stream(
     request: web.Request, content_type: str, filename: str, head: bytes, encode: Callable[[list[bytes]], bytes]
 ) -> web.StreamResponse:
     """Stream every match in listing order, fetched from the store in keyset chunks."""
-    query = parse_query(request, DECISION_FILTERS, scope="export", paging=False)
+    held = await stored_values(request, "decisions", DECISION_FILTERS)
+    query = parse_query(request, DECISION_FILTERS, scope="export", paging=False, held=held)
     response = web.StreamResponse(
         headers={
             "Content-Type": content_type,

@@ -1,7 +1,14 @@
-"""Apply numbered `.sql` migrations, each in one transaction with its ledger row."""
+"""Apply numbered `.sql` migrations, each in one transaction with its ledger row.
+
+A migration must upgrade every layout CAVRA produces (SPEC §5): its runner's, its current store's (which
+creates the tables itself, tenant columns included, without a ledger row), and ours. SQLite has no
+`ADD COLUMN IF NOT EXISTS`, so the SQLite runner skips an `ALTER TABLE t ADD [COLUMN] c ...` statement
+whose column `t` already has; everything else in a file is plain, idempotent SQL.
+"""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +61,22 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
+_ADD_COLUMN = re.compile(r"^\s*ALTER\s+TABLE\s+\"?(\w+)\"?\s+ADD\s+(?:COLUMN\s+)?\"?(\w+)\"?", re.IGNORECASE | re.ASCII)
+_COMMENT = re.compile(r"^\s*--[^\n]*\n", re.MULTILINE)
+
+
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    """Say whether a table already has a column (names compare case-insensitively, as SQLite's)."""
+    rows = conn.execute("SELECT name FROM pragma_table_info(?)", (table,)).fetchall()
+    return any(row[0].lower() == column.lower() for row in rows)
+
+
+def needed(conn: sqlite3.Connection, statement: str) -> bool:
+    """Say whether a statement has work to do: an ADD COLUMN of a column that exists has none."""
+    match = _ADD_COLUMN.match(_COMMENT.sub("", statement))
+    return match is None or not has_column(conn, match.group(1), match.group(2))
+
+
 def apply_migrations(path: Path | str, directory: Path | None = None) -> list[str]:
     """Apply pending migrations to a SQLite file; return the ids applied now."""
     path = Path(path)
@@ -71,7 +94,8 @@ def apply_migrations(path: Path | str, directory: Path | None = None) -> list[st
                     conn.execute("ROLLBACK")
                     continue
                 for statement in split_statements(migration.sql):
-                    conn.execute(statement)
+                    if needed(conn, statement):
+                        conn.execute(statement)
                 conn.execute(RECORD_APPLIED, (migration.id, now_text()))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:

@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from .auth import scope_query, visible_payload
+from .cors import ORIGINS_KEY
 from .errors import ApiError
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_reply
@@ -87,11 +88,32 @@ def decode_cursor(token: str, query: ListQuery, scope: str) -> tuple[str, str]:
     return time_key, id_key
 
 
+async def stored_values(request: web.Request, table: str, filters: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Find the out-of-enum filter values that stored rows hold (CAVRA stores any string, e.g. `informational`).
+
+    A value no row holds stays a 400 naming the allowed values. Values are checked one at a time and the
+    first unheld one ends the search: a typo costs one look-up, however many values the query repeats.
+    """
+    held: dict[str, frozenset[str]] = {}
+    store = request.app[STORE_KEY]
+    for name in sorted(frozenset(filters) & ENUMS.keys()):
+        strays = sorted({v for v in request.query.getall(name, []) if v and v not in ENUMS[name] and "\x00" not in v})
+        found: list[str] = []
+        for value in strays:
+            if not await store.holds(table, name, value):
+                return {**held, name: frozenset(found)}
+            found.append(value)
+        if found:
+            held[name] = frozenset(found)
+    return held
+
+
 def parse_query(
     request: web.Request,
     filters: Iterable[str],
     *,
     scope: str,
+    held: Mapping[str, frozenset[str]] | None = None,
     extra: Iterable[str] = (),
     fixed: tuple[tuple[str, tuple[str, ...]], ...] = (),
     default_limit: int = DEFAULT_LIMIT,
@@ -118,7 +140,7 @@ def parse_query(
             if "\x00" in value:
                 # No store holds NUL (ingest refuses it), and PostgreSQL cannot even compare with it.
                 raise bad_query(name, f"{name} must not contain NUL characters")
-            if choices is not None and value not in choices:
+            if choices is not None and value not in choices and value not in (held or {}).get(name, ()):
                 raise bad_query(name, f"{name} must be one of {', '.join(choices)}, not {value!r}")
         equals.append((name, values))
     for name in PAGING | RANGE | frozenset(extra):
@@ -158,14 +180,16 @@ def next_cursor(page: Page, query: ListQuery, scope: str) -> str | None:
 
 
 async def list_decisions(request: web.Request) -> web.Response:
-    query = parse_query(request, DECISION_FILTERS, scope="decisions")
+    held = await stored_values(request, "decisions", DECISION_FILTERS)
+    query = parse_query(request, DECISION_FILTERS, scope="decisions", held=held)
     page = await request.app[STORE_KEY].list_decisions(query)
     cursor = next_cursor(page, query, "decisions")
     return json_reply(DecisionPage(stored(page.items), page.total, query.limit, query.offset, cursor))
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    query = parse_query(request, SESSION_FILTERS, scope="sessions", extra=("min_blocked",))
+    held = await stored_values(request, "sessions", SESSION_FILTERS)
+    query = parse_query(request, SESSION_FILTERS, scope="sessions", extra=("min_blocked",), held=held)
     page = await request.app[STORE_KEY].list_sessions(query)
     cursor = next_cursor(page, query, "sessions")
     return json_reply(SessionPage(stored(page.items), page.total, query.limit, query.offset, cursor))
@@ -231,6 +255,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def console_config(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
+    origins: frozenset[str] = request.app[ORIGINS_KEY] if ORIGINS_KEY in request.app else frozenset()
     reply = ConsoleConfig(
         activity_mode=request.app[STORE_KEY].kind,
         request_max_records=settings.request_max_records,
@@ -241,5 +266,8 @@ async def console_config(request: web.Request) -> web.Response:
         filters=ConsoleFilters(list(DECISION_FILTERS), [*SESSION_FILTERS, "min_blocked"]),
         enums=ConsoleEnums(list(OUTCOMES), list(SEVERITIES), list(SESSION_STATES)),
         facet_fields=list(FACET_FIELDS),
+        metadata_mode="api",
+        api_base_url=settings.api_base_url or f"{request.scheme}://{request.host}",
+        cors_origins=sorted(origins),
     )
     return json_reply(reply)

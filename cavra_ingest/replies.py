@@ -114,6 +114,10 @@ class ConsoleConfig(Struct):
     filters: ConsoleFilters
     enums: ConsoleEnums
     facet_fields: list[str]
+    # CAVRA's console reads these two (without them it shows "API: sample"), and cors_origins.
+    metadata_mode: Literal["api"]
+    api_base_url: str
+    cors_origins: list[str]
 
 
 class FacetCount(Struct):

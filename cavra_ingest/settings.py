@@ -89,6 +89,11 @@ class Settings:
     # A rate-limited token may burst this many seconds' worth of its rate at once.
     rate_burst_s: float = 1.0
 
+    # Exact origins (comma-separated) whose pages may read the API; empty: no CORS (cavra_ingest/cors.py).
+    cors_origins: str = ""
+    # The API's address as CAVRA's console should call it; empty: the address the request came to.
+    api_base_url: str = ""
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""

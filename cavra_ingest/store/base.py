@@ -132,6 +132,10 @@ class Store(Protocol):
 
     async def facets(self, query: ListQuery, top: int) -> Facets: ...
 
+    async def holds(self, table: str, field: str, value: str) -> bool:
+        """Say whether any stored row of `decisions` or `sessions` has this value in this filter field."""
+        ...
+
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         """Yield every match in listing order, a chunk at a time (ignores limit and offset)."""
         ...

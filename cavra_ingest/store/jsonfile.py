@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from ..compat import utc_or_same, without_nulls
 from ..models import ENCODER, SESSION_SCHEMA, SessionRecord
 from ..planning import decision_ids, plan_batch, session_ids
 from ..settings import Settings
@@ -22,10 +23,22 @@ FILE_DECODER = msgspec.json.Decoder(dict[str, list[dict[str, Any]]])
 
 
 def _session_from_dict(data: dict[str, Any]) -> SessionRecord:
-    # Lenient: a file written by CAVRA may lack fields this service adds.
+    # Lenient: a file written by CAVRA may lack fields this service adds, or hold null for absent ones.
     defaults = msgspec.to_builtins(empty_session("", ""))
-    known = {key: value for key, value in data.items() if key in defaults}
+    known = {key: value for key, value in without_nulls(data).items() if key in defaults}
+    for key in ("started_at", "updated_at"):
+        known[key] = utc_or_same(known.get(key, ""))
     return msgspec.convert({**defaults, **known, "schema_version": SESSION_SCHEMA}, SessionRecord)
+
+
+def _decision_from_dict(data: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    # CAVRA keeps times as sent (`...Z`, other offsets): normalised here, as the SQLite 007 does, so
+    # ranges and order compare instants. The record is otherwise served as CAVRA wrote it.
+    timestamp = data.get("timestamp")
+    normal = utc_or_same(timestamp) if isinstance(timestamp, str) else ""
+    if normal != timestamp:
+        data = {**data, "timestamp": normal}
+    return data, ENCODER.encode(data)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -76,7 +89,7 @@ class JsonStore:
         data = FILE_DECODER.decode(raw)
         for decision in data.get("decisions", []):
             if isinstance(decision.get("decision_id"), str):
-                self._decisions[decision["decision_id"]] = (decision, ENCODER.encode(decision))
+                self._decisions[decision["decision_id"]] = _decision_from_dict(decision)
         for session in data.get("sessions", []):
             record = _session_from_dict(session)
             self._sessions[record.session_id] = record
@@ -121,6 +134,11 @@ class JsonStore:
     async def get_session(self, session_id: str) -> bytes | None:
         found = self._sessions.get(session_id)
         return ENCODER.encode(found) if found else None
+
+    async def holds(self, table: str, field: str, value: str) -> bool:
+        if table == "sessions":
+            return any(getattr(s, field, None) == value for s in self._sessions.values())
+        return any(fields.get(field) == value for fields, _ in self._decisions.values())
 
     async def list_decisions(self, query: ListQuery) -> Page:
         rows = [(fields, payload) for fields, payload in self._decisions.values()]

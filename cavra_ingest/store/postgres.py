@@ -31,6 +31,7 @@ from .sql import (
     UPSERT_SESSION,
     Listing,
     decision_row,
+    holds_sql,
     session_from_row,
     session_row,
 )
@@ -159,6 +160,9 @@ class PostgresStore:
     async def facets(self, query: ListQuery, top: int) -> Facets:
         sql, params = DECISIONS.facets(query, FACET_FIELDS)
         return facets_from_rows(await self.pool.fetch(numbered(sql), *params), top)
+
+    async def holds(self, table: str, field: str, value: str) -> bool:
+        return await self.pool.fetchval(numbered(holds_sql(table, field)), value) is not None
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         return keyset_chunks(self.list_decisions, query, chunk_size)

@@ -37,6 +37,13 @@ SELECT_SESSION = "SELECT payload FROM activity_sessions WHERE session_id = ?"
 # Query arguments map to columns through these allow-lists only.
 DECISION_COLUMNS = {name: name for name in DECISION_FILTERS}
 SESSION_COLUMNS = {name: name for name in SESSION_FILTERS}
+TABLES = {"decisions": ("activity_decisions", DECISION_COLUMNS), "sessions": ("activity_sessions", SESSION_COLUMNS)}
+
+
+def holds_sql(table: str, field: str) -> str:
+    """Return a statement finding one row with `field = ?` (table and column from the allow-lists)."""
+    name, columns = TABLES[table]
+    return f"SELECT 1 FROM {name} WHERE {columns[field]} = ? LIMIT 1"
 
 
 class Listing:

@@ -16,11 +16,11 @@ CREATE TABLE IF NOT EXISTS activity_sessions (
     payload TEXT COLLATE "C" NOT NULL
 );
 
-CREATE INDEX IF NOT EXISTS idx_activity_sessions_agent_id ON activity_sessions (agent_id);
+CREATE INDEX IF NOT EXISTS idx_activity_sessions_agent ON activity_sessions (agent_id);
 CREATE INDEX IF NOT EXISTS idx_activity_sessions_repository ON activity_sessions (repository);
-CREATE INDEX IF NOT EXISTS idx_activity_sessions_policy_pack ON activity_sessions (policy_pack);
+CREATE INDEX IF NOT EXISTS idx_activity_sessions_policy ON activity_sessions (policy_pack);
 CREATE INDEX IF NOT EXISTS idx_activity_sessions_state ON activity_sessions (state);
-CREATE INDEX IF NOT EXISTS idx_activity_sessions_updated_at ON activity_sessions (updated_at);
+CREATE INDEX IF NOT EXISTS idx_activity_sessions_updated ON activity_sessions (updated_at);
 
 CREATE TABLE IF NOT EXISTS activity_decisions (
     decision_id TEXT COLLATE "C" PRIMARY KEY,
@@ -39,9 +39,9 @@ CREATE TABLE IF NOT EXISTS activity_decisions (
     payload TEXT COLLATE "C" NOT NULL
 );
 
-CREATE INDEX IF NOT EXISTS idx_activity_decisions_session_id ON activity_decisions (session_id);
-CREATE INDEX IF NOT EXISTS idx_activity_decisions_agent_id ON activity_decisions (agent_id);
+CREATE INDEX IF NOT EXISTS idx_activity_decisions_session ON activity_decisions (session_id);
+CREATE INDEX IF NOT EXISTS idx_activity_decisions_agent ON activity_decisions (agent_id);
 CREATE INDEX IF NOT EXISTS idx_activity_decisions_repository ON activity_decisions (repository);
-CREATE INDEX IF NOT EXISTS idx_activity_decisions_policy_pack ON activity_decisions (policy_pack);
+CREATE INDEX IF NOT EXISTS idx_activity_decisions_policy ON activity_decisions (policy_pack);
 CREATE INDEX IF NOT EXISTS idx_activity_decisions_decision ON activity_decisions (decision);
 CREATE INDEX IF NOT EXISTS idx_activity_decisions_timestamp ON activity_decisions (timestamp);
