@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import export, facets, ingest, openapi, reads
+from . import evidence, export, facets, ingest, openapi, proofs, reads
+from .auditlog import AUDIT_KEY
 from .console import add_console_routes
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_errors
@@ -22,6 +23,8 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         app[RUNTIME_KEY] = runtime
         app[STORE_KEY] = runtime.store
         app[SINK_KEY] = runtime.writer
+        if runtime.audit is not None:
+            app[AUDIT_KEY] = runtime.audit
         yield
 
 
@@ -53,5 +56,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/console/config", reads.console_config)
     app.router.add_get("/openapi.json", openapi.spec)
     app.router.add_get("/docs", openapi.docs)
+    app.router.add_get("/decisions/{decision_id}/proof", proofs.decision_proof)
+    app.router.add_get("/log/checkpoint", proofs.checkpoint)
+    app.router.add_get("/log/public-key", proofs.public_key)
+    app.router.add_get("/log/consistency", proofs.consistency)
+    app.router.add_get("/sessions/{session_id}/evidence", evidence.session_evidence)
     add_console_routes(app)
     return app

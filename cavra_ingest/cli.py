@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -29,7 +30,42 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--sqlite", metavar="PATH", help="SQLite file to migrate")
     target.add_argument("--postgres", metavar="URL", help="PostgreSQL database to migrate")
     migrate.add_argument("--schema", default="public", help="PostgreSQL schema (default public)")
+    add_audit_commands(commands)
     return parser
+
+
+def store_flags(parser: argparse.ArgumentParser) -> None:
+    """The store selection `migrate` takes, optional: CAVRA_ACTIVITY_DB when neither flag is given."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--sqlite", metavar="PATH", help="SQLite file")
+    target.add_argument("--postgres", metavar="URL", help="PostgreSQL database")
+    parser.add_argument("--schema", help="PostgreSQL schema (CAVRA_POSTGRES_SCHEMA, default public)")
+
+
+def add_audit_commands(commands: Any) -> None:
+    verify = commands.add_parser("verify", help="recompute the audit log from the stored records; exit 1 on tampering")
+    store_flags(verify)
+    verify.add_argument("--public-key", help="verifier key (or a file holding it); default: the signing key's")
+    evidence = commands.add_parser("evidence", help="export or check a session's evidence bundle")
+    actions = evidence.add_subparsers(dest="action", required=True)
+    export = actions.add_parser("export", help="write a session's records, proofs and checkpoint to a file")
+    store_flags(export)
+    export.add_argument("--session", required=True, help="session_id")
+    export.add_argument("--out", required=True, help="bundle file to write")
+    check = actions.add_parser("verify", help="check a bundle offline")
+    check.add_argument("file")
+    check.add_argument("--public-key", help="verifier key (or a file holding it) to check the bundle against")
+
+
+def run_audit_command(args: argparse.Namespace) -> int:
+    from . import verify
+
+    if args.command == "evidence" and args.action == "verify":
+        return verify.run_evidence_verify(args.file, args.public_key)
+    settings = Settings.from_env(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
+    if args.command == "verify":
+        return asyncio.run(verify.run_verify(settings, args.public_key))
+    return asyncio.run(verify.run_export(settings, args.session, args.out))
 
 
 async def migrate_store(settings: Settings) -> list[str]:
@@ -42,6 +78,8 @@ async def migrate_store(settings: Settings) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command in ("verify", "evidence"):
+        return run_audit_command(args)
     if args.command == "migrate":
         target = Settings(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
         try:

@@ -169,3 +169,41 @@ def batch_reply(checked: list[Accepted | Problem], results: list[WriteResult]) -
         # The one error shape, so a client reading `error` needs no special case for batches.
         reply.detail, reply.status, reply.error = "no record in the batch was accepted", status, CODES[status]
     return reply, status
+
+
+class InclusionProof(Struct):
+    """A decision's audit-log leaf index and RFC 9162 inclusion proof in the signed checkpoint of `tree_size`."""
+
+    leaf_index: int
+    tree_size: int
+    inclusion: list[str]
+    checkpoint: str
+
+
+class ConsistencyProof(Struct):
+    """An RFC 9162 consistency proof between two signed checkpoints."""
+
+    first: int
+    second: int
+    consistency: list[str]
+
+
+class EvidenceRecord(Struct):
+    """One record of a session exactly as stored, with its inclusion proof."""
+
+    leaf_index: int
+    record: msgspec.Raw
+    inclusion: list[str]
+
+
+class Evidence(Struct):
+    """A session's records, their proofs, the checkpoint, the signed manifest and the verifier key."""
+
+    format: str
+    session_id: str
+    public_key: str
+    checkpoint: str
+    tree_size: int
+    manifest: str
+    records: list[EvidenceRecord]
+    not_in_log: list[str]

@@ -43,6 +43,13 @@ class Settings:
     # Schema the PostgreSQL store keeps its tables in.
     postgres_schema: str = "public"
 
+    # The tamper-evident audit log (docs/audit-log.md): on for the SQL stores; its signing key file (made
+    # beside the SQLite file when unset), the checkpoints' origin line, and how often a checkpoint is signed.
+    audit_log: bool = True
+    signing_key: str | None = None
+    audit_log_origin: str = "cavra-ingest/audit-log"
+    checkpoint_interval_s: float = 0.5
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""
