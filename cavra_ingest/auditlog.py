@@ -91,7 +91,7 @@ class Verifier:
 
     @classmethod
     def parse(cls, text: str) -> Verifier:
-        name, hex_id, key = text.strip().split("+")
+        name, hex_id, key = text.strip().split("+", 2)
         raw = base64.b64decode(key, validate=True)
         if raw[:1] != ED25519 or len(raw) != 33:
             raise ValueError("not an Ed25519 note verifier key")
@@ -170,7 +170,7 @@ def load_signer(path: Path, name: str, *, create: bool) -> Signer:
             out.write(f"PRIVATE+KEY+{name}+{signer.verifier.id.hex()}+{b64(ED25519 + seed)}\n")
         log.info("made audit-log signing key %s; verifier key %s", path, signer.verifier.text())
         return signer
-    fields = path.read_text().strip().split("+")
+    fields = path.read_text().strip().split("+", 4)
     if len(fields) != 5 or fields[:2] != ["PRIVATE", "KEY"]:
         raise ValueError(f"{path} is not a note signing key (PRIVATE+KEY+name+id+key)")
     raw = base64.b64decode(fields[4])
