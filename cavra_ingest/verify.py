@@ -49,7 +49,10 @@ class Report:
 
 def check_columns(row: tuple[Any, ...]) -> str | None:
     """Name the first indexed column that no longer says what the stored record says."""
-    record = msgspec.json.decode(row[3], type=DecisionRecord)
+    try:
+        record = msgspec.json.decode(row[3], type=DecisionRecord)
+    except msgspec.MsgspecError:
+        return "it is no longer a decision record"
     for name, value in zip(COLUMNS, row[4:], strict=True):
         if getattr(record, name) != value:
             return f"column {name} is {value!r}, the record says {getattr(record, name)!r}"

@@ -70,7 +70,7 @@ async def test_every_pair_of_small_checkpoints_is_consistent(make_client):
     client = await make_client(checkpoint_interval_s=3600)
     vkey = await vkey_of(client)
     roots = {}
-    for n in range(1, 10):
+    for _ in range(1, 10):
         assert (await client.post("/decisions", json=decision())).status == 200
         await sign(client)
         _, size, root = open_checkpoint(await (await client.get("/log/checkpoint")).text(), vkey)
