@@ -28,7 +28,7 @@ def canonical(payload: bytes) -> bytes:
     out = msgspec.json.encode(value, order="sorted")
     # A 4-byte UTF-8 sequence is a character beyond the BMP, where code point order (msgspec's key sort)
     # and UTF-16 order (JCS's) can differ: take the slow path then.
-    if any(byte >= 0xF0 for byte in out):
+    if not out.isascii() and max(out) >= 0xF0:
         return dumps(value)
     return out
 
