@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from cavra_ingest.auditlog import TILE, AuditLog, SqliteLog, Signer
+from cavra_ingest.auditlog import TILE, AuditLog, Signer, SqliteLog
 from cavra_ingest.migrate import apply_migrations
 from cavra_ingest.models import DecisionIn, normalize
 from cavra_ingest.store.sqlite import SqliteStore
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--leaves", type=int, default=1_000_000)
     parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         writes = [asyncio.run(throughput(Path(tmp), b, args.decisions, args.rounds)) for b in args.batch]
         for row in writes:
             print(json.dumps(row))

@@ -5,6 +5,7 @@ import {
   labelOf, recordView, sessionRow, sessionSummary, timelineItem,
 } from "./render.js";
 import { MULTI, filterParams, filtersFor, parseLocation, resolveRange, sameListing, toSearch } from "./state.js";
+import { showEvidence } from "./evidence.js";
 
 const POLL_MS = 3000;
 const PAGE_SIZES = [10, 25, 50, 100, 200, 500];
@@ -492,6 +493,7 @@ function showSession(before) {
   $("timeline").replaceChildren(...nodes);
   $("timeline-empty").hidden = items.length !== 0;
   $("timeline-more").hidden = !shown.nextCursor;
+  showEvidence(session.session_id, items, $("session-evidence-link"), $("session-evidence"));
 }
 
 function openTimelineDetail() {
