@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser run migrate test lint format bench bench-reads bench-datasette faults clean
+.PHONY: install browser run migrate test lint format bench bench-reads bench-datasette bench-audit faults clean
 
 install: $(VENV)/.installed
 
@@ -67,3 +67,10 @@ bench-reads: install
 bench-datasette: install
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.datasette_compare --db bench/data/reads-$(ROWS).db
+
+# The audit log's cost (not part of `test`): store write throughput with and without it at batch 32 and 1000,
+# its storage per decision, proof and checkpoint latency on a log of LEAVES leaves. Writes
+# bench/results/audit-log.{json,md}.
+LEAVES ?= 1000000
+bench-audit: install
+	$(PY) -m bench.audit_log --leaves $(LEAVES)

@@ -273,3 +273,29 @@ async def test_checkpoints_before_a_kill_are_consistent_with_the_one_after_resta
         == conn.execute("SELECT count(*) FROM activity_decisions").fetchone()[0]
     )
     conn.close()
+
+
+async def test_verify_on_postgres_names_an_edit(make_client, tmp_path, capsys):
+    import asyncpg
+
+    from cavra_ingest.auditlog import AUDIT_KEY
+    from cavra_ingest.keys import SETTINGS_KEY
+
+    from .conftest import POSTGRES_URL, drain
+
+    client = await make_client("postgres", signing_key=str(tmp_path / "key"), checkpoint_interval_s=3600)
+    bodies = [decision(session_id="s-pg") for _ in range(6)]
+    assert (await client.post("/decisions", json=bodies)).status == 200
+    await drain(client)
+    await client.app[AUDIT_KEY].make_checkpoint()
+    vkey = await (await client.get("/log/public-key")).text()
+    schema = client.app[SETTINGS_KEY].postgres_schema
+    command = ["verify", "--postgres", POSTGRES_URL, "--schema", schema, "--public-key", vkey]
+    assert await asyncio.to_thread(cli.main, command) == 0
+    assert "6 leaves checked against 2 signed checkpoint(s)" in capsys.readouterr().out
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+    await conn.execute("UPDATE activity_decisions SET severity = 'critical' WHERE decision_id = $1",
+                       bodies[3]["decision_id"])  # fmt: skip
+    await conn.close()
+    assert await asyncio.to_thread(cli.main, command) == 1
+    assert f"decision {bodies[3]['decision_id']} (leaf 3) was edited: column severity" in capsys.readouterr().out
