@@ -11,6 +11,7 @@ ASSETS = {
     "api.js": "text/javascript",
     "state.js": "text/javascript",
     "render.js": "text/javascript",
+    "evidence.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
