@@ -152,3 +152,25 @@ JSON = st.recursive(
 @given(JSON)
 def test_canonical_json_is_rfc8785(value):
     assert canonical(msgspec.json.encode(value)) == rfc8785.dumps(value)
+
+
+async def test_signing_key_is_made_private_once_and_reused(make_client, tmp_path, caplog):
+    import logging
+    import stat
+
+    caplog.set_level(logging.INFO, logger="cavra_ingest.auditlog")
+    client = await make_client()
+    key_file = tmp_path / "activity.db.signing-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    vkey = await vkey_of(client)
+    assert vkey in caplog.text and key_file.read_text().split("+")[4] not in caplog.text
+    await client.close()
+    again = await make_client()
+    assert await vkey_of(again) == vkey
+    # CAVRA_SIGNING_KEY names another file: another key, and checkpoints it signs.
+    await again.close()
+    other = await make_client(signing_key=str(tmp_path / "elsewhere" / "key"), checkpoint_interval_s=3600)
+    assert await vkey_of(other) != vkey
+    await other.post("/decisions", json=decision())
+    assert await sign(other) == 1
+    open_checkpoint(await (await other.get("/log/checkpoint")).text(), await vkey_of(other))
