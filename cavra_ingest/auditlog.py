@@ -363,7 +363,9 @@ class CheckpointLoop:
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Sign what the log holds now (so a checkpoint exists once serving starts), then every interval."""
+        await self.step()
         self._task = asyncio.create_task(self._run(), name="cavra-checkpoints")
 
     async def step(self) -> int | None:
@@ -376,8 +378,8 @@ class CheckpointLoop:
 
     async def _run(self) -> None:
         while True:
-            await self.step()
             await asyncio.sleep(self.interval_s)
+            await self.step()
 
     async def stop(self) -> None:
         if self._task is not None:

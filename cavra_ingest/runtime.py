@@ -53,7 +53,7 @@ async def audit_log(settings: Settings, store: Store) -> AsyncIterator[AuditLog 
         yield None
         return
     loop = CheckpointLoop(audit, settings.checkpoint_interval_s)
-    loop.start()
+    await loop.start()
     try:
         yield audit
     finally:
