@@ -10,7 +10,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,14 @@ class PostgresLog:
         pass
 
 
+@dataclass
+class Memo:
+    """Subtree hashes and leaf tiles already read, for proofs on one tree size."""
+
+    nodes: dict[tuple[int, int], bytes | None] = field(default_factory=dict)
+    tiles: dict[int, list[bytes]] = field(default_factory=dict)
+
+
 class AuditLog:
     """Proofs and checkpoints over the log's tables."""
 
@@ -274,36 +282,41 @@ class AuditLog:
         rows = await self.db.fetch(SELECT_CHECKPOINT, size)
         return (size, rows[0][0]) if rows else None
 
-    async def hashes(self, ranges: Iterable[merkle.Range]) -> list[bytes]:
-        """MTH of each range, from cached subtrees and at most a few leaf tiles."""
-        ranges = list(ranges)
-        limit = max((end for _, end in ranges), default=0)
-        tiles: dict[int, list[bytes]] = {}
+    async def hashes(self, ranges: Iterable[merkle.Range], size: int, memo: Memo | None = None) -> list[bytes]:
+        """MTH of each range within the tree of `size`, from cached subtrees and at most a few leaf tiles.
+
+        `memo` carries what was read across calls on the same tree (an evidence bundle's many proofs).
+        """
+        memo = memo if memo is not None else Memo()
         out = []
         for start, end in ranges:
             parts = []
-            for first, size in merkle.subtrees(start, end):
-                level = size.bit_length() - 1
-                cached = await self.db.fetch(SELECT_NODE, level, first >> level) if level >= TILE_LEVEL else []
-                if cached:
-                    parts.append(bytes(cached[0][0]))
+            for first, count in merkle.subtrees(start, end):
+                level = count.bit_length() - 1
+                key = (level, first >> level)
+                if level >= TILE_LEVEL and key not in memo.nodes:
+                    cached = await self.db.fetch(SELECT_NODE, *key)
+                    memo.nodes[key] = bytes(cached[0][0]) if cached else None
+                known = memo.nodes.get(key)
+                if known is not None:
+                    parts.append(known)
                     continue
                 # Below a tile (or not cached yet): from the leaves of the tiles it spans, each read once.
                 leaves = []
-                for tile in range(first // TILE, (first + size - 1) // TILE + 1):
-                    if tile not in tiles:
-                        tiles[tile] = await self.leaves(tile * TILE, min((tile + 1) * TILE, limit))
-                    leaves.extend(tiles[tile])
+                for tile in range(first // TILE, (first + count - 1) // TILE + 1):
+                    if tile not in memo.tiles:
+                        memo.tiles[tile] = await self.leaves(tile * TILE, min((tile + 1) * TILE, size))
+                    leaves.extend(memo.tiles[tile])
                 offset = first - (first // TILE) * TILE
-                parts.append(merkle.root(leaves[offset : offset + size]))
+                parts.append(merkle.root(leaves[offset : offset + count]))
             out.append(merkle.fold(parts))
         return out
 
-    async def inclusion(self, index: int, size: int) -> list[bytes]:
-        return await self.hashes(merkle.inclusion_ranges(index, size))
+    async def inclusion(self, index: int, size: int, memo: Memo | None = None) -> list[bytes]:
+        return await self.hashes(merkle.inclusion_ranges(index, size), size, memo)
 
     async def consistency(self, first: int, second: int) -> list[bytes]:
-        return await self.hashes(merkle.consistency_ranges(first, second))
+        return await self.hashes(merkle.consistency_ranges(first, second), second)
 
     async def make_checkpoint(self) -> int | None:
         """Cache the new complete subtrees, then sign and keep a checkpoint of the whole log when it grew."""
@@ -314,7 +327,7 @@ class AuditLog:
                 raise LogError(f"the log has {size} leaves, fewer than checkpoint {latest[0]} signed")
             return None
         await self.db.write([(INSERT_NODE, await self._new_subtrees(size))])
-        root_hash = (await self.hashes([(0, size)]))[0] if size else merkle.EMPTY_ROOT
+        root_hash = (await self.hashes([(0, size)], size))[0] if size else merkle.EMPTY_ROOT
         note = self.signer.sign(checkpoint_text(self.origin, size, root_hash))
         await self.db.write([(INSERT_CHECKPOINT, [(size, root_hash, note, now_text())])])
         return size
@@ -362,6 +375,7 @@ class CheckpointLoop:
         self.audit = audit
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._last_error = ""
 
     async def start(self) -> None:
         """Sign what the log holds now (so a checkpoint exists once serving starts), then every interval."""
@@ -370,11 +384,16 @@ class CheckpointLoop:
 
     async def step(self) -> int | None:
         try:
-            return await self.audit.make_checkpoint()
-        except Exception:
+            size = await self.audit.make_checkpoint()
+        except Exception as exc:
             # A lock held elsewhere or a damaged log: keep serving; `cavra-ingest verify` says what is wrong.
-            log.exception("checkpoint failed")
+            # Each new fault is logged once, not every interval.
+            if str(exc) != self._last_error:
+                log.exception("checkpoint failed")
+            self._last_error = str(exc)
             return None
+        self._last_error = ""
+        return size
 
     async def _run(self) -> None:
         while True:

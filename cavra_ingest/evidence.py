@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 from . import merkle
-from .auditlog import AuditLog, Verifier, b64, parse_checkpoint, record_leaf
+from .auditlog import AuditLog, Memo, Verifier, b64, parse_checkpoint, record_leaf
 from .errors import ApiError
 from .keys import STORE_KEY
 from .middleware import json_reply
@@ -40,6 +40,7 @@ async def build(store: Store, audit: AuditLog, session_id: str) -> Evidence | No
     records: list[EvidenceRecord] = []
     listed: list[tuple[int, bytes, str]] = []
     outside: list[str] = []
+    memo = Memo()
     query = ListQuery(equals=(("session_id", (session_id,)),), oldest_first=True)
     async for chunk in store.iter_decisions(query, CHUNK):
         for payload in chunk:
@@ -48,7 +49,7 @@ async def build(store: Store, audit: AuditLog, session_id: str) -> Evidence | No
             if index is None or index >= size:
                 outside.append(decision_id)
                 continue
-            path = [b64(h) for h in await audit.inclusion(index, size)]
+            path = [b64(h) for h in await audit.inclusion(index, size, memo)]
             records.append(EvidenceRecord(index, msgspec.Raw(payload), path))
             listed.append((index, record_leaf(payload), decision_id))
     manifest = audit.signer.sign(manifest_text(audit.origin, session_id, size, listed))

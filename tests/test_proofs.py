@@ -174,3 +174,23 @@ async def test_signing_key_is_made_private_once_and_reused(make_client, tmp_path
     await other.post("/decisions", json=decision())
     assert await sign(other) == 1
     open_checkpoint(await (await other.get("/log/checkpoint")).text(), await vkey_of(other))
+
+
+async def test_a_truncated_log_is_never_signed_and_logged_once(make_client, caplog):
+    import sqlite3
+
+    from cavra_ingest.app import RUNTIME_KEY
+
+    client = await make_client(checkpoint_interval_s=3600)
+    await client.post("/decisions", json=[decision() for _ in range(3)])
+    assert await sign(client) == 3
+    conn = sqlite3.connect(client.app[RUNTIME_KEY].settings.store_path)
+    with conn:
+        conn.execute("DELETE FROM audit_leaves WHERE leaf_index = 2")
+    conn.close()
+    from cavra_ingest.auditlog import CheckpointLoop
+
+    loop = CheckpointLoop(client.app[AUDIT_KEY], 3600)
+    assert await loop.step() is None and await loop.step() is None
+    assert caplog.text.count("checkpoint failed") == 1 and "fewer than checkpoint 3" in caplog.text
+    assert (await client.get("/log/checkpoint")).status == 200
