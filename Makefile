@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser run migrate test test-fast screenshots lint format bench bench-reads bench-datasette bench-client faults clean
+.PHONY: install browser run migrate test test-fast screenshots lint format bench bench-reads bench-datasette bench-client bench-audit faults clean
 
 install: $(VENV)/.installed
 
@@ -81,3 +81,10 @@ bench-datasette: install
 DECISIONS ?= 100000
 bench-client: install
 	$(PY) -m bench.client_bench --decisions $(DECISIONS)
+
+# The audit log's cost (not part of `test`): store write throughput with and without it at batch 32 and 1000,
+# its storage per decision, proof and checkpoint latency on a log of LEAVES leaves. Writes
+# bench/results/audit-log.{json,md}.
+LEAVES ?= 1000000
+bench-audit: install
+	$(PY) -m bench.audit_log --leaves $(LEAVES)

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import auth, cors, export, facets, ingest, logs, openapi, probes, reads
+from . import auth, cors, evidence, export, facets, ingest, logs, openapi, probes, proofs, reads
+from .auditlog import AUDIT_KEY
 from .console import add_console_routes
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .metrics import METRICS_KEY, Metrics, metrics_view
@@ -24,6 +25,8 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         app[STORE_KEY] = runtime.store
         app[SINK_KEY] = runtime.writer
         runtime.writer.observers.append(app[METRICS_KEY].observe_batch)
+        if runtime.audit is not None:
+            app[AUDIT_KEY] = runtime.audit
         yield
 
 
@@ -65,6 +68,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/openapi.json", openapi.spec)
     app.router.add_get("/docs", openapi.docs)
     app.router.add_get("/auth/whoami", auth.whoami)
+    app.router.add_get("/decisions/{decision_id}/proof", proofs.decision_proof)
+    app.router.add_get("/log/checkpoint", proofs.checkpoint)
+    app.router.add_get("/log/public-key", proofs.public_key)
+    app.router.add_get("/log/consistency", proofs.consistency)
+    app.router.add_get("/sessions/{session_id}/evidence", evidence.session_evidence)
     add_console_routes(app)
     if settings.cors_origins:
         cors.install(app, settings.cors_origins)

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_token_parser(commands)
     add_recount_parser(commands)
+    add_audit_commands(commands)
     return parser
 
 
@@ -100,6 +101,40 @@ def run_recount(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_flags(parser: argparse.ArgumentParser) -> None:
+    """The store selection `migrate` takes, optional: CAVRA_ACTIVITY_DB when neither flag is given."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--sqlite", metavar="PATH", help="SQLite file")
+    target.add_argument("--postgres", metavar="URL", help="PostgreSQL database")
+    parser.add_argument("--schema", help="PostgreSQL schema (CAVRA_POSTGRES_SCHEMA, default public)")
+
+
+def add_audit_commands(commands: Any) -> None:
+    verify = commands.add_parser("verify", help="recompute the audit log from the stored records; exit 1 on tampering")
+    store_flags(verify)
+    verify.add_argument("--public-key", help="verifier key (or a file holding it); default: the signing key's")
+    evidence = commands.add_parser("evidence", help="export or check a session's evidence bundle")
+    actions = evidence.add_subparsers(dest="action", required=True)
+    export = actions.add_parser("export", help="write a session's records, proofs and checkpoint to a file")
+    store_flags(export)
+    export.add_argument("--session", required=True, help="session_id")
+    export.add_argument("--out", required=True, help="bundle file to write")
+    check = actions.add_parser("verify", help="check a bundle offline")
+    check.add_argument("file")
+    check.add_argument("--public-key", help="verifier key (or a file holding it) to check the bundle against")
+
+
+def run_audit_command(args: argparse.Namespace) -> int:
+    from . import verify
+
+    if args.command == "evidence" and args.action == "verify":
+        return verify.run_evidence_verify(args.file, args.public_key)
+    settings = Settings.from_env(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
+    if args.command == "verify":
+        return asyncio.run(verify.run_verify(settings, args.public_key))
+    return asyncio.run(verify.run_export(settings, args.session, args.out))
+
+
 async def migrate_store(settings: Settings) -> list[str]:
     """Apply pending migrations through the store's own migrate, as `serve` does at start."""
     from .store import make_store
@@ -124,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(send(args.file, args.url, args.token, args.spool, args.batch_size))
     if args.command == "recount":
         return run_recount(args)
+    if args.command in ("verify", "evidence"):
+        return run_audit_command(args)
     if args.command == "migrate":
         target = Settings(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
         try:

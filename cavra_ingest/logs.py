@@ -69,9 +69,22 @@ class TextFormatter(logging.Formatter):
         return " ".join([line, *(f"{key}={value}" for key, value in extra.items())])
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Write to whatever `sys.stderr` is when a record comes (a test runner may have swapped it since)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure(log_format: str = "text", level: str = "INFO", stream: Any = None) -> None:
-    """Send every logger's records to stderr in the chosen format (replacing earlier handlers)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send every logger's records to stderr in the chosen format (replacing the handler set here before)."""
+    handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
+    handler.set_name("cavra-ingest")
     handler.addFilter(RequestIdFilter())
     if log_format == "json":
         formatter: logging.Formatter = JsonFormatter()
@@ -80,7 +93,8 @@ def configure(log_format: str = "text", level: str = "INFO", stream: Any = None)
         formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Others' handlers (a test runner's capture) stay; only ours is replaced.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "cavra-ingest"] + [handler]
     root.setLevel(level.upper())
 
 

@@ -15,12 +15,15 @@ from .models import OUTCOMES, SESSION_STATES, SEVERITIES, DecisionIn, DecisionRe
 from .reads import DECISION_FILTERS, MAX_INTEGER, MAX_LIMIT, MAX_TIMELINE_LIMIT, SESSION_FILTERS
 from .replies import (
     BatchReply,
+    ConsistencyProof,
     ConsoleConfig,
     DecisionPage,
     DecisionReply,
     Error,
+    Evidence,
     Facets,
     Health,
+    InclusionProof,
     Readiness,
     SessionPage,
     Timeline,
@@ -47,6 +50,9 @@ SCHEMA_TYPES = (
     Facets,
     Readiness,
     Whoami,
+    InclusionProof,
+    ConsistencyProof,
+    Evidence,
 )
 
 
@@ -237,6 +243,35 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
     ),
 }
+
+# The audit log (docs/audit-log.md); 404 also when the store keeps no log, 503 until a checkpoint covers it.
+NOTE = {"200": {"description": "signed note", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+SIZE = "a signed checkpoint's tree size"
+OPERATIONS.update({
+    ("GET", "/log/checkpoint"): op("The latest signed checkpoint (C2SP tlog-checkpoint, signed-note)",
+                                   {**NOTE, **errors(400, 404, 503)}),
+    ("GET", "/log/public-key"): op(
+        "The checkpoints' verifier key: <name>+<key id>+<base64(0x01 || Ed25519 key)>",
+        {"200": {"description": "verifier key", "content": {"text/plain": {"schema": {"type": "string"}}}},
+         **errors(400, 404)},
+    ),
+    ("GET", "/decisions/{decision_id}/proof"): op(
+        "A decision's inclusion proof in the latest (or the given) signed checkpoint",
+        {"200": json_body(ref("InclusionProof"), "leaf index, proof and checkpoint"), **errors(400, 404, 503)},
+        parameters=[path_param("decision_id"), int_param("tree_size", 1, MAX_INTEGER, SIZE)],
+    ),
+    ("GET", "/log/consistency"): op(
+        "A consistency proof between two signed checkpoints",
+        {"200": json_body(ref("ConsistencyProof"), "the proof"), **errors(400, 404)},
+        parameters=[{**int_param("first", 1, MAX_INTEGER, SIZE), "required": True},
+                    {**int_param("second", 1, MAX_INTEGER, SIZE), "required": True}],
+    ),
+    ("GET", "/sessions/{session_id}/evidence"): op(
+        "A session's evidence bundle: records as stored, inclusion proofs, checkpoint, signed manifest, key",
+        {"200": json_body(ref("Evidence"), "bundle (`cavra-ingest evidence verify FILE`)"), **errors(400, 404)},
+        parameters=[path_param("session_id")],
+    ),
+})  # fmt: skip
 
 
 AUTH_ERRORS = {

@@ -217,3 +217,41 @@ class Whoami(Struct):
     scopes: list[str]
     tenant_id: str | None
     workspace_id: str | None
+
+
+class InclusionProof(Struct):
+    """A decision's audit-log leaf index and RFC 9162 inclusion proof in the signed checkpoint of `tree_size`."""
+
+    leaf_index: int
+    tree_size: int
+    inclusion: list[str]
+    checkpoint: str
+
+
+class ConsistencyProof(Struct):
+    """An RFC 9162 consistency proof between two signed checkpoints."""
+
+    first: int
+    second: int
+    consistency: list[str]
+
+
+class EvidenceRecord(Struct):
+    """One record of a session exactly as stored, with its inclusion proof."""
+
+    leaf_index: int
+    record: msgspec.Raw
+    inclusion: list[str]
+
+
+class Evidence(Struct):
+    """A session's records, their proofs, the checkpoint, the signed manifest and the verifier key."""
+
+    format: str
+    session_id: str
+    public_key: str
+    checkpoint: str
+    tree_size: int
+    manifest: str
+    records: list[EvidenceRecord]
+    not_in_log: list[str]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from workers.writer import BatchWriter
 
+from .auditlog import AuditLog, CheckpointLoop, open_log
 from .settings import Settings
 from .store import Store, make_store
 
@@ -17,6 +18,8 @@ class Runtime:
     settings: Settings
     store: Store
     writer: BatchWriter
+    # None on the JSON store or with CAVRA_AUDIT_LOG=0.
+    audit: AuditLog | None = None
 
 
 @asynccontextmanager
@@ -34,8 +37,25 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
         )
         writer.start()
         try:
-            yield Runtime(settings, store, writer)
+            async with audit_log(settings, store) as audit:
+                yield Runtime(settings, store, writer, audit)
         finally:
             await writer.stop()
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def audit_log(settings: Settings, store: Store) -> AsyncIterator[AuditLog | None]:
+    """Open the audit log and run its checkpoint loop (after the writer starts, stopped before it stops)."""
+    audit = await open_log(settings, store)
+    if audit is None:
+        yield None
+        return
+    loop = CheckpointLoop(audit, settings.checkpoint_interval_s)
+    await loop.start()
+    try:
+        yield audit
+    finally:
+        await loop.stop()
+        await audit.db.close()

@@ -94,6 +94,13 @@ class Settings:
     # The API's address as CAVRA's console should call it; empty: the address the request came to.
     api_base_url: str = ""
 
+    # The tamper-evident audit log (docs/audit-log.md): on for the SQL stores; its signing key file (made
+    # beside the SQLite file when unset), the checkpoints' origin line, and how often a checkpoint is signed.
+    audit_log: bool = True
+    signing_key: str | None = None
+    audit_log_origin: str = "cavra-ingest/audit-log"
+    checkpoint_interval_s: float = 0.5
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""

@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cavra_ingest import auth, openapi
+from cavra_ingest.auditlog import AUDIT_KEY
 from cavra_ingest.auth import Bucket, Guard, required_scope
 from cavra_ingest.keys import SETTINGS_KEY
 from cavra_ingest.settings import Settings
@@ -37,6 +38,11 @@ EXPECTED_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/metrics"): "read",
+    ("GET", "/decisions/{decision_id}/proof"): "read",
+    ("GET", "/sessions/{session_id}/evidence"): "read",
+    ("GET", "/log/checkpoint"): "read",
+    ("GET", "/log/public-key"): "read",
+    ("GET", "/log/consistency"): "read",
     ("GET", "/openapi.json"): None,
     ("GET", "/docs"): None,
     ("GET", "/"): None,
@@ -120,6 +126,8 @@ async def secured(request: pytest.FixtureRequest, make_client: MakeClient) -> tu
     ]
     response = await client.post("/decisions", json=seed, headers=bearer(who.admin))
     assert response.status == 200, await response.text()
+    # Sign now, so the seeded decisions have proofs (the loop would within its interval).
+    assert await client.app[AUDIT_KEY].make_checkpoint() == 2
     return client, who
 
 
@@ -128,6 +136,9 @@ def request_for(route: tuple[str, str]) -> tuple[str, Any]:
     method, path = route
     urls = {
         "/decisions/{decision_id}": "/decisions/d-one",
+        "/decisions/{decision_id}/proof": "/decisions/d-one/proof",
+        "/sessions/{session_id}/evidence": "/sessions/s-one/evidence",
+        "/log/consistency": "/log/consistency?first=2&second=2",
         "/sessions/{session_id}": "/sessions/s-one",
         "/sessions/{session_id}/decisions": "/sessions/s-one/decisions",
         "/console/static/{name}": "/console/static/app.js",
@@ -153,6 +164,12 @@ def request_for(route: tuple[str, str]) -> tuple[str, Any]:
 # query or a write naming tenant one; routes that hold no tenant data answer normally.
 OTHER_TENANT = {
     "/decisions/{decision_id}": 404,
+    "/decisions/{decision_id}/proof": 404,
+    "/sessions/{session_id}/evidence": 404,
+    # One log over every tenant: its checkpoints and key are the same for all (docs/security.md).
+    "/log/checkpoint": 200,
+    "/log/public-key": 200,
+    "/log/consistency": 200,
     "/sessions/{session_id}": 404,
     "/sessions/{session_id}/decisions": 404,
     "/console/config": 200,

@@ -25,6 +25,7 @@ ASSETS = {
     "state.js": "text/javascript",
     "status.js": "text/javascript",
     "ui.js": "text/javascript",
+    "evidence.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from ..auditlog import INSERT_LEAF, NEXT_INDEX, leaf_rows
 from ..migrate import apply_postgres_migrations
 from ..planning import decision_ids, plan_batch, session_ids
 from ..settings import Settings
@@ -66,17 +67,19 @@ class PostgresStore:
 
     kind = "postgres"
 
-    def __init__(self, dsn: str, *, schema: str = "public", pool_size: int = 4) -> None:
+    def __init__(self, dsn: str, *, schema: str = "public", pool_size: int = 4, audit_log: bool = False) -> None:
         self.dsn = dsn
+        self.audit_log = audit_log
         self.schema = schema_name(schema)
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._insert_decision = numbered(INSERT_DECISION)
         self._upsert_session = numbered(UPSERT_SESSION)
+        self._insert_leaf = numbered(INSERT_LEAF)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
-        return cls(settings.activity_db or "", schema=settings.postgres_schema)
+        return cls(settings.activity_db or "", schema=settings.postgres_schema, audit_log=settings.audit_log)
 
     async def migrate(self) -> list[str]:
         """Create the schema if needed and apply pending migrations."""
@@ -122,6 +125,10 @@ class PostgresStore:
                 plan = plan_batch(items, stored, {row[0]: session_from_row(tuple(row)) for row in rows})
                 if plan.inserts:
                     await conn.executemany(self._insert_decision, [decision_row(item) for item in plan.inserts])
+                    if self.audit_log:
+                        # Under the advisory lock: leaf indexes follow commit order across every server.
+                        start = await conn.fetchval(NEXT_INDEX)
+                        await conn.executemany(self._insert_leaf, leaf_rows(start, plan.inserts))
                 if plan.sessions:
                     await conn.executemany(self._upsert_session, [session_row(s) for s in plan.sessions.values()])
         except Exception as exc:

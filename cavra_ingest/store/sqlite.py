@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import msgspec
 
+from ..auditlog import append_leaves_sqlite
 from ..migrate import apply_migrations
 from ..models import ENCODER, SessionRecord
 from ..planning import decision_ids, plan_batch, session_ids
@@ -143,8 +144,12 @@ class SqliteStore:
 
     kind = "sqlite"
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 2000, audit_log: bool = False
+    ) -> None:
         self.path = path
+        # Each created decision also becomes an audit-log leaf in its own transaction (auditlog.py).
+        self.audit_log = audit_log
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         # A plain connection owned by one thread: a whole batch is one hop off the event loop, not one per
@@ -160,6 +165,7 @@ class SqliteStore:
             settings.store_path,
             synchronous=settings.sqlite_synchronous,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            audit_log=settings.audit_log,
         )
 
     async def migrate(self) -> list[str]:
@@ -238,6 +244,8 @@ class SqliteStore:
             plan = plan_batch(items, stored, sessions)
             if plan.inserts:
                 db.executemany(INSERT_DECISION, [decision_row(item) for item in plan.inserts])
+                if self.audit_log:
+                    append_leaves_sqlite(db, plan.inserts)
             counts_only = [s for s in plan.sessions.values() if described.get(s.session_id) == _described(s)]
             if counts_only:
                 db.executemany(UPDATE_SESSION_COUNTS, [_counts_row(s) for s in counts_only])

@@ -1,6 +1,7 @@
 // The session page: its summary and its timeline of decisions, oldest first, kept current while live.
 import { ApiError, getJson } from "./api.js";
 import { badge, consoleHref, el, sessionSummary, timelineItem } from "./render.js";
+import { showEvidence } from "./evidence.js";
 import { clearError, markChecked, schedulePoll, showError } from "./status.js";
 import { $, ui } from "./ui.js";
 
@@ -52,6 +53,7 @@ function showSession(before) {
   $("timeline").replaceChildren(...nodes);
   $("timeline-empty").hidden = items.length !== 0;
   $("timeline-more").hidden = !nextCursor;
+  showEvidence(session.session_id, items, $("session-evidence-link"), $("session-evidence"));
 }
 
 export function openTimelineDetail() {
