@@ -284,6 +284,8 @@ def test_filter_controls_are_the_ones_the_config_lists(page: Page, server: LiveS
     assert set(controls) == set(config["filters"]["decisions"]) == set(DECISION_FILTERS)
     assert sorted(controls["decision"]) == sorted(OUTCOMES)  # the outcome multi-select, exactly
     assert sorted(controls["severity"]) == sorted(SEVERITIES)
+    # Facets arrive after the table: wait for the groups before reading them.
+    expect(page.locator("#facet-groups section")).to_have_count(len(FACET_FIELDS))
     groups = page.locator("#facet-groups section").evaluate_all("gs => gs.map(g => g.dataset.dim)")
     assert groups == config["facet_fields"] == list(FACET_FIELDS)
 
