@@ -8,6 +8,7 @@ from aiohttp import web
 
 from . import export, facets, ingest, openapi, reads
 from .console import add_console_routes
+from .guards import BUDGET_KEY, HOSTS_KEY, BodyBudget, allowed_hosts, host_set, security_headers
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_errors
 from .runtime import Runtime, running
@@ -34,8 +35,11 @@ async def refuse_new_writes(app: web.Application) -> None:
 def create_app(settings: Settings | None = None) -> web.Application:
     """Build the app for the given settings (from the environment by default)."""
     settings = settings or Settings.from_env()
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[json_errors, allowed_hosts], client_max_size=settings.max_body_bytes)
     app[SETTINGS_KEY] = settings
+    app[HOSTS_KEY] = host_set(settings)
+    app[BUDGET_KEY] = BodyBudget(settings.max_inflight_body_bytes)
+    app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(runtime_context)
     app.on_shutdown.append(refuse_new_writes)
     app.router.add_post("/decisions", ingest.post_decisions)

@@ -43,6 +43,25 @@ class Settings:
     # Schema the PostgreSQL store keeps its tables in.
     postgres_schema: str = "public"
 
+    # Abuse limits (docs/limits.md): each has its test.
+    # Bytes of request bodies being read and decoded at once, over all requests; beyond it 503 before reading.
+    max_inflight_body_bytes: int = 64 * 1024 * 1024
+    # Heavy reads (exports, facets, counts) run on their own connections, this many at a time, each
+    # statement stopped after `heavy_query_timeout_s`; point reads and pages keep the other readers.
+    heavy_readers: int = 2
+    heavy_query_timeout_s: float = 30.0
+    # Open connections the server keeps (lowered below the process's file-descriptor limit), and how long
+    # a new connection may take to send its request headers.
+    max_connections: int = 512
+    header_read_timeout_s: float = 10.0
+    # Writes are refused with 503 while the store's file system has less free space than this.
+    min_free_disk_bytes: int = 256 * 1024 * 1024
+    # Client timestamps further than this in the future are a 422; older than `max_past_age_s` too (0: off).
+    max_future_skew_s: float = 300.0
+    max_past_age_s: float = 0.0
+    # Comma-separated Host header values to accept (DNS rebinding); empty accepts any.
+    allowed_hosts: str = ""
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""
@@ -63,7 +82,7 @@ class Settings:
     def store_label(self) -> str:
         """Say where the data lives, without a database password."""
         if self.store_kind == "postgres":
-            return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.activity_db or "")
+            return redact_url(self.activity_db or "")
         return str(self.store_path)
 
     @classmethod
@@ -97,3 +116,13 @@ class Settings:
                 f"CAVRA_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {settings.sqlite_synchronous!r}"
             )
         return settings
+
+
+# Query parameters libpq and asyncpg accept that carry a secret.
+_SECRET_PARAMS = re.compile(r"([?&](?:password|passfile|sslpassword|sslkey)=)[^&#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """Hide every credential form in a database URL: `user:secret@`, `?password=`, `?sslpassword=`."""
+    url = re.sub(r"//([^/@?#:]*):[^/@?#]*@", r"//\1:***@", url)
+    return _SECRET_PARAMS.sub(r"\1***", url)
