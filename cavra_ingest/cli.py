@@ -8,8 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
+from . import serving
 from .migrate import MigrationError
 from .settings import Settings
 
@@ -63,15 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.store_kind,
         settings.store_label,
     )
-    web.run_app(
+    # Like web.run_app, plus a connection cap and a header-read time limit (serving.py).
+    serving.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        settings,
+        event_loop(settings),
         # The writer's drain deadline starts with shutdown; the margin lets its 503s reach their clients.
         shutdown_timeout=settings.drain_deadline_s + SHUTDOWN_MARGIN_S,
         access_log=None,
-        print=None,
-        loop=event_loop(settings),
     )
     return 0
 

@@ -3,6 +3,8 @@ and the security headers every response carries. docs/limits.md lists each with 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -82,6 +84,32 @@ def check_disk(settings: Settings, path: Path) -> None:
             "writes are refused, reads still work",
             retry_after=settings.retry_after_s * 30,
         )
+
+
+# How often a heavy read looks whether its client is still there (aiohttp does not cancel handlers).
+DISCONNECT_POLL_S = 0.1
+
+
+def cancel_on_disconnect(handler: Handler) -> Handler:
+    """Cancel a heavy read's handler (and so its statement) as soon as its client has gone away."""
+
+    @functools.wraps(handler)
+    async def watched(request: web.Request) -> web.StreamResponse:
+        task = asyncio.ensure_future(handler(request))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    return task.result()
+                if request.transport is None or request.transport.is_closing():
+                    task.cancel()
+                    # Nobody will read it: an answer only so aiohttp has one.
+                    return web.Response(status=400, text="client went away")
+        finally:
+            if not task.done():
+                task.cancel()
+
+    return watched
 
 
 HOSTS_KEY = web.AppKey("allowed_hosts", frozenset)
