@@ -50,13 +50,28 @@ class RateLimitedLog:
         self.last, self.suppressed = now, 0
 
 
+# How long a refused connection is kept for its client to read the 503 before the descriptor is freed.
+REFUSED_LINGER_S = 0.5
+
+
 class Refused(asyncio.Protocol):
-    """A connection over the cap: told 503 at once and closed, so its descriptor is freed."""
+    """A connection over the cap: told 503 at once, then closed; what it sends is discarded."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         transport.write(REFUSED)
-        transport.close()
+        # Closing at once with unread request bytes would reset the connection before the 503 is read:
+        # half-close, and free the descriptor when the client closes or after a short linger.
+        transport.write_eof()
+        self.closer = asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
+
+    def eof_received(self) -> bool:
+        self.transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closer.cancel()
 
 
 def connection_cap(settings: Settings) -> int:

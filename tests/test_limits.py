@@ -202,7 +202,10 @@ async def wait_until(condition: Any, timeout: float = 5.0) -> None:
 
 async def raw_post(port: int, length: int, sent: bytes = b"") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"POST /decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    head = (
+        "POST /decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    )
     writer.write(head.encode() + sent)
     await writer.drain()
     return reader, writer
