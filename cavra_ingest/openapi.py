@@ -65,7 +65,7 @@ ERRORS = {
     400: "malformed request (JSON, UTF-8, query parameter); `parameter` or `field` names it",
     404: "no such record",
     408: "the body did not arrive within the read timeout",
-    409: "the decision_id is stored with different content",
+    409: "the decision_id is stored with different content, or the session lifecycle refuses that state change",
     413: "body or batch over its limit",
     415: "Content-Type is not JSON (or NDJSON where accepted)",
     422: "a record failed validation; `field` is its JSON path",
@@ -142,7 +142,8 @@ DECISIONS_BODY = {
         "application/x-ndjson": {"schema": {"type": "array", "items": ref("DecisionIn")}},
     },
 }
-LISTING_ERRORS = errors(400)
+# 503: a count, facet or export chunk hit its statement time limit or found no heavy reader free.
+LISTING_ERRORS = errors(400, 503)
 
 # Every route the service registers, by (method, path); tests check the router and this table agree both ways.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -187,7 +188,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
     ("POST", "/sessions"): op(
         "Set a session's state and descriptive fields (counts always come from its decisions)",
-        {"200": json_body(ref("SessionRecord"), "the summary"), **errors(400, 408, 413, 415, 422, 503)},
+        {"200": json_body(ref("SessionRecord"), "the summary"), **errors(400, 408, 409, 413, 415, 422, 503)},
         requestBody={"required": True, "content": {JSON: {"schema": ref("SessionIn")}}},
     ),
     ("GET", "/sessions"): op(
