@@ -105,7 +105,9 @@ CASES: list[tuple[str, bytes, str | None, int, str, str | None]] = [
     ("NDJSON lines over the limit", b"{}\n" * 50_000, NDJSON, 413, "payload_too_large", None),
     (
         "NUL at the bottom of a deep context",
-        json.dumps(decision(context={"a": 0})).replace('"a": 0', '"a": ' + "[" * 500 + '"\\u0000"' + "]" * 500).encode(),
+        json.dumps(decision(context={"a": 0}))
+        .replace('"a": 0', '"a": ' + "[" * 500 + '"\\u0000"' + "]" * 500)
+        .encode(),
         JSON,
         422,
         "validation_error",
