@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from cavra_ingest.guards import BUDGET_KEY
 from cavra_ingest.settings import Settings
+from cavra_ingest.store import ListQuery
 
 from .conftest import MakeClient, decision, drain
 
@@ -153,8 +154,7 @@ async def test_a_session_cannot_leave_its_repository_listing(any_client: TestCli
 async def test_a_cursor_holding_nul_is_a_400_on_every_store(any_client: TestClient) -> None:
     import base64
 
-    from cavra_ingest.reads import _fingerprint, parse_query  # noqa: F401  (the real fingerprint)
-    from cavra_ingest.store import ListQuery
+    from cavra_ingest.reads import _fingerprint
 
     for _ in range(3):
         await any_client.post("/decisions", json=decision(session_id="s-nul"))
@@ -317,3 +317,56 @@ async def test_heavy_statement_time_limit_gives_503_and_point_reads_go_on(make_c
     assert response.status == 503 and "limit" in body["detail"] and response.headers["Retry-After"] == "1", body
     assert time.monotonic() - started < 5
     assert (await client.get(f"/decisions/{batch[0]['decision_id']}")).status == 200
+
+
+async def test_a_cancelled_heavy_read_interrupts_its_statement(tmp_path: Path) -> None:
+    """The client went away: its statement stops at once, and the reader serves the next heavy read."""
+    from cavra_ingest.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "a.db", heavy_readers=1, heavy_timeout_s=60.0)
+    await store.open()
+    try:
+        endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+
+        async def run() -> None:
+            async with store._heavy_reader() as db:  # noqa: SLF001
+                await db.execute_fetchall(endless)
+
+        task = asyncio.create_task(run())
+        await wait_until(lambda: store._heavy.empty())  # noqa: SLF001  (the reader is lent)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        started = time.monotonic()
+        facets = await store.facets(ListQuery(), 5)
+        assert facets.total == 0 and time.monotonic() - started < 5
+    finally:
+        await store.close()
+
+
+async def test_a_heavy_handler_is_cancelled_when_its_client_disconnects() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from cavra_ingest.guards import cancel_on_disconnect
+
+    cancelled = asyncio.Event()
+
+    @cancel_on_disconnect
+    async def forever(request: web.Request) -> web.Response:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/slow", forever)
+    async with TestServer(app) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.wait_for(cancelled.wait(), 5)
