@@ -54,6 +54,8 @@ async def test_allowed_hosts_refuse_a_rebinding_host(make_client: MakeClient) ->
     client = await make_client(allowed_hosts="127.0.0.1,localhost:8080")
     assert (await client.get("/healthz", headers={"Host": "127.0.0.1"})).status == 200
     assert (await client.get("/healthz", headers={"Host": "localhost:8080"})).status == 200
+    assert (await client.get("/healthz", headers={"Host": "127.0.0.1:9999"})).status == 200  # bare name: any port
+    assert (await client.get("/healthz", headers={"Host": "localhost:9999"})).status == 421
     refused = await client.get("/decisions", headers={"Host": "attacker.example:8080"})
     assert refused.status == 421 and (await refused.json())["error"] == "misdirected_request"
 
