@@ -307,11 +307,15 @@ def test_the_connection_cap_stays_below_the_descriptor_limit(monkeypatch: pytest
     assert serving.connection_cap(Settings(max_connections=100)) == 100
 
 
-async def test_heavy_statement_time_limit_gives_503_and_point_reads_go_on(make_client: MakeClient) -> None:
-    client = await make_client(heavy_query_timeout_s=0.0005)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_heavy_statement_time_limit_gives_503_and_point_reads_go_on(make_client: MakeClient, kind: str) -> None:
+    """SQLite's progress handler and PostgreSQL's statement_timeout (1 ms here) stop the facets statement."""
+    client = await make_client(kind, heavy_query_timeout_s=0.0005)
     batch = [decision(session_id=f"s-{i % 50}", agent_id=f"a-{i % 7}") for i in range(5000)]
-    posted = await client.post("/decisions", data=io.BytesIO(json.dumps(batch).encode()), headers=JSON)
-    assert posted.status == 200
+    batch += [decision(session_id=f"s-{i % 50}", agent_id=f"a-{i % 7}") for i in range(5000)]
+    for half in (batch[:5000], batch[5000:]):
+        posted = await client.post("/decisions", data=io.BytesIO(json.dumps(half).encode()), headers=JSON)
+        assert posted.status == 200
     await drain(client)
     started = time.monotonic()
     response = await client.get("/decisions/facets", params={"agent_id": "a-1"})

@@ -169,7 +169,8 @@ class PostgresStore:
         try:
             async with self.pool.acquire() as conn, conn.transaction(readonly=True):
                 # SET LOCAL takes no parameters; the value is a number of milliseconds we computed.
-                await conn.execute(f"SET LOCAL statement_timeout = {int(self.heavy_timeout_s * 1000)}")
+                # At least 1 ms: 0 would mean no limit at all.
+                await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.heavy_timeout_s * 1000))}")
                 return list(await conn.fetch(numbered(sql), *params))
         except asyncpg.QueryCanceledError:
             raise QueryTimeout(f"query exceeded the {self.heavy_timeout_s:g} s limit; narrow the filter") from None
