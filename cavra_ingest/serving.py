@@ -14,8 +14,9 @@ from aiohttp import web
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-# File descriptors kept for the store, logs and the listening socket beyond the connection cap.
-FD_RESERVE = 64
+# Connections asyncio accepts in one burst (the listen backlog): each takes a descriptor before it can be
+# refused, so the cap leaves room for a burst, for refusals still lingering, and for the store and logs.
+BACKLOG = 64
 LOG_EVERY_S = 10.0
 
 
@@ -50,19 +51,30 @@ class RateLimitedLog:
         self.last, self.suppressed = now, 0
 
 
-# How long a refused connection is kept for its client to read the 503 before the descriptor is freed.
+# How long a refused connection is kept for its client to read the 503 before the descriptor is freed,
+# and how many may linger at once (beyond that they are closed at once: descriptors come first).
 REFUSED_LINGER_S = 0.5
+MAX_LINGERING = 16
+FD_RESERVE = BACKLOG + MAX_LINGERING + 48
 
 
 class Refused(asyncio.Protocol):
     """A connection over the cap: told 503 at once, then closed; what it sends is discarded."""
 
+    def __init__(self, site: GuardedSite) -> None:
+        self.site = site
+        self.closer: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(REFUSED)
+        if self.site.lingering >= MAX_LINGERING:
+            transport.close()
+            return
         # Closing at once with unread request bytes would reset the connection before the 503 is read:
         # half-close, and free the descriptor when the client closes or after a short linger.
+        self.site.lingering += 1
         transport.write_eof()
         self.closer = asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
 
@@ -71,7 +83,9 @@ class Refused(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closer.cancel()
+        if self.closer is not None:
+            self.closer.cancel()
+            self.site.lingering -= 1
 
 
 def connection_cap(settings: Settings) -> int:
@@ -82,16 +96,50 @@ def connection_cap(settings: Settings) -> int:
     return max(1, min(settings.max_connections, soft - FD_RESERVE))
 
 
+class Counted(asyncio.Protocol):
+    """Forward a connection to aiohttp's handler, counting it from accept to close.
+
+    aiohttp's own list of connections fills in only when a connection is made, a loop step after the
+    factory ran, so a burst of accepts would all see room under the cap.
+    """
+
+    def __init__(self, inner: web.RequestHandler, site: GuardedSite) -> None:
+        self.inner = inner
+        self.site = site
+        site.open += 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> None:
+        self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.site.open -= 1
+        self.inner.connection_lost(exc)
+
+
 class GuardedSite(web.TCPSite):
     """A TCP site whose protocol factory enforces the connection cap and the header-read time limit."""
 
     def __init__(self, runner: web.AppRunner, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(runner, settings.host, settings.port, **kwargs)
+        super().__init__(runner, settings.host, settings.port, backlog=BACKLOG, **kwargs)
         self.cap = connection_cap(settings)
         self.header_timeout_s = settings.header_read_timeout_s
         self.over_cap = RateLimitedLog("connection cap of %d reached: new connections get 503")
         self.late = RateLimitedLog("closed %d connection(s) that sent no complete request headers in time")
         self.late_count = 0
+        self.lingering = 0
+        self.open = 0
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -103,13 +151,13 @@ class GuardedSite(web.TCPSite):
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         assert server is not None
-        if len(server.connections) >= self.cap:
+        if self.open >= self.cap:
             self.over_cap.warn(self.cap)
-            return Refused()
+            return Refused(self)
         handler = server()
         if self.header_timeout_s > 0:
             asyncio.get_running_loop().call_later(self.header_timeout_s, self._headers_due, handler)
-        return handler
+        return Counted(handler, self)
 
     def _headers_due(self, handler: web.RequestHandler) -> None:
         # aiohttp counts parsed requests per connection; none yet means the first headers never ended.
@@ -122,8 +170,22 @@ class GuardedSite(web.TCPSite):
         handler.force_close()
 
 
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log asyncio's "out of system resource" accept errors as one line per interval, not a traceback each."""
+    exhausted = RateLimitedLog("cannot accept connections: %s")
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            exhausted.warn(context.get("exception"))
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+
+
 async def serve(app: web.Application, settings: Settings, **runner_args: Any) -> None:
     """Run the app until cancelled (or a signal's GracefulExit), then clean up as web.run_app does."""
+    quiet_accept_errors(asyncio.get_running_loop())
     runner = web.AppRunner(app, handle_signals=True, **runner_args)
     await runner.setup()
     try:
