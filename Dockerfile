@@ -1,12 +1,15 @@
+# Pin by digest where a registry is reachable (docs/limits.md, "Supply chain"):
+#   FROM python:3.11-slim@sha256:<digest from `docker buildx imagetools inspect python:3.11-slim`>
 FROM python:3.11-slim
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY cavra_ingest ./cavra_ingest
 COPY workers ./workers
 COPY migrations ./migrations
+# Dependencies only from the lock, each checked against its hash; then the package itself without resolving.
 # A fixed non-root UID/GID, so a mounted volume's ownership is the same on every host.
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock && pip install --no-cache-dir --no-deps . \
     && groupadd --system --gid 10001 cavra \
     && useradd --system --uid 10001 --gid 10001 --home /data cavra \
     && mkdir -p /data && chown 10001:10001 /data

@@ -9,6 +9,7 @@ from aiohttp import web
 from . import auth, cors, evidence, export, facets, ingest, logs, openapi, probes, proofs, reads
 from .auditlog import AUDIT_KEY
 from .console import add_console_routes
+from .guards import BUDGET_KEY, HOSTS_KEY, BodyBudget, allowed_hosts, host_set, security_headers
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .metrics import METRICS_KEY, Metrics, metrics_view
 from .middleware import json_errors
@@ -40,10 +41,15 @@ def create_app(settings: Settings | None = None) -> web.Application:
     """Build the app for the given settings (from the environment by default)."""
     settings = settings or Settings.from_env()
     app = web.Application(
-        middlewares=[logs.observe, json_errors, auth.require_token], client_max_size=settings.max_body_bytes
+        # Host check before auth: a request for another host is refused before its token is looked at.
+        middlewares=[logs.observe, json_errors, allowed_hosts, auth.require_token],
+        client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = Metrics.create(app)
+    app[HOSTS_KEY] = host_set(settings)
+    app[BUDGET_KEY] = BodyBudget(settings.max_inflight_body_bytes)
+    app.on_response_prepare.append(security_headers)
     # Before the runtime, so its closing line comes after the writer drained and the store closed.
     app.cleanup_ctx.append(logs.lifecycle)
     app.cleanup_ctx.append(runtime_context)

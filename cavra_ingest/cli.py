@@ -11,9 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
-
-from . import __version__, logs
+from . import __version__, logs, serving
 from .migrate import MigrationError
 from .settings import Settings, SettingsError, unknown_variables
 
@@ -208,15 +206,14 @@ def serve(settings: Settings) -> int:
         print(f"cavra-ingest: {problem}", file=sys.stderr)
         return USAGE
     try:
-        web.run_app(
+        # Like web.run_app, plus a connection cap and a header-read time limit (serving.py).
+        serving.run(
             create_app(settings),
-            host=settings.host,
-            port=settings.port,
+            settings,
+            event_loop(settings),
             # The writer's drain deadline starts with shutdown; the margin lets its 503s reach their clients.
             shutdown_timeout=settings.drain_deadline_s + SHUTDOWN_MARGIN_S,
             access_log=None,
-            print=None,
-            loop=event_loop(settings),
         )
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):

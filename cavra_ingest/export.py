@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from .guards import cancel_on_disconnect
 from .keys import STORE_KEY
 from .models import DecisionRecord
 from .reads import DECISION_FILTERS, parse_query, stored_values
@@ -29,13 +30,22 @@ def ndjson_chunk(payloads: list[bytes]) -> bytes:
     return b"".join(payload + b"\n" for payload in payloads)
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize(text: str) -> str:
+    """Prefix a would-be formula with a quote, as OWASP recommends, so spreadsheets show it as text."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        return neutralize(value)
     # Lists and objects (evidence_refs, context, labels) as compact JSON in one cell.
-    return msgspec.json.encode(value).decode()
+    return neutralize(msgspec.json.encode(value).decode())
 
 
 def csv_rows(payloads: list[bytes]) -> list[list[str]]:
@@ -85,10 +95,12 @@ async def stream(
     return response
 
 
+@cancel_on_disconnect
 async def decisions_ndjson(request: web.Request) -> web.StreamResponse:
     return await stream(request, "application/x-ndjson", "decisions.ndjson", b"", ndjson_chunk)
 
 
+@cancel_on_disconnect
 async def decisions_csv(request: web.Request) -> web.StreamResponse:
     return await stream(
         request,

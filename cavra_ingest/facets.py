@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .guards import cancel_on_disconnect
 from .keys import STORE_KEY
 from .middleware import json_reply
 from .reads import DECISION_FILTERS, integer, parse_query, stored_values
@@ -12,6 +13,7 @@ from .replies import FacetCount, Facets
 DEFAULT_TOP, MAX_TOP = 10, 100
 
 
+@cancel_on_disconnect
 async def decision_facets(request: web.Request) -> web.Response:
     """Return the top values of each facet field with their counts, and the total."""
     held = await stored_values(request, "decisions", DECISION_FILTERS)

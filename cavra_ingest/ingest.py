@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
 
 from .auth import charge, principal_of, stamp, stamp_session
 from .errors import ApiError
+from .guards import BUDGET_KEY, check_disk
 from .keys import SETTINGS_KEY, SINK_KEY
 from .metrics import METRICS_KEY
 from .middleware import json_reply
 from .models import Accepted
 from .replies import batch_reply, decision_reply
 from .store import WriteItem
-from .validate import check_decisions, check_session
+from .validate import TimeWindow, check_decisions, check_session
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
@@ -43,6 +45,15 @@ async def read_body(request: web.Request, *, allow_ndjson: bool) -> bytes:
     return body
 
 
+def guard_write(request: web.Request) -> AbstractAsyncContextManager[None]:
+    """Refuse a write below the disk floor, then reserve its body's bytes (503 unread when over budget)."""
+    settings = request.app[SETTINGS_KEY]
+    check_disk(settings, settings.store_path)
+    # A chunked body may grow to the limit: reserve the limit.
+    size = request.content_length if request.content_length is not None else settings.max_body_bytes
+    return request.app[BUDGET_KEY].reserve(min(size, settings.max_body_bytes), settings.retry_after_s)
+
+
 async def post_decisions(request: web.Request) -> web.Response:
     """Validate, commit and report decisions; a 2xx means every accepted one is committed."""
     settings = request.app[SETTINGS_KEY]
@@ -51,20 +62,23 @@ async def post_decisions(request: web.Request) -> web.Response:
     # Shed before reading and decoding the body: under a burst that is most of the cost.
     charge(request, 0)
     sink.admit(1)
-    body = await read_body(request, allow_ndjson=True)
 
     def admit(records: int) -> None:
         # The token's own rate first: one tenant's flood is refused before it can fill the shared queue.
         charge(request, records)
         sink.admit(records)
 
-    checked, batch = check_decisions(
-        body,
-        ndjson=request.content_type in NDJSON_TYPES,
-        request_max_records=settings.request_max_records,
-        record_max_bytes=settings.max_record_bytes,
-        admit=admit,
-    )
+    async with guard_write(request):
+        body = await read_body(request, allow_ndjson=True)
+        checked, batch = check_decisions(
+            body,
+            ndjson=request.content_type in NDJSON_TYPES,
+            request_max_records=settings.request_max_records,
+            record_max_bytes=settings.max_record_bytes,
+            admit=admit,
+            window=TimeWindow(settings.max_future_skew_s, settings.max_past_age_s),
+        )
+        del body
     checked = [stamp(principal, item) if isinstance(item, Accepted) else item for item in checked]
     accepted: list[WriteItem] = [item for item in checked if isinstance(item, Accepted)]
     results = await sink.commit(accepted) if accepted else []
@@ -83,8 +97,20 @@ async def post_sessions(request: web.Request) -> web.Response:
     sink = request.app[SINK_KEY]
     charge(request, 1)
     sink.admit(1)
-    update = stamp_session(principal_of(request), check_session(await read_body(request, allow_ndjson=False)))
+    async with guard_write(request):
+        update = stamp_session(principal_of(request), check_session(await read_body(request, allow_ndjson=False)))
+    update.changed_by = changed_by(request)
     results = await sink.commit([update])
     if results[0].status == "forbidden":
         raise ApiError(403, results[0].body.decode())
+    if results[0].status == "conflict":
+        raise ApiError(409, results[0].body.decode(), field="$.state")
     return json_reply(results[0].body)
+
+
+def changed_by(request: web.Request) -> str:
+    """Name who asked for a session change: the token (by name or id, never its secret), else the peer."""
+    principal = principal_of(request)
+    if principal.token_id is not None:
+        return f"token:{principal.name or principal.token_id}"
+    return f"peer:{request.remote or 'unknown'}"

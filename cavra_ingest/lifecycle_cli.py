@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .progress import Progress
-from .settings import Settings, variable_names
+from .settings import Settings, redact_url, variable_names
 
 # Field names that hold a secret whole; URLs elsewhere are redacted by pattern.
 SECRET_FIELD = re.compile(r"token|secret|password|key", re.IGNORECASE)
-URL_PASSWORD = re.compile(r"(//[^:/@?#]*):[^@/?#]*@")
-QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd|pass|secret|token)=)[^&#]*", re.IGNORECASE)
 FAILED, USAGE = 1, 2
 
 
@@ -24,8 +22,7 @@ def redact(name: str, value: Any) -> str:
     """Show a setting's value without a password or token in it."""
     if value is not None and value != "" and SECRET_FIELD.search(name):
         return "***"
-    text = "" if value is None else str(value)
-    return QUERY_PASSWORD.sub(r"\1***", URL_PASSWORD.sub(r"\1:***@", text))
+    return redact_url("" if value is None else str(value))
 
 
 def print_config(settings: Settings) -> None:

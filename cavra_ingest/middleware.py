@@ -12,6 +12,7 @@ from .errors import ApiError, error_body
 from .keys import SETTINGS_KEY
 from .models import ENCODER
 from .sink import Unavailable
+from .store.base import QueryTimeout
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return json_reply(exc.body(), exc.status, exc.headers or None)
+    except QueryTimeout as exc:
+        retry_after = str(request.app[SETTINGS_KEY].retry_after_s)
+        return json_reply(error_body(503, str(exc)), 503, {"Retry-After": retry_after})
     except Unavailable as exc:
         # Always retryable: nothing of the request was written.
         retry_after = str(request.app[SETTINGS_KEY].retry_after_s)

@@ -8,6 +8,7 @@ whose column `t` already has; everything else in a file is plain, idempotent SQL
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -77,10 +78,19 @@ def needed(conn: sqlite3.Connection, statement: str) -> bool:
     return match is None or not has_column(conn, match.group(1), match.group(2))
 
 
+def create_private(path: Path) -> None:
+    """Create a missing database file readable by its owner only; SQLite gives its -wal and -shm the same."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def apply_migrations(path: Path | str, directory: Path | None = None) -> list[str]:
     """Apply pending migrations to a SQLite file; return the ids applied now."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     applied_now: list[str] = []
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     try:

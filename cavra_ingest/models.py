@@ -132,6 +132,17 @@ class DecisionRecord(Struct, omit_defaults=True):
     context: JsonObject | None = None
     metadata: JsonObject | None = None
     labels: JsonObject | None = None
+    # Server clock when the record was received: unlike `timestamp`, no client can set it.
+    received_at: str | None = None
+
+
+class StateChange(Struct):
+    """One change of a session's state: who asked, when, from what, to what."""
+
+    at: str
+    by: str
+    from_state: str = msgspec.field(name="from")
+    to_state: str = msgspec.field(name="to")
 
 
 class SessionRecord(Struct):
@@ -155,6 +166,8 @@ class SessionRecord(Struct):
     # The (updated_at, decision_id) pair of the latest decision decides which record wins ties.
     last_decision_id: str | None = None
     metadata: JsonObject | None = None
+    # Every state change, oldest first (docs/limits.md, "Session lifecycle").
+    state_history: list[StateChange] | None = None
 
 
 class SessionIn(Struct, forbid_unknown_fields=True):
@@ -177,6 +190,8 @@ class SessionIn(Struct, forbid_unknown_fields=True):
     started_at: str | None = None
     updated_at: str | None = None
     evidence_refs: list[str] | None = None
+    # Set by the server from the request (peer, later the token's principal); a client's value is replaced.
+    changed_by: str | None = None
 
 
 class Accepted(Struct):
@@ -283,6 +298,7 @@ def normalize(item: DecisionIn, ignored: list[str]) -> Accepted:
         context=item.context,
         metadata=item.metadata,
         labels=item.labels,
+        received_at=now_text(),
     )
     for name in INTENT_FIELDS:
         value = getattr(item, name)
@@ -291,8 +307,11 @@ def normalize(item: DecisionIn, ignored: list[str]) -> Accepted:
     return Accepted(record, ENCODER.encode(record), tuple(generated), ignored)
 
 
+# Filled by the server on every record: never part of what a replay is compared on.
+ALWAYS_SERVER_FIELDS = ("received_at",)
+
+
 def comparable(payload: dict[str, Any], generated: tuple[str, ...]) -> dict[str, Any]:
     """Drop server-filled fields so a replay is compared on what the client sent."""
-    if not generated:
-        return payload
-    return {key: value for key, value in payload.items() if key not in generated}
+    dropped = (*generated, *ALWAYS_SERVER_FIELDS)
+    return {key: value for key, value in payload.items() if key not in dropped}

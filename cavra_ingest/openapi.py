@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
@@ -72,7 +75,7 @@ ERRORS = {
     400: "malformed request (JSON, UTF-8, query parameter); `parameter` or `field` names it",
     404: "no such record",
     408: "the body did not arrive within the read timeout",
-    409: "the decision_id is stored with different content",
+    409: "the decision_id is stored with different content, or the session lifecycle refuses that state change",
     413: "body or batch over its limit",
     415: "Content-Type is not JSON (or NDJSON where accepted)",
     422: "a record failed validation; `field` is its JSON path",
@@ -149,7 +152,8 @@ DECISIONS_BODY = {
         "application/x-ndjson": {"schema": {"type": "array", "items": ref("DecisionIn")}},
     },
 }
-LISTING_ERRORS = errors(400)
+# 503: a count, facet or export chunk hit its statement time limit or found no heavy reader free.
+LISTING_ERRORS = errors(400, 503)
 
 # Every route the service registers, by (method, path); tests check the router and this table agree both ways.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -194,7 +198,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
     ("POST", "/sessions"): op(
         "Set a session's state and descriptive fields (counts always come from its decisions)",
-        {"200": json_body(ref("SessionRecord"), "the summary"), **errors(400, 408, 413, 415, 422, 503)},
+        {"200": json_body(ref("SessionRecord"), "the summary"), **errors(400, 408, 409, 413, 415, 422, 503)},
         requestBody={"required": True, "content": {JSON: {"schema": ref("SessionIn")}}},
     ),
     ("GET", "/sessions"): op(
@@ -355,7 +359,25 @@ async def spec(request: web.Request) -> web.Response:
     return web.Response(body=msgspec.json.encode(build(request.app)), content_type=JSON)
 
 
+@cache
+def docs_page() -> tuple[bytes, str]:
+    """Return the docs page and a CSP that allows exactly its inline script and style (by hash) and nothing else."""
+    page = resources.files(__package__).joinpath("docs.html").read_bytes()
+    hashes = {}
+    for tag in ("script", "style"):
+        inline = re.search(rb"<%s>(.*?)</%s>" % (tag.encode(), tag.encode()), page, re.DOTALL)
+        assert inline is not None, f"docs.html has no inline {tag}"
+        hashes[tag] = "'sha256-" + base64.b64encode(hashlib.sha256(inline.group(1)).digest()).decode() + "'"
+    policy = (
+        f"default-src 'none'; script-src {hashes['script']}; style-src {hashes['style']}; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return page, policy
+
+
 async def docs(request: web.Request) -> web.Response:
     """Serve the self-contained docs page that renders /openapi.json."""
-    page = resources.files(__package__).joinpath("docs.html").read_bytes()
-    return web.Response(body=page, content_type="text/html", charset="utf-8")
+    page, policy = docs_page()
+    return web.Response(
+        body=page, content_type="text/html", charset="utf-8", headers={"Content-Security-Policy": policy}
+    )

@@ -10,7 +10,7 @@ import msgspec
 
 from .models import ENCODER, Accepted, SessionIn, SessionRecord, comparable, new_id, now_text
 from .store.base import WriteItem, WriteResult
-from .summary import add_decisions, apply_update, empty_session
+from .summary import add_decisions, apply_update, empty_session, refused_transition
 
 
 @dataclass
@@ -114,7 +114,11 @@ def plan_batch(
             session = session_for(item.session_id)
             if pending:
                 add_decisions(session, [p.record for p in pending])
-            apply_update(session, item)
+            refusal = refused_transition(session, item)
+            if refusal is not None:
+                plan.results.append(WriteResult("conflict", refusal.encode()))
+                continue
+            apply_update(session, item, now)
             plan.results.append(WriteResult("updated", ENCODER.encode(session)))
             continue
         if "decision_id" in item.generated and item.record.decision_id in seen:

@@ -16,6 +16,7 @@ from aiohttp import web
 from .auth import scope_query, visible_payload
 from .cors import ORIGINS_KEY
 from .errors import ApiError
+from .guards import cancel_on_disconnect
 from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_reply
 from .models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
@@ -85,6 +86,9 @@ def decode_cursor(token: str, query: ListQuery, scope: str) -> tuple[str, str]:
         raise bad_query("cursor", "cursor is not one this service issued") from None
     if fingerprint != _fingerprint(query, scope) or not isinstance(time_key, str) or not isinstance(id_key, str):
         raise bad_query("cursor", "cursor was issued for other filters or another order")
+    if "\x00" in time_key or "\x00" in id_key:
+        # No stored key holds NUL, and PostgreSQL cannot even bind it: a forged cursor.
+        raise bad_query("cursor", "cursor is not one this service issued")
     return time_key, id_key
 
 
@@ -179,6 +183,7 @@ def next_cursor(page: Page, query: ListQuery, scope: str) -> str | None:
     return None
 
 
+@cancel_on_disconnect
 async def list_decisions(request: web.Request) -> web.Response:
     held = await stored_values(request, "decisions", DECISION_FILTERS)
     query = parse_query(request, DECISION_FILTERS, scope="decisions", held=held)
@@ -187,6 +192,7 @@ async def list_decisions(request: web.Request) -> web.Response:
     return json_reply(DecisionPage(stored(page.items), page.total, query.limit, query.offset, cursor))
 
 
+@cancel_on_disconnect
 async def list_sessions(request: web.Request) -> web.Response:
     held = await stored_values(request, "sessions", SESSION_FILTERS)
     query = parse_query(request, SESSION_FILTERS, scope="sessions", extra=("min_blocked",), held=held)

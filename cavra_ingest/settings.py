@@ -37,7 +37,19 @@ SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Fields that may be 0; every other number must be positive.
-MAY_BE_ZERO = frozenset({"port", "batch_max_wait_ms", "sqlite_busy_timeout_ms", "retry_after_s"})
+# Zero means "none" or "off" for these; every other number must be positive.
+MAY_BE_ZERO = frozenset(
+    {
+        "port",
+        "batch_max_wait_ms",
+        "sqlite_busy_timeout_ms",
+        "retry_after_s",
+        "auth_cache_s",
+        "min_free_disk_bytes",
+        "max_future_skew_s",
+        "max_past_age_s",
+    }
+)
 
 
 class SettingsError(ValueError):
@@ -101,6 +113,25 @@ class Settings:
     audit_log_origin: str = "cavra-ingest/audit-log"
     checkpoint_interval_s: float = 0.5
 
+    # Abuse limits (docs/limits.md): each has its test.
+    # Bytes of request bodies being read and decoded at once, over all requests; beyond it 503 before reading.
+    max_inflight_body_bytes: int = 64 * 1024 * 1024
+    # Heavy reads (exports, facets, counts) run on their own connections, this many at a time, each
+    # statement stopped after `heavy_query_timeout_s`; point reads and pages keep the other readers.
+    heavy_readers: int = 2
+    heavy_query_timeout_s: float = 30.0
+    # Open connections the server keeps (lowered below the process's file-descriptor limit), and how long
+    # a new connection may take to send its request headers.
+    max_connections: int = 512
+    header_read_timeout_s: float = 10.0
+    # Writes are refused with 503 while the store's file system has less free space than this.
+    min_free_disk_bytes: int = 256 * 1024 * 1024
+    # Client timestamps further than this in the future are a 422; older than `max_past_age_s` too (0: off).
+    max_future_skew_s: float = 300.0
+    max_past_age_s: float = 0.0
+    # Comma-separated Host header values to accept (DNS rebinding); empty accepts any.
+    allowed_hosts: str = ""
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""
@@ -121,7 +152,7 @@ class Settings:
     def store_label(self) -> str:
         """Say where the data lives, without a database password."""
         if self.store_kind == "postgres":
-            return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.activity_db or "")
+            return redact_url(self.activity_db or "")
         return str(self.store_path)
 
     @classmethod
@@ -214,3 +245,15 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         hint = f"; did you mean {close[0]}?" if close else ""
         found.append(f"{variable} is not a cavra-ingest setting and is ignored{hint}")
     return found
+
+
+# Query parameters libpq and asyncpg accept that carry a secret.
+_SECRET_PARAMS = re.compile(
+    r"([?&](?:password|passwd|pwd|pass|passfile|sslpassword|sslkey|secret|token)=)[^&#]*", re.IGNORECASE
+)
+
+
+def redact_url(url: str) -> str:
+    """Hide every credential form in a database URL: `user:secret@`, `?password=`, `?sslpassword=`."""
+    url = re.sub(r"//([^/@?#:]*):[^/@?#]*@", r"//\1:***@", url)
+    return _SECRET_PARAMS.sub(r"\1***", url)

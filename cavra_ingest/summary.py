@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .models import SESSION_SCHEMA, DecisionRecord, SessionIn, SessionRecord
+from .models import SESSION_SCHEMA, DecisionRecord, SessionIn, SessionRecord, StateChange
+
+# The session lifecycle: which state may follow which. Staying in the same state is always allowed (a
+# retried request); `completed` and `failed` only move on to `archived`, and `archived` is final.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "active": frozenset({"completed", "failed", "archived"}),
+    "completed": frozenset({"archived"}),
+    "failed": frozenset({"archived"}),
+    "archived": frozenset(),
+}
+DESCRIPTIVE_FIELDS = ("agent_id", "actor", "repository", "policy_pack", "tenant_id", "workspace_id")
 
 
 def empty_session(session_id: str, now: str) -> SessionRecord:
@@ -59,14 +69,30 @@ def add_decisions(session: SessionRecord, decisions: Iterable[DecisionRecord]) -
         session.evidence_refs = sorted(new_refs.union(session.evidence_refs))
 
 
-def apply_update(session: SessionRecord, update: SessionIn) -> None:
-    """Apply a client's state and descriptive fields; counts stay the store's."""
-    if update.state is not None:
+def refused_transition(session: SessionRecord, update: SessionIn) -> str | None:
+    """Say why the update's state may not follow the session's, or None when it may."""
+    if update.state is None or update.state == session.state:
+        return None
+    if update.state in TRANSITIONS.get(session.state, frozenset()):
+        return None
+    allowed = ", ".join(sorted(TRANSITIONS.get(session.state, ()))) or "none"
+    return (
+        f"session state may not change from {session.state} to {update.state} (allowed from {session.state}: {allowed})"
+    )
+
+
+def apply_update(session: SessionRecord, update: SessionIn, now: str) -> None:
+    """Apply an allowed state change (recorded) and metadata; descriptive fields come from decisions once
+    there are any, so a session cannot be moved out of the repository its decisions name."""
+    if update.state is not None and update.state != session.state:
+        change = StateChange(at=now, by=update.changed_by or "unknown", from_state=session.state, to_state=update.state)
+        session.state_history = [*(session.state_history or []), change]
         session.state = update.state
-    for name in ("agent_id", "actor", "repository", "policy_pack", "tenant_id", "workspace_id"):
-        value = getattr(update, name)
-        if value:
-            setattr(session, name, value)
+    if session.decision_count == 0:
+        for name in DESCRIPTIVE_FIELDS:
+            value = getattr(update, name)
+            if value:
+                setattr(session, name, value)
     if update.metadata is not None:
         session.metadata = update.metadata
 

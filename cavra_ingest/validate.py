@@ -6,7 +6,11 @@ records that passed, so a batch can store its valid records and report the other
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -23,16 +27,54 @@ RawRecord = bytes | msgspec.Raw
 Checked = Accepted | Problem
 
 
-def split_records(body: bytes, ndjson: bool) -> tuple[list[RawRecord], bool]:
-    """Return the raw records and whether the body was a batch."""
+_LINE = re.compile(rb"[^\n]*\S[^\n]*")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """How far a client timestamp may lie ahead of the server clock, and how far behind (0: no bound)."""
+
+    future_s: float = 300.0
+    past_s: float = 0.0
+
+
+@functools.lru_cache(maxsize=4)
+def bounded_array(limit: int) -> msgspec.json.Decoder[Any]:
+    """Decode at most `limit + 1` top-level elements: array_like Structs skip extra trailing elements
+    without building them, so an 8 MiB array of numbers costs no more memory than `limit` records."""
+    fields = [(f"r{index}", msgspec.Raw, msgspec.Raw()) for index in range(limit + 1)]
+    return msgspec.json.Decoder(msgspec.defstruct("Batch", fields, array_like=True))
+
+
+def too_many(limit: int) -> ApiError:
+    return ApiError(413, f"batch holds more than {limit} records; at most {limit}")
+
+
+def split_records(body: bytes, ndjson: bool, limit: int = 1 << 62) -> tuple[list[RawRecord], bool]:
+    """Return the raw records and whether the body was a batch; stop at `limit + 1` records (413)."""
     if ndjson:
-        return [line for line in body.split(b"\n") if line.strip()], True
+        if body.count(b"\n") < limit:
+            return [line for line in body.split(b"\n") if line.strip()], True
+        lines: list[RawRecord] = []
+        for match in _LINE.finditer(body):
+            lines.append(match.group())
+            if len(lines) > limit:
+                raise too_many(limit)
+        return lines, True
     if body.lstrip()[:1] != b"[":
         return [body], False
     try:
-        return list(ARRAY_DECODER.decode(body)), True
+        if body.count(b",") < limit:
+            return list(ARRAY_DECODER.decode(body)), True
+        decoded = msgspec.structs.astuple(bounded_array(limit).decode(body))
     except (msgspec.DecodeError, RecursionError) as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from None
+    except msgspec.ValidationError as exc:  # only the trailing JSON check can fail here
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+    if len(decoded[limit]):
+        raise too_many(limit)
+    # Given elements are never empty (even `null` is 4 bytes); the defaults after them are.
+    return [raw for raw in decoded if len(raw)], True
 
 
 def nul_path(value: Any) -> str | None:
@@ -77,7 +119,28 @@ def decode_failure(exc: Exception) -> Problem:
     return Problem(400, f"malformed JSON: {exc}")
 
 
-def validate(raw: RawRecord, max_bytes: int, check_nul: bool = False) -> Checked:
+def check_time(item: Any, window: TimeWindow, now: datetime) -> Problem | None:
+    """Refuse a client timestamp too far in the future (or, when bounded, in the past)."""
+    moment = item.timestamp
+    if moment is None:
+        return None
+    if window.future_s > 0 and moment > now + timedelta(seconds=window.future_s):
+        return Problem(
+            422,
+            f"$.timestamp: more than {window.future_s:g} s in the future of the server clock "
+            "(rule: CAVRA_MAX_FUTURE_SKEW_S)",
+            "$.timestamp",
+        )
+    if window.past_s > 0 and moment < now - timedelta(seconds=window.past_s):
+        return Problem(
+            422,
+            f"$.timestamp: older than the {window.past_s:g} s horizon (rule: CAVRA_MAX_PAST_AGE_S)",
+            "$.timestamp",
+        )
+    return None
+
+
+def validate(raw: RawRecord, max_bytes: int, check_nul: bool = False, window: TimeWindow | None = None) -> Checked:
     """Decode and normalise one record, or return its problem."""
     if len(raw) > max_bytes:
         return Problem(422, f"record exceeds {max_bytes} bytes", "$")
@@ -88,6 +151,8 @@ def validate(raw: RawRecord, max_bytes: int, check_nul: bool = False) -> Checked
     if check_nul and (refused := reject_nul(item)) is not None:
         return refused
     try:
+        if window is not None and (late := check_time(item, window, datetime.now(UTC))) is not None:
+            return late
         return normalize(item, ignored)
     except OverflowError:
         # A date-time at the very edge of year 1 or 9999 whose offset takes it out of range in UTC.
@@ -101,9 +166,10 @@ def check_decisions(
     request_max_records: int,
     record_max_bytes: int,
     admit: Callable[[int], None],
+    window: TimeWindow | None = None,
 ) -> tuple[list[Checked], bool]:
     """Split and validate a body of decisions; `admit` may refuse the count before any record is decoded."""
-    raws, batch = split_records(body, ndjson)
+    raws, batch = split_records(body, ndjson, request_max_records)
     if len(raws) > request_max_records:
         raise ApiError(413, f"batch holds {len(raws)} records; at most {request_max_records}")
     if not raws:
@@ -111,7 +177,7 @@ def check_decisions(
     # Refused before validation when the writer cannot take them: decoding would be wasted.
     admit(len(raws))
     check_nul = NUL_ESCAPE in body  # only then is the per-record walk needed
-    return [validate(raw, record_max_bytes, check_nul) for raw in raws], batch
+    return [validate(raw, record_max_bytes, check_nul, window) for raw in raws], batch
 
 
 def check_session(body: bytes) -> SessionIn:

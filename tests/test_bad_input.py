@@ -98,6 +98,21 @@ CASES: list[tuple[str, bytes, str | None, int, str, str | None]] = [
     ("before year 1 in UTC", body(timestamp="0001-01-01T00:00:00+01:00"), JSON, 422, "validation_error", "$.timestamp"),
     ("after 9999 in UTC", body(timestamp="9999-12-31T23:59:59-01:00"), JSON, 422, "validation_error", "$.timestamp"),
     ("timestamp as number", body(timestamp=1767225600), JSON, 422, "validation_error", "$.timestamp"),
+    # Issue 18: a record dated 9999 would sit first in every newest-first list.
+    ("year 9999", body(timestamp="9999-12-31T00:00:00+00:00"), JSON, 422, "validation_error", "$.timestamp"),
+    ("a year ahead", body(timestamp="2099-01-01T00:00:00+00:00"), JSON, 422, "validation_error", "$.timestamp"),
+    ("array of numbers over the limit", b"[" + b"1," * 50_000 + b"1]", JSON, 413, "payload_too_large", None),
+    ("NDJSON lines over the limit", b"{}\n" * 50_000, NDJSON, 413, "payload_too_large", None),
+    (
+        "NUL at the bottom of a deep context",
+        json.dumps(decision(context={"a": 0}))
+        .replace('"a": 0', '"a": ' + "[" * 500 + '"\\u0000"' + "]" * 500)
+        .encode(),
+        JSON,
+        422,
+        "validation_error",
+        "$.context.a" + "[0]" * 500,
+    ),
     (
         "wrong schema version",
         body(schema_version="cavra.decision.v9"),
@@ -332,3 +347,17 @@ async def test_unknown_routes_and_methods_keep_the_error_shape(client: TestClien
         response = await client.request(method, path)
         assert response.status == status
         assert (await response.json())["status"] == status
+
+
+async def test_a_forged_cursor_holding_nul_is_a_400(any_client: TestClient) -> None:
+    """Issue 18: asyncpg cannot bind NUL (it was a 500 on PostgreSQL); every store answers 400."""
+    import base64
+
+    from cavra_ingest.reads import _fingerprint
+    from cavra_ingest.store import ListQuery
+
+    forged = json.dumps({"k": ["2026-01-01T00:00:00+00:00", "\u0000"], "f": _fingerprint(ListQuery(), "decisions")})
+    token = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
+    response = await any_client.get("/decisions", params={"cursor": token})
+    assert response.status == 400 and (await response.json())["parameter"] == "cursor"
+    await assert_alive(any_client)

@@ -678,3 +678,29 @@ def test_fits_laptop_and_wide_screens(page: Page, server: LiveServer, width: int
     page.goto(server.url("/console?view=sessions"))
     expect(rows(page)).to_have_count(3)
     assert wrap.evaluate("w => w.scrollWidth <= w.clientWidth"), "sessions table needs a horizontal scrollbar"
+
+
+def test_bidi_and_invisible_characters_are_shown_and_state_changes_listed(page: Page, own_server: LiveServer) -> None:
+    """`rm -rf /\u202e;gnp.exe` must not render as `rm -rf /exe.png;`; look-alike ids are marked (issue 18)."""
+    now = datetime.now(UTC).isoformat()
+    tricky = {"decision": "block", "decision_id": "dec-bidi", "session_id": "sess-\u200bdelta", "timestamp": now}
+    own_server.post("/decisions", [tricky | {"target": "rm -rf /\u202e;gnp.exe", "repository": "acme/bidi"}])
+    own_server.post("/sessions", {"session_id": "sess-\u200bdelta", "state": "completed"})
+    page.goto(own_server.url("/console?repository=acme/bidi"))
+    expect_ids(page, ["dec-bidi"])
+    target = rows(page).first.locator(".col-target .clip")
+    expect(target).to_have_text("rm -rf /⟦U+202E⟧;gnp.exe")
+    expect(target).to_have_class(re.compile(r"\bdeceptive\b"))
+    session = rows(page).first.get_by_role("link", name=re.compile("sess-"))
+    expect(session).to_have_text("sess-⟦U+200B⟧delta")
+    expect(session).to_have_class(re.compile(r"\bdeceptive\b"))
+    page.goto(own_server.url("/console?view=session&id=sess-%E2%80%8Bdelta"))
+    history = page.locator("#session-summary .state-history li")
+    expect(history).to_have_count(1)
+    expect(history.first).to_contain_text(re.compile(r"Active → .?Completed by peer:127\.0\.0\.1"))
+
+
+def test_docs_page_runs_under_its_content_security_policy(page: Page, server: LiveServer) -> None:
+    """/docs has an inline script and style, allowed by hash only; a CSP violation fails the page fixture."""
+    page.goto(server.url("/docs"))
+    expect(page.locator("#description")).not_to_have_text(re.compile("Loading|Could not"))

@@ -310,7 +310,8 @@ def small_fs(tmp_path: Path) -> Any:
 
 async def test_full_disk_gets_503_then_recovers(small_fs: Path, spawn: Any) -> None:
     """The filesystem holding the database fills up: 503, and once space is freed the writer recovers."""
-    server = await spawn(small_fs / "activity.db")
+    # With no free-space floor, so the disk really fills (tests/test_limits.py tests the floor).
+    server = await spawn(small_fs / "activity.db", CAVRA_MIN_FREE_DISK_BYTES="0")
     ballast = small_fs / "ballast"
 
     def fill() -> None:

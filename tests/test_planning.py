@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from cavra_ingest.models import DecisionIn, SessionIn, normalize
+from cavra_ingest.models import Accepted, DecisionIn, SessionIn, normalize
 from cavra_ingest.planning import decision_ids, plan_batch, same_content, session_ids
 from cavra_ingest.summary import recount
 
@@ -27,10 +27,21 @@ def test_new_decisions_are_inserted_and_counted_once_per_session() -> None:
     assert plan.sessions["s2"].decision_count == 1
 
 
+def resent(item: Accepted) -> Accepted:
+    """The stored record sent again later: the server stamps a new `received_at` on it."""
+    fields = msgspec.json.decode(item.payload)
+    fields.pop("received_at")
+    again = normalize(msgspec.convert(fields, DecisionIn), [])
+    assert again.record.received_at is not None
+    again.record.received_at = again.record.received_at + "-later"
+    again.payload = msgspec.json.encode(again.record)
+    return again
+
+
 def test_a_replay_is_a_duplicate_and_other_content_a_conflict() -> None:
     first = accepted(decision_id="d-1", session_id="s1")
     stored = {"d-1": first.payload}
-    replay = normalize(msgspec.convert(msgspec.json.decode(first.payload), DecisionIn), [])
+    replay = resent(first)
     changed = accepted(decision_id="d-1", session_id="s1", decision="block")
     plan = plan_batch([replay, changed], stored, {})
     assert [r.status for r in plan.results] == ["duplicate", "conflict"]
@@ -40,7 +51,7 @@ def test_a_replay_is_a_duplicate_and_other_content_a_conflict() -> None:
 
 def test_the_same_id_twice_in_one_batch_is_stored_once() -> None:
     one = accepted(decision_id="d-2")
-    again = normalize(msgspec.convert(msgspec.json.decode(one.payload), DecisionIn), [])
+    again = resent(one)
     plan = plan_batch([one, again], {}, {})
     assert [r.status for r in plan.results] == ["created", "duplicate"]
     assert len(plan.inserts) == 1 and plan.sessions["sess-1"].decision_count == 1

@@ -52,13 +52,17 @@ async def test_state_is_set_by_post_and_kept_across_decisions(any_client):
     assert (session["state"], session["decision_count"]) == ("completed", 2)
 
 
-async def test_counts_never_come_from_the_client(any_client):
+async def test_counts_and_descriptive_fields_never_come_from_the_client(any_client):
+    """Once a session has decisions, its repository (and other descriptive fields) are theirs: a client
+    cannot move it out of the repository listing its decisions name."""
     await any_client.post("/decisions", json=decision(session_id="s-c", decision="block"))
     response = await any_client.post(
         "/sessions", json={"session_id": "s-c", "decision_count": 99, "blocked_count": 42, "repository": "r2"}
     )
     body = await response.json()
-    assert (body["decision_count"], body["blocked_count"], body["repository"]) == (1, 1, "r2")
+    assert (body["decision_count"], body["blocked_count"], body["repository"]) == (1, 1, "acme/api")
+    listed = await (await any_client.get("/sessions", params={"repository": "acme/api"})).json()
+    assert [s["session_id"] for s in listed["items"]] == ["s-c"]
 
 
 async def test_session_created_before_its_decisions(any_client):

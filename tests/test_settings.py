@@ -103,3 +103,11 @@ def test_config_prints_effective_settings_with_secrets_redacted() -> None:
     assert "CAVRA_ACTIVITY_DB=postgresql://app:***@db:5432/activity?sslmode=require&password=***" in lines
     assert redact("api_tokens", "abc") == "***" and redact("host", "127.0.0.1") == "127.0.0.1"
     assert redact("activity_db", "postgresql://db/x?password=p") == "postgresql://db/x?password=***"
+
+
+def test_limits_that_zero_turns_off_accept_zero_and_refuse_negatives() -> None:
+    off = {"CAVRA_MIN_FREE_DISK_BYTES": "0", "CAVRA_MAX_FUTURE_SKEW_S": "0", "CAVRA_AUTH_CACHE_S": "0"}
+    settings = Settings.from_env(off)
+    assert (settings.min_free_disk_bytes, settings.max_future_skew_s, settings.auth_cache_s) == (0, 0.0, 0.0)
+    with pytest.raises(SettingsError, match="CAVRA_MAX_FUTURE_SKEW_S: expected a non-negative number, got -1"):
+        Settings.from_env({"CAVRA_MAX_FUTURE_SKEW_S": "-1"})

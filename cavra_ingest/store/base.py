@@ -17,6 +17,10 @@ class StoreUnavailable(Exception):
     """A write failed for a reason that may clear (lock, full disk, read-only file)."""
 
 
+class QueryTimeout(Exception):
+    """A heavy read (export chunk, facets, count) hit its statement time limit or found no free slot in time."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What became of one write item; `body` is the stored record's JSON (or, rejected, why)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -16,6 +18,7 @@ from .base import (
     Facets,
     ListQuery,
     Page,
+    QueryTimeout,
     StoreUnavailable,
     WriteItem,
     WriteResult,
@@ -67,9 +70,22 @@ class PostgresStore:
 
     kind = "postgres"
 
-    def __init__(self, dsn: str, *, schema: str = "public", pool_size: int = 4, audit_log: bool = False) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_size: int = 4,
+        audit_log: bool = False,
+        heavy_readers: int = 2,
+        heavy_timeout_s: float = 30.0,
+    ) -> None:
         self.dsn = dsn
         self.audit_log = audit_log
+        # At most `heavy_readers` exports, facets or counts hold a pool connection at once, so point reads,
+        # pages and the writer always find one; each statement runs under `statement_timeout`.
+        self.heavy_timeout_s = heavy_timeout_s
+        self._heavy = asyncio.Semaphore(max(1, min(heavy_readers, pool_size - 2)))
         self.schema = schema_name(schema)
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -79,7 +95,13 @@ class PostgresStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
-        return cls(settings.activity_db or "", schema=settings.postgres_schema, audit_log=settings.audit_log)
+        return cls(
+            settings.activity_db or "",
+            schema=settings.postgres_schema,
+            audit_log=settings.audit_log,
+            heavy_readers=settings.heavy_readers,
+            heavy_timeout_s=settings.heavy_query_timeout_s,
+        )
 
     async def migrate(self) -> list[str]:
         """Create the schema if needed and apply pending migrations."""
@@ -147,14 +169,34 @@ class PostgresStore:
     async def get_session(self, session_id: str) -> bytes | None:
         return await self._one(SELECT_SESSION, session_id)
 
-    async def _list(self, listing: Listing, query: ListQuery) -> Page:
+    async def _heavy_fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Run a heavy read in its own slot and transaction, stopped by the server at the time limit."""
+        try:
+            async with asyncio.timeout(self.heavy_timeout_s):
+                await self._heavy.acquire()
+        except TimeoutError:
+            raise QueryTimeout(f"no heavy reader free within {self.heavy_timeout_s:g} s; retry later") from None
+        try:
+            async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+                # SET LOCAL takes no parameters; the value is a number of milliseconds we computed.
+                # At least 1 ms: 0 would mean no limit at all.
+                await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.heavy_timeout_s * 1000))}")
+                return list(await conn.fetch(numbered(sql), *params))
+        except asyncpg.QueryCanceledError:
+            raise QueryTimeout(f"query exceeded the {self.heavy_timeout_s:g} s limit; narrow the filter") from None
+        finally:
+            self._heavy.release()
+
+    async def _list(self, listing: Listing, query: ListQuery, heavy: bool = False) -> Page:
         sql, params = listing.select(query)
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(numbered(sql), *params)
-            total = None
-            if query.with_total:
-                count_sql, count_params = listing.count(query)
-                total = await conn.fetchval(numbered(count_sql), *count_params)
+        if heavy:
+            rows = await self._heavy_fetch(sql, params)
+        else:
+            rows = await self.pool.fetch(numbered(sql), *params)
+        total = None
+        if query.with_total:
+            count_sql, count_params = listing.count(query)
+            total = (await self._heavy_fetch(count_sql, count_params))[0][0]
         last_key = (rows[-1][0], rows[-1][1]) if rows else None
         return Page([row[2].encode() for row in rows], total, last_key)
 
@@ -166,13 +208,13 @@ class PostgresStore:
 
     async def facets(self, query: ListQuery, top: int) -> Facets:
         sql, params = DECISIONS.facets(query, FACET_FIELDS)
-        return facets_from_rows(await self.pool.fetch(numbered(sql), *params), top)
+        return facets_from_rows(await self._heavy_fetch(sql, params), top)
 
     async def holds(self, table: str, field: str, value: str) -> bool:
         return await self.pool.fetchval(numbered(holds_sql(table, field)), value) is not None
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
-        return keyset_chunks(self.list_decisions, query, chunk_size)
+        return keyset_chunks(lambda chunk: self._list(DECISIONS, chunk, heavy=True), query, chunk_size)
 
 
 def schema_name(text: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from ..models import ENCODER, SESSION_SCHEMA, Accepted, SessionRecord
+from ..models import ENCODER, SESSION_SCHEMA, Accepted, SessionRecord, StateChange
 from .base import DECISION_FILTERS, SESSION_FILTERS, ListQuery
 
 INSERT_DECISION = """
@@ -195,4 +195,13 @@ def session_from_row(row: Sequence[Any]) -> SessionRecord:
         evidence_refs=sorted({str(ref) for ref in refs}) if isinstance(refs, list) else [],
         last_decision_id=extra.get("last_decision_id"),
         metadata=extra.get("metadata") if isinstance(extra.get("metadata"), dict) else None,
+        state_history=state_history(extra.get("state_history")),
     )
+
+
+def state_history(value: Any) -> list[StateChange] | None:
+    """Read a stored state history; one this service did not write is dropped, not trusted."""
+    try:
+        return msgspec.convert(value, list[StateChange] | None)
+    except msgspec.ValidationError:
+        return None

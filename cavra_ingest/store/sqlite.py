@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from .base import (
     Facets,
     ListQuery,
     Page,
+    QueryTimeout,
     StoreUnavailable,
     WriteItem,
     WriteResult,
@@ -50,6 +52,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 READERS = 2
+# SQLite virtual-machine steps between two looks at a heavy statement's deadline (well under a millisecond).
+PROGRESS_STEPS = 10_000
+
+
+class Deadline:
+    """A heavy reader's statement time limit, checked by SQLite's progress handler on the reader's thread."""
+
+    def __init__(self) -> None:
+        self.until = float("inf")
+
+    def __call__(self) -> int:
+        # Non-zero makes SQLite abandon the statement with "interrupted".
+        return 1 if time.monotonic() > self.until else 0
+
 
 SELECT_STORED_DECISIONS = (
     "SELECT decision_id, payload FROM activity_decisions WHERE decision_id IN (SELECT value FROM json_each(?))"
@@ -145,11 +161,23 @@ class SqliteStore:
     kind = "sqlite"
 
     def __init__(
-        self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 2000, audit_log: bool = False
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 2000,
+        audit_log: bool = False,
+        heavy_readers: int = 2,
+        heavy_timeout_s: float = 30.0,
     ) -> None:
         self.path = path
         # Each created decision also becomes an audit-log leaf in its own transaction (auditlog.py).
         self.audit_log = audit_log
+        # Exports, facets and counts get connections of their own, so they can never take the ones point
+        # reads and pages use; each of their statements stops at `heavy_timeout_s`.
+        self.heavy_readers = max(1, heavy_readers)
+        self.heavy_timeout_s = heavy_timeout_s
+        self._heavy: asyncio.Queue[tuple[aiosqlite.Connection, Deadline]] = asyncio.Queue()
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         # A plain connection owned by one thread: a whole batch is one hop off the event loop, not one per
@@ -166,6 +194,8 @@ class SqliteStore:
             synchronous=settings.sqlite_synchronous,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             audit_log=settings.audit_log,
+            heavy_readers=settings.heavy_readers,
+            heavy_timeout_s=settings.heavy_query_timeout_s,
         )
 
     async def migrate(self) -> list[str]:
@@ -178,12 +208,19 @@ class SqliteStore:
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavra-sqlite-writer")
         self._writer = await self._on_writer(self._connect_writer)
         for _ in range(READERS):
-            reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await reader.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
-            await reader.execute("PRAGMA query_only=1")
-            await reader.execute("PRAGMA cache_size=-32768")
-            self._reader_list.append(reader)
-            self._readers.put_nowait(reader)
+            self._readers.put_nowait(await self._connect_reader())
+        for _ in range(self.heavy_readers):
+            reader, deadline = await self._connect_reader(), Deadline()
+            await reader.set_progress_handler(deadline, PROGRESS_STEPS)
+            self._heavy.put_nowait((reader, deadline))
+
+    async def _connect_reader(self) -> aiosqlite.Connection:
+        reader = await aiosqlite.connect(self.path, isolation_level=None)
+        await reader.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        await reader.execute("PRAGMA query_only=1")
+        await reader.execute("PRAGMA cache_size=-32768")
+        self._reader_list.append(reader)
+        return reader
 
     def _connect_writer(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -279,6 +316,30 @@ class SqliteStore:
         finally:
             self._readers.put_nowait(reader)
 
+    @asynccontextmanager
+    async def _heavy_reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Lend a heavy reader with its deadline set; a cancelled caller (client gone) interrupts its statement."""
+        try:
+            async with asyncio.timeout(self.heavy_timeout_s):
+                reader, deadline = await self._heavy.get()
+        except TimeoutError:
+            raise QueryTimeout(f"no heavy reader free within {self.heavy_timeout_s:g} s; retry later") from None
+        deadline.until = time.monotonic() + self.heavy_timeout_s
+        try:
+            yield reader
+        except asyncio.CancelledError:
+            # sqlite3_interrupt is safe from any thread; the next statement on this connection runs only
+            # after the interrupted one has ended (aiosqlite runs them in order), so it is not affected.
+            await asyncio.shield(reader.interrupt())
+            raise
+        except sqlite3.OperationalError as exc:
+            if "interrupt" in str(exc):
+                raise QueryTimeout(f"query exceeded the {self.heavy_timeout_s:g} s limit; narrow the filter") from None
+            raise
+        finally:
+            deadline.until = float("inf")
+            self._heavy.put_nowait((reader, deadline))
+
     async def _one(self, sql: str, params: tuple[Any, ...]) -> bytes | None:
         async with self._reader() as db:
             rows = list(await db.execute_fetchall(sql, params))
@@ -290,13 +351,15 @@ class SqliteStore:
     async def get_session(self, session_id: str) -> bytes | None:
         return await self._one(SELECT_SESSION, (session_id,))
 
-    async def _list(self, listing: Listing, query: ListQuery) -> Page:
+    async def _list(self, listing: Listing, query: ListQuery, heavy: bool = False) -> Page:
         sql, params = listing.select(query)
-        async with self._reader() as db:
+        async with self._heavy_reader() if heavy else self._reader() as db:
             rows = list(await db.execute_fetchall(sql, params))
-            total = None
-            if query.with_total:
-                count_sql, count_params = listing.count(query)
+        total = None
+        if query.with_total:
+            # A count may visit every match: it runs on a heavy reader, never holding a page's.
+            count_sql, count_params = listing.count(query)
+            async with self._heavy_reader() as db:
                 total = list(await db.execute_fetchall(count_sql, count_params))[0][0]
         last_key = (rows[-1][0], rows[-1][1]) if rows else None
         return Page([row[2].encode() for row in rows], total, last_key)
@@ -310,7 +373,7 @@ class SqliteStore:
     async def facets(self, query: ListQuery, top: int) -> Facets:
         """Count matches per facet field in one statement on one reader; keep the top values."""
         sql, params = DECISIONS.facets(query, FACET_FIELDS)
-        async with self._reader() as db:
+        async with self._heavy_reader() as db:
             rows = await db.execute_fetchall(sql, params)
         return facets_from_rows(rows, top)
 
@@ -320,5 +383,5 @@ class SqliteStore:
         return bool(rows)
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
-        """Page through matches by keyset, taking a reader per chunk so a slow client holds none."""
-        return keyset_chunks(self.list_decisions, query, chunk_size)
+        """Page through matches by keyset on the heavy readers, one per chunk so a slow client holds none."""
+        return keyset_chunks(lambda chunk: self._list(DECISIONS, chunk, heavy=True), query, chunk_size)

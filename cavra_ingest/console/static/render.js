@@ -31,18 +31,43 @@ export function ordered(kind, values) {
   return [...values].sort((a, b) => rank(a) - rank(b));
 }
 
+// Bidi overrides and isolates reorder what follows them ("rm -rf /\u202e;gnp.exe" shows as "rm -rf /exe.png;"),
+// and zero-width characters hide differences between ids: both are shown as visible code points.
+const INVISIBLE = /[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+
+export function visibleText(value) {
+  const text = String(value);
+  return text.replace(INVISIBLE, (ch) => `⟦U+${ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟧`);
+}
+
+// An id that looks like another but differs by invisible characters or Unicode normalization is marked.
+export function isDeceptive(value) {
+  const text = String(value);
+  INVISIBLE.lastIndex = 0;
+  return INVISIBLE.test(text) || text !== text.normalize("NFC");
+}
+
+function setText(node, value) {
+  node.textContent = visibleText(value);
+  if (isDeceptive(value)) {
+    node.classList.add("deceptive");
+    node.dataset.deceptive = "true";
+    if (!node.title) node.title = "Contains invisible, direction-changing or non-normalized characters (shown as ⟦U+…⟧)";
+  }
+}
+
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === null || value === undefined || value === false) continue;
     if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
+    else if (key === "text") setText(node, value);
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : String(value));
+    else node.setAttribute(key, value === true ? "" : key === "title" ? visibleText(value) : String(value));
   }
   for (const child of children.flat()) {
     if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : String(child));
+    node.append(child instanceof Node ? child : visibleText(child));
   }
   return node;
 }
@@ -85,7 +110,7 @@ export function timeEl(iso) {
 
 export function clip(text, cls = "clip") {
   const value = text === null || text === undefined || text === "" ? "—" : String(text);
-  return el("span", { class: cls, title: value, text: value });
+  return el("span", { class: cls, title: visibleText(value), text: value });
 }
 
 export function consoleHref(params) {
@@ -233,6 +258,12 @@ export function sessionSummary(session) {
     else if (name.endsWith("_at")) value = timeEl(session[name]);
     else value = fieldValue(name, session[name], { linkSession: false });
     rows.push(el("div", { class: `summary-item field-${name}` }, el("dt", { text: label }), el("dd", {}, value)));
+  }
+  // Every state change, as recorded by the server (who, when, from, to).
+  if (Array.isArray(session.state_history) && session.state_history.length) {
+    const changes = el("ol", { class: "state-history" }, session.state_history.map((change) =>
+      el("li", {}, timeEl(change.at), " ", badge("state", change.from), " → ", badge("state", change.to), " by ", el("span", { class: "mono", text: change.by }))));
+    rows.push(el("div", { class: "summary-item field-state_history" }, el("dt", { text: "State changes" }), el("dd", {}, changes)));
   }
   return rows;
 }
