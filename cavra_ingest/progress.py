@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 BAR_WIDTH = 30
 LINE_EVERY_S = 5.0
@@ -13,16 +14,36 @@ REDRAW_EVERY_S = 0.1
 
 
 class Progress:
-    """Report `done` out of `total` (None when unknown) under a label; call `close` once at the end."""
+    """Report `done` out of `total` (None when unknown) under a label; call `close` once at the end.
 
-    def __init__(self, label: str, total: int | None = None, stream: TextIO | None = None) -> None:
+    `detail`, when given, adds its text to every line (counts by outcome, say). Usable as a `with` block.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        stream: TextIO | None = None,
+        detail: Callable[[], str] | None = None,
+    ) -> None:
         self.label = label
         self.total = total
+        self.detail = detail
         self.done = 0
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._shown_at = 0.0
         self._shown_fraction = 0.0
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def set(self, done: int) -> None:
+        """Report an absolute count (for work counted elsewhere)."""
+        self.advance(done - self.done)
 
     def advance(self, count: int = 1) -> None:
         self.done += count
@@ -40,12 +61,13 @@ class Progress:
             self.stream.flush()
 
     def line(self) -> str:
+        extra = f" {self.detail()}" if self.detail is not None else ""
         if not self.total:
-            return f"{self.label}: {self.done}"
+            return f"{self.label}: {self.done}{extra}"
         fraction = min(self.done / self.total, 1.0)
         filled = int(fraction * BAR_WIDTH)
         bar = f" [{'#' * filled}{'.' * (BAR_WIDTH - filled)}]" if self.tty else ""
-        return f"{self.label}:{bar} {self.done}/{self.total} ({fraction:.0%})"
+        return f"{self.label}:{bar} {self.done}/{self.total} ({fraction:.0%}){extra}"
 
     def close(self) -> None:
         self.stream.write(("\r" if self.tty else "") + self.line() + " done\n")

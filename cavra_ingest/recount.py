@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from tqdm import tqdm
 
 from .compat import decision_from_stored
 from .models import SessionRecord
+from .progress import Progress
 from .store.sql import SESSION_SELECT_COLUMNS, UPSERT_SESSION, session_from_row, session_row
 from .summary import recount
 
@@ -56,9 +56,8 @@ def rebuild(payloads: Iterable[str], stored: dict[str, SessionRecord]) -> list[S
     return summaries
 
 
-def _progress(total: int) -> Any:
-    # tqdm draws on a terminal only (disable=None), so logs and tests get no control characters.
-    return tqdm(total=total, unit="session", desc="recount", disable=None)
+def _progress(total: int) -> Progress:
+    return Progress("recount (sessions)", total)
 
 
 def recount_sqlite(
@@ -83,7 +82,7 @@ def recount_sqlite(
                     return done
                 _sqlite_batch(db, ids)
                 done, after = done + len(ids), ids[-1]
-                bar.update(len(ids))
+                bar.advance(len(ids))
     finally:
         db.close()
 
@@ -132,6 +131,6 @@ async def recount_postgres(
                     if summaries:
                         await conn.executemany(upsert, [session_row(s) for s in summaries])
                 done, after = done + len(ids), ids[-1]
-                bar.update(len(ids))
+                bar.advance(len(ids))
     finally:
         await conn.close()

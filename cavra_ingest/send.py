@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import msgspec
 
 from .client import Client, Stats
+from .progress import Progress
 
+TICK_S = 0.1
 MAX_ERRORS_SHOWN = 20
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -35,35 +36,11 @@ def decode_line(line: bytes) -> Any:
         return exc
 
 
-class Progress:
-    """One stderr line redrawn in place on a TTY; a plain line every few seconds otherwise."""
-
-    def __init__(self, total: int, out: TextIO) -> None:
-        self.total, self.out, self.start = total, out, time.monotonic()
-        self.tty = out.isatty()
-        self.every_s = 0.1 if self.tty else 2.0
-
-    def line(self, stats: Stats) -> str:
-        done = stats.stored + stats.failed
-        rate = done / max(time.monotonic() - self.start, 1e-6)
-        width = 30
-        filled = width * done // self.total if self.total else width
-        bar = f"[{'#' * filled}{'.' * (width - filled)}] " if self.tty else ""
-        return (
-            f"{bar}{done}/{self.total} {rate:,.0f}/s "
-            f"(created {stats.created}, duplicate {stats.duplicates}, failed {stats.failed})"
-        )
-
-    def show(self, stats: Stats, final: bool = False) -> None:
-        if self.tty:
-            print(f"\r{self.line(stats)}", end="\n" if final else "", file=self.out, flush=True)
-        elif not final:
-            print(self.line(stats), file=self.out, flush=True)
-
-    async def run(self, stats: Stats) -> None:
-        while True:
-            await asyncio.sleep(self.every_s)
-            self.show(stats)
+async def tick(progress: Progress, stats: Stats) -> None:
+    """Redraw the progress from the client's counts until cancelled."""
+    while True:
+        await asyncio.sleep(TICK_S)
+        progress.set(stats.stored + stats.failed)
 
 
 async def send(source: str, url: str | None, token: str | None, spool: str | None, batch_size: int) -> int:
@@ -78,12 +55,17 @@ async def send(source: str, url: str | None, token: str | None, spool: str | Non
         if shown <= MAX_ERRORS_SHOWN:
             print(f"{record.get('decision_id')}: {status} {error.get('detail')}", file=sys.stderr)
 
-    progress = Progress(total, sys.stderr)
     # No client-side timestamps: a backfill's records are not from now, and a file sent twice stays duplicates
     # (the server leaves the fields it fills in out of the comparison).
     options: dict[str, Any] = {"token": token, "spool": spool, "batch_size": batch_size, "stamp_time": False}
     async with Client(url, on_error=on_error, **options) as client:
-        ticker = asyncio.create_task(progress.run(client.stats))
+        stats = client.stats
+        progress = Progress(
+            "send",
+            total,
+            detail=lambda: f"(created {stats.created}, duplicate {stats.duplicates}, failed {stats.failed})",
+        )
+        ticker = asyncio.create_task(tick(progress, stats))
         try:
             for index, record in enumerate(records):
                 if not isinstance(record, dict):
@@ -94,8 +76,8 @@ async def send(source: str, url: str | None, token: str | None, spool: str | Non
             await client.flush()
         finally:
             ticker.cancel()
-        progress.show(client.stats, final=True)
-    stats = client.stats
+        progress.set(stats.stored + stats.failed)
+        progress.close()
     failed = stats.failed + unreadable
     print(
         f"sent {stats.recorded}: created {stats.created}, duplicate {stats.duplicates}, failed {failed}"
