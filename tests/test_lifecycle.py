@@ -196,3 +196,19 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
     assert plain.getvalue().splitlines()[-1] == "prune: 100/100 (100%) done"
     assert 10 <= len(plain.getvalue().splitlines()) <= 12  # one line per 10 %
     assert tty.getvalue().endswith("\rprune: [" + "#" * 30 + "] 100/100 (100%) done\n")
+
+
+def test_progress_counted_elsewhere_shows_its_detail() -> None:
+    import io
+
+    from cavra_ingest.progress import Progress
+
+    stream = io.StringIO()
+    counts = {"created": 0}
+    with Progress("send", 10, stream, detail=lambda: f"(created {counts['created']})") as progress:
+        counts["created"] = 7
+        progress.set(7)
+        progress.set(10)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "send: 7/10 (70%) (created 7)"
+    assert lines[-1] == "send: 10/10 (100%) (created 7) done"
