@@ -111,6 +111,12 @@ def add_audit_commands(commands: Any) -> None:
     verify = commands.add_parser("verify", help="recompute the audit log from the stored records; exit 1 on tampering")
     store_flags(verify)
     verify.add_argument("--public-key", help="verifier key (or a file holding it); default: the signing key's")
+    verify.add_argument(
+        "--archive",
+        action="append",
+        metavar="FILE",
+        help="a `prune --archive` file: its records must match their leaves",
+    )
     evidence = commands.add_parser("evidence", help="export or check a session's evidence bundle")
     actions = evidence.add_subparsers(dest="action", required=True)
     export = actions.add_parser("export", help="write a session's records, proofs and checkpoint to a file")
@@ -129,7 +135,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
         return verify.run_evidence_verify(args.file, args.public_key)
     settings = Settings.from_env(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
     if args.command == "verify":
-        return asyncio.run(verify.run_verify(settings, args.public_key))
+        return asyncio.run(verify.run_verify(settings, args.public_key, args.archive))
     return asyncio.run(verify.run_export(settings, args.session, args.out))
 
 

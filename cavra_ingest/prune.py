@@ -4,9 +4,10 @@ Each batch is its own short write transaction (under the same lock the server's 
 command is safe while the server runs and resumable: a re-run deletes what is left. With an archive, a
 batch's records are appended to the gzip NDJSON file and fsynced before the transaction that deletes them.
 
-Audit log rule (tables of migration 009, when present): prune never deletes leaves or checkpoints; a
-pruned decision's leaf keeps its hash, so every checkpoint still verifies and the archived record still
-proves its inclusion. Only the decision rows (the leaves' payloads) go.
+Audit log rule (tables of migrations 009 and 010): prune never deletes leaves or checkpoints; a pruned
+decision's leaf keeps its hash, so every checkpoint still verifies and the archived record still proves its
+inclusion. Only the decision rows (the leaves' payloads) go, and each one's leaf is listed in `audit_pruned`
+with the cut-off, in the same transaction, so `verify` reports it as pruned rather than deleted.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ COUNT_OLD = "SELECT count(*) FROM activity_decisions WHERE timestamp < ?"
 SELECT_OLD = """SELECT decision_id, session_id, payload FROM activity_decisions WHERE timestamp < ?
 ORDER BY timestamp, decision_id LIMIT ?"""
 DELETE_DECISION = "DELETE FROM activity_decisions WHERE decision_id = ?"
+RECORD_PRUNED = """INSERT INTO audit_pruned (leaf_index, decision_id, cutoff, pruned_at)
+SELECT leaf_index, decision_id, ?, ? FROM audit_leaves WHERE decision_id = ?
+ON CONFLICT (leaf_index) DO NOTHING"""
 SELECT_SESSION_ROW = f"SELECT {SESSION_SELECT_COLUMNS} FROM activity_sessions WHERE session_id = ?"
 SELECT_SESSION_PAYLOADS = "SELECT payload FROM activity_decisions WHERE session_id = ?"
 DELETE_SESSION = "DELETE FROM activity_sessions WHERE session_id = ?"
@@ -188,7 +192,9 @@ async def prune(
             append_archive(archive, [text(row[2]) for row in rows])
         await conn.begin()
         try:
+            pruned_at = utc_text(datetime.now(UTC))
             for row in rows:
+                await conn.execute(RECORD_PRUNED, [before, pruned_at, row[0]])
                 await conn.execute(DELETE_DECISION, [row[0]])
             sessions = sorted({row[1] for row in rows})
             removed_now = set()

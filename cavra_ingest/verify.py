@@ -36,6 +36,7 @@ SELECT d.decision_id FROM activity_decisions d LEFT JOIN audit_leaves l ON l.dec
 WHERE l.decision_id IS NULL ORDER BY d.decision_id
 """
 SELECT_CHECKPOINTS = "SELECT tree_size, root_hash, note FROM audit_checkpoints ORDER BY tree_size"
+SELECT_PRUNED = "SELECT leaf_index, decision_id, cutoff FROM audit_pruned"
 SELECT_SUBTREES = "SELECT level, node_index, hash FROM audit_subtrees"
 CHUNK = 5000
 
@@ -45,6 +46,24 @@ class Report:
     tampered: list[str] = field(default_factory=list)
     unlogged: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Leaves whose decision `prune` removed, by cut-off: not tampering, but listed for the auditor.
+    pruned: dict[str, int] = field(default_factory=dict)
+
+
+def archived_leaves(paths: list[str]) -> dict[str, bytes]:
+    """Hash every record of prune archives (gzip NDJSON, or plain NDJSON) as its leaf, by decision_id."""
+    import gzip
+
+    leaves: dict[str, bytes] = {}
+    for path in paths:
+        with open(path, "rb") as raw:
+            data = raw.read()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        for line in data.splitlines():
+            if line.strip():
+                leaves[msgspec.json.decode(line)["decision_id"]] = record_leaf(line)
+    return leaves
 
 
 def check_columns(row: tuple[Any, ...]) -> str | None:
@@ -59,9 +78,16 @@ def check_columns(row: tuple[Any, ...]) -> str | None:
     return None
 
 
-async def verify(audit: AuditLog, verifier: Verifier) -> Report:
-    """Check records against leaves, leaves against every signed checkpoint, and the subtree cache."""
+async def verify(audit: AuditLog, verifier: Verifier, archived: dict[str, bytes] | None = None) -> Report:
+    """Check records against leaves, leaves against every signed checkpoint, and the subtree cache.
+
+    A decision `prune` removed is reported as pruned, not deleted; with `archived` (from prune's archives) its
+    archived record must still hash to its leaf.
+    """
     report = Report()
+    pruned = {
+        int(index): (str(decision_id), str(cut)) for index, decision_id, cut in await audit.db.fetch(SELECT_PRUNED)
+    }
     signed: dict[int, bytes] = {}
     for size, root_column, note in await audit.db.fetch(SELECT_CHECKPOINTS):
         try:
@@ -88,8 +114,16 @@ async def verify(audit: AuditLog, verifier: Verifier) -> Report:
                 report.tampered.append(f"leaves {compact.size}..{index - 1} were deleted from the log")
                 return await finish(audit, report)
             if row[3] is None:
-                report.tampered.append(f"decision {decision_id} (leaf {index}) was deleted")
                 leaf = stored
+                if pruned.get(index, ("", ""))[0] != decision_id:
+                    report.tampered.append(f"decision {decision_id} (leaf {index}) was deleted")
+                else:
+                    cut = pruned[index][1]
+                    report.pruned[cut] = report.pruned.get(cut, 0) + 1
+                    if archived is not None and archived.get(decision_id, stored) != stored:
+                        report.tampered.append(
+                            f"decision {decision_id} (leaf {index}) was pruned, and its archived record was edited"
+                        )
             else:
                 leaf = record_leaf(row[3].encode())
                 if leaf != stored:
@@ -179,15 +213,16 @@ async def opened(settings: Settings, *, create_key: bool = False) -> tuple[Store
     return store, AuditLog(log_db(store), signer, settings.audit_log_origin)  # type: ignore[arg-type]
 
 
-async def run_verify(settings: Settings, public_key: str | None) -> int:
+async def run_verify(settings: Settings, public_key: str | None, archives: list[str] | None = None) -> int:
     """Print what verification found; 0 when intact, 1 on tampering."""
+    archived = archived_leaves(archives) if archives else None
     store, audit = await opened(settings)
     try:
         if public_key is None and audit.signer is None:
             print("cavra-ingest: no signing key here: pass --public-key")
             return 2
         verifier = Verifier.parse(public_key_text(public_key)) if public_key else audit.signer.verifier
-        report = await verify(audit, verifier)
+        report = await verify(audit, verifier, archived)
     finally:
         await audit.db.close()
         await store.close()
@@ -197,6 +232,9 @@ async def run_verify(settings: Settings, public_key: str | None) -> int:
         shown = ", ".join(report.unlogged[:20]) + (" ..." if len(report.unlogged) > 20 else "")
         print(f"not in the log (written by another program, or before the log existed): {len(report.unlogged)}: "
               f"{shown}")  # fmt: skip
+    for cut, count in sorted(report.pruned.items()):
+        checked = " (checked against the archives)" if archived is not None else ""
+        print(f"pruned by `cavra-ingest prune --before {cut}`: {count} decision(s); their leaves remain{checked}")
     for line in report.notes:
         print(line)
     print("log intact" if not report.tampered else "log TAMPERED")

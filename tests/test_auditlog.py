@@ -299,3 +299,32 @@ async def test_verify_on_postgres_names_an_edit(make_client, tmp_path, capsys):
     await conn.close()
     assert await asyncio.to_thread(cli.main, command) == 1
     assert f"decision {bodies[3]['decision_id']} (leaf 3) was edited: column severity" in capsys.readouterr().out
+
+
+def test_pruned_decisions_are_reported_as_pruned_and_checked_against_the_archive(logged, capsys, tmp_path):
+    db, ids = logged
+    conn = sqlite3.connect(db)
+    cut = conn.execute("SELECT timestamp FROM activity_decisions WHERE decision_id = ?", (ids[4],)).fetchone()[0]
+    conn.close()
+    archive = tmp_path / "old.ndjson.gz"
+    assert cli.main(["prune", "--sqlite", str(db), "--before", cut, "--archive", str(archive)]) == 0
+    capsys.readouterr()
+    code, out = verify(db, capsys)
+    assert code == 0 and "log intact" in out, out
+    assert f"pruned by `cavra-ingest prune --before {cut}`: 4 decision(s)" in out
+    assert cli.main(["verify", "--sqlite", str(db), "--archive", str(archive)]) == 0
+    assert "checked against the archives" in capsys.readouterr().out
+    # An archive edited after the fact no longer matches the leaves it claims.
+    import gzip
+
+    edited = gzip.decompress(archive.read_bytes()).replace(b'"block"', b'"allow"', 1)
+    forged = tmp_path / "forged.ndjson"
+    forged.write_bytes(edited)
+    assert cli.main(["verify", "--sqlite", str(db), "--archive", str(forged)]) == 1
+    assert f"TAMPERED: decision {ids[0]} (leaf 0) was pruned, and its archived record was edited" in (
+        capsys.readouterr().out
+    )
+    # A decision deleted by hand after the prune is still a deletion, not a pruning.
+    sql(db, "DELETE FROM activity_decisions WHERE decision_id = ?", params=(ids[6],))
+    code, out = verify(db, capsys)
+    assert code == 1 and f"TAMPERED: decision {ids[6]} (leaf 6) was deleted" in out
