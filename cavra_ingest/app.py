@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import export, facets, ingest, openapi, reads
+from . import export, facets, histogram, ingest, openapi, reads
 from .console import add_console_routes
-from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
+from .keys import SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_errors
 from .runtime import Runtime, running
 from .settings import Settings
@@ -22,6 +22,8 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         app[RUNTIME_KEY] = runtime
         app[STORE_KEY] = runtime.store
         app[SINK_KEY] = runtime.writer
+        if runtime.indexer is not None:
+            app[SEARCH_HEALTH_KEY] = runtime.indexer.health
         yield
 
 
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/decisions", reads.list_decisions)
     # Fixed paths before `/decisions/{decision_id}`, which would otherwise capture `facets`.
     app.router.add_get("/decisions/facets", facets.decision_facets)
+    app.router.add_get("/decisions/histogram", histogram.decision_histogram)
     app.router.add_get("/decisions.ndjson", export.decisions_ndjson)
     app.router.add_get("/decisions.csv", export.decisions_csv)
     app.router.add_get("/decisions/{decision_id}", reads.get_decision)

@@ -57,7 +57,7 @@ async def stream(
     request: web.Request, content_type: str, filename: str, head: bytes, encode: Callable[[list[bytes]], bytes]
 ) -> web.StreamResponse:
     """Stream every match in listing order, fetched from the store in keyset chunks."""
-    query = parse_query(request, DECISION_FILTERS, scope="export", paging=False)
+    query = parse_query(request, DECISION_FILTERS, scope="export", paging=False, search=True)
     response = web.StreamResponse(
         headers={
             "Content-Type": content_type,

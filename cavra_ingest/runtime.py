@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from workers.indexer import SearchIndexer
 from workers.writer import BatchWriter
 
 from .settings import Settings
@@ -17,6 +18,8 @@ class Runtime:
     settings: Settings
     store: Store
     writer: BatchWriter
+    # SQLite's background search indexer, when it runs (search_index on, a store that needs one).
+    indexer: SearchIndexer | None = None
 
 
 @asynccontextmanager
@@ -33,9 +36,18 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
             drain_deadline_s=settings.drain_deadline_s,
         )
         writer.start()
+        indexer = None
+        step = getattr(store, "index_search", None)
+        if settings.search_index and step is not None:
+            indexer = SearchIndexer(
+                step, batch_rows=settings.search_index_batch_rows, interval_s=settings.search_index_interval_s
+            )
+            indexer.start()
         try:
-            yield Runtime(settings, store, writer)
+            yield Runtime(settings, store, writer, indexer)
         finally:
+            if indexer is not None:
+                await indexer.stop()
             await writer.stop()
     finally:
         await store.close()

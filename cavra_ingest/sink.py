@@ -24,6 +24,16 @@ class WriterStats(Struct):
     failed_transactions: int = 0
 
 
+class SearchHealth(Struct):
+    """How far the background search indexer has come: rows above `indexed_upto` are found by a scan."""
+
+    indexed_upto: int
+    newest_rowid: int
+    lag_rows: int
+    # Seconds since the indexer was last caught up (0 when it is).
+    lag_s: float
+
+
 class SinkHealth(Struct):
     closing: bool
     queued_records: int

@@ -24,6 +24,7 @@ from .base import (
 from .sql import (
     DECISION_COLUMNS,
     INSERT_DECISION,
+    POSTGRES_SEARCH_TEXT,
     SELECT_DECISION,
     SELECT_SESSION,
     SESSION_COLUMNS,
@@ -36,7 +37,9 @@ from .sql import (
 )
 
 # PostgreSQL's planner weighs the 006 indexes by its own statistics: no steering.
-DECISIONS = Listing("activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id")
+DECISIONS = Listing(
+    "activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id", search_text=POSTGRES_SEARCH_TEXT, like="ILIKE"
+)
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 # Every writer, on any server, takes this lock per batch: counts stay exact across processes.
 WRITE_LOCK = 0x63617673
@@ -162,6 +165,15 @@ class PostgresStore:
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         return keyset_chunks(self.list_decisions, query, chunk_size)
+
+    async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
+        sql, params = DECISIONS.histogram(query, unit_chars)
+        return [(row[0], row[1], row[2]) for row in await self.pool.fetch(numbered(sql), *params)]
+
+    async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
+        sql, params = DECISIONS.bounds(query)
+        row = await self.pool.fetchrow(numbered(sql), *params)
+        return (row[0], row[1]) if row is not None else (None, None)
 
 
 def schema_name(text: str) -> str:

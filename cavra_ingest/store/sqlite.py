@@ -18,6 +18,7 @@ import msgspec
 from ..migrate import apply_migrations
 from ..models import ENCODER, SessionRecord
 from ..planning import decision_ids, plan_batch, session_ids
+from ..search import trigrams
 from ..settings import Settings
 from .base import (
     FACET_FIELDS,
@@ -37,6 +38,7 @@ from .sql import (
     SELECT_SESSION,
     SESSION_COLUMNS,
     SESSION_SELECT_COLUMNS,
+    SQLITE_SEARCH_TEXT,
     UPSERT_SESSION,
     Listing,
     decision_row,
@@ -74,15 +76,29 @@ DECISION_COUNT_DRIVERS = (*DECISION_DRIVERS, ("decision", True))
 class SteeredListing(Listing):
     """A listing whose driving index SQLite is told, since its planner picks low-cardinality ones and sorts."""
 
+    steered = True
+
     def __init__(
         self,
         *args: Any,
         drivers: tuple[tuple[str, bool], ...],
         count_drivers: tuple[tuple[str, bool], ...],
+        indexed_search: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args)
+        super().__init__(*args, **kwargs)
         self.drivers = drivers
         self.count_drivers = count_drivers
+        self.indexed_search = indexed_search
+
+    def search_clauses(self, terms: tuple[str, ...]) -> tuple[list[str], list[Any]]:
+        """Narrow to the rows whose indexed text holds every trigram of the terms, plus those not indexed yet."""
+        clauses, params = super().search_clauses(terms)
+        pieces = trigrams(terms)
+        if self.indexed_search and pieces:
+            clauses.insert(0, SEARCH_CANDIDATES)
+            params.insert(0, " AND ".join('"' + piece.replace('"', '""') + '"' for piece in pieces))
+        return clauses, params
 
     @staticmethod
     def driver(query: ListQuery, drivers: tuple[tuple[str, bool], ...]) -> str | None:
@@ -104,14 +120,34 @@ class SteeredListing(Listing):
         return frozenset(name for name, _ in query.equals if name != driver)
 
 
-DECISIONS = SteeredListing(
-    "activity_decisions",
-    DECISION_COLUMNS,
-    "timestamp",
-    "decision_id",
-    drivers=DECISION_DRIVERS,
-    count_drivers=DECISION_COUNT_DRIVERS,
+# Rows the trigram index (012) says may match, and every row the background indexer has not reached yet.
+SEARCH_CANDIDATES = (
+    "rowid IN (SELECT rowid FROM activity_search WHERE activity_search MATCH ? UNION ALL"
+    " SELECT rowid FROM activity_decisions WHERE rowid > (SELECT indexed_upto FROM activity_search_progress))"
 )
+SELECT_SEARCH_PROGRESS = (
+    "SELECT indexed_upto, (SELECT max(rowid) FROM activity_decisions) FROM activity_search_progress"
+)
+INDEX_SEARCH = (
+    f"INSERT INTO activity_search (rowid, body) SELECT rowid, {SQLITE_SEARCH_TEXT} FROM activity_decisions"
+    " WHERE rowid > ? AND rowid <= ?"
+)
+
+
+def decision_listing(indexed_search: bool = True) -> SteeredListing:
+    return SteeredListing(
+        "activity_decisions",
+        DECISION_COLUMNS,
+        "timestamp",
+        "decision_id",
+        drivers=DECISION_DRIVERS,
+        count_drivers=DECISION_COUNT_DRIVERS,
+        indexed_search=indexed_search,
+        search_text=SQLITE_SEARCH_TEXT,
+    )
+
+
+DECISIONS = decision_listing()
 # Sessions are few beside decisions: the planner chooses.
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 
@@ -142,8 +178,12 @@ class SqliteStore:
 
     kind = "sqlite"
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 2000, search_index: bool = True
+    ) -> None:
         self.path = path
+        # Without the background indexer the trigram index is never filled: search scans the rows instead.
+        self.decisions = DECISIONS if search_index else decision_listing(indexed_search=False)
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         # A plain connection owned by one thread: a whole batch is one hop off the event loop, not one per
@@ -159,6 +199,7 @@ class SqliteStore:
             settings.store_path,
             synchronous=settings.sqlite_synchronous,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            search_index=settings.search_index,
         )
 
     async def migrate(self) -> list[str]:
@@ -290,17 +331,61 @@ class SqliteStore:
         return Page([row[2].encode() for row in rows], total, last_key)
 
     async def list_decisions(self, query: ListQuery) -> Page:
-        return await self._list(DECISIONS, query)
+        return await self._list(self.decisions, query)
 
     async def list_sessions(self, query: ListQuery) -> Page:
         return await self._list(SESSIONS, query)
 
     async def facets(self, query: ListQuery, top: int) -> Facets:
         """Count matches per facet field in one statement on one reader; keep the top values."""
-        sql, params = DECISIONS.facets(query, FACET_FIELDS)
+        sql, params = self.decisions.facets(query, FACET_FIELDS)
         async with self._reader() as db:
             rows = await db.execute_fetchall(sql, params)
         return facets_from_rows(rows, top)
+
+    async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
+        sql, params = self.decisions.histogram(query, unit_chars)
+        async with self._reader() as db:
+            return [(row[0], row[1], row[2]) for row in await db.execute_fetchall(sql, params)]
+
+    async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
+        sql, params = self.decisions.bounds(query)
+        async with self._reader() as db:
+            row = list(await db.execute_fetchall(sql, params))[0]
+        return row[0], row[1]
+
+    async def index_search(self, max_rows: int) -> tuple[int, int]:
+        """Index up to `max_rows` more decisions for search on the writer thread; return (indexed_upto, newest)."""
+        assert self._writer is not None, "store is not open"
+        return await self._on_writer(self._index_search, self._writer, max_rows)
+
+    def _index_search(self, db: sqlite3.Connection, max_rows: int) -> tuple[int, int]:
+        # A read first: when nothing is new, the write lock is not taken at all.
+        upto, newest = db.execute(SELECT_SEARCH_PROGRESS).fetchone()
+        newest = newest or 0
+        if upto == newest:
+            return upto, newest
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            upto, newest = db.execute(SELECT_SEARCH_PROGRESS).fetchone()
+            newest = newest or 0
+            if newest < upto:
+                # The newest rows were deleted, and SQLite may hand their rowids out again: start over.
+                db.execute("INSERT INTO activity_search (activity_search) VALUES ('delete-all')")
+                upto = 0
+            target = min(newest, upto + max_rows)
+            db.execute(INDEX_SEARCH, (upto, target))
+            db.execute("UPDATE activity_search_progress SET indexed_upto = ?", (target,))
+            db.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(db)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        return target, newest
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         """Page through matches by keyset, taking a reader per chunk so a slow client holds none."""
