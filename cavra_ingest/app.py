@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import export, facets, histogram, ingest, openapi, reads
+from . import export, facets, histogram, ingest, openapi, reads, session_export
 from .console import add_console_routes
 from .keys import SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_errors
@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/decisions/{decision_id}", reads.get_decision)
     app.router.add_post("/sessions", ingest.post_sessions)
     app.router.add_get("/sessions", reads.list_sessions)
+    app.router.add_get("/sessions.ndjson", session_export.sessions_ndjson)
+    app.router.add_get("/sessions.csv", session_export.sessions_csv)
     app.router.add_get("/sessions/{session_id}", reads.get_session)
     app.router.add_get("/sessions/{session_id}/decisions", reads.session_timeline)
     app.router.add_get("/healthz", reads.healthz)

@@ -38,12 +38,12 @@ def _cell(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def csv_rows(payloads: list[bytes]) -> list[list[str]]:
-    """Flatten stored records into rows in CSV_COLUMNS order; fields without a column are left out."""
+def csv_rows(payloads: list[bytes], columns: tuple[str, ...] = CSV_COLUMNS) -> list[list[str]]:
+    """Flatten stored records into rows in `columns` order; fields without a column are left out."""
     rows = []
     for payload in payloads:
         record = _DECODER.decode(payload)
-        rows.append([_cell(record.get(column)) for column in CSV_COLUMNS])
+        rows.append([_cell(record.get(column)) for column in columns])
     return rows
 
 

@@ -225,6 +225,23 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         + [int_param("min_blocked", 0, MAX_INTEGER, "at least this many blocked decisions")]
         + paging(MAX_LIMIT),
     ),
+    ("GET", "/sessions.ndjson"): op(
+        "Export every matching session summary, one JSON record per line, most recently updated first",
+        {
+            "200": {"description": "stream", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+            **LISTING_ERRORS,
+        },
+        parameters=filters(SESSION_FILTERS)
+        + RANGE
+        + [int_param("min_blocked", 0, MAX_INTEGER, "at least this many blocked decisions")],
+    ),
+    ("GET", "/sessions.csv"): op(
+        "Export every matching session summary as CSV with a header row",
+        {"200": {"description": "stream", "content": {"text/csv": {"schema": {"type": "string"}}}}, **LISTING_ERRORS},
+        parameters=filters(SESSION_FILTERS)
+        + RANGE
+        + [int_param("min_blocked", 0, MAX_INTEGER, "at least this many blocked decisions")],
+    ),
     ("GET", "/sessions/{session_id}"): op(
         "Get one session summary",
         {"200": json_body(ref("SessionRecord"), "the summary"), **errors(404)},

@@ -215,3 +215,27 @@ async def test_histogram_bucket_limit_is_a_setting(make_client):
     url = "/decisions/histogram?interval=1m&since=2026-03-01T10:00:00Z&until=2026-03-01T10:0{}:00Z"
     assert (await client.get(url.format(3))).status == 200
     assert (await client.get(url.format(4))).status == 400
+
+
+async def test_an_unselective_search_scans_and_agrees(make_client, monkeypatch):
+    from cavra_ingest.store import sqlite as sqlite_store
+
+    client = await make_client("sqlite")
+    await seeded(client)
+    await client.app[RUNTIME_KEY].indexer.catch_up()
+    indexed = await found(client, "q=src")
+    facets = await (await client.get("/decisions/facets?q=src")).json()
+    monkeypatch.setattr(sqlite_store, "SEARCH_PROBE_ROWS", 1)
+    assert await found(client, "q=src") == indexed and len(indexed) == 1
+    assert await (await client.get("/decisions/facets?q=src")).json() == facets
+
+
+async def test_sessions_exports_stream_every_match(any_client):
+    await any_client.post(
+        "/decisions", json=[decision(session_id=f"s-{n}", repository=f"acme/r{n % 2}") for n in range(5)]
+    )
+    body = await (await any_client.get("/sessions.csv?repository=acme/r1")).text()
+    assert sorted(r["session_id"] for r in csv.DictReader(io.StringIO(body))) == ["s-1", "s-3"]
+    lines = (await (await any_client.get("/sessions.ndjson?repository=acme/*")).text()).splitlines()
+    assert len(lines) == 5
+    assert (await any_client.get("/sessions.csv?q=x")).status == 400

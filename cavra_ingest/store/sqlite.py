@@ -73,6 +73,11 @@ DECISION_DRIVERS = (("session_id", True), ("correlation_id", True), ("agent_id",
 DECISION_COUNT_DRIVERS = (*DECISION_DRIVERS, ("decision", True))
 
 
+def fts_match(pieces: list[str]) -> str:
+    """An FTS5 query that needs every trigram (each quoted as a string)."""
+    return " AND ".join('"' + piece.replace('"', '""') + '"' for piece in pieces)
+
+
 class SteeredListing(Listing):
     """A listing whose driving index SQLite is told, since its planner picks low-cardinality ones and sorts."""
 
@@ -97,7 +102,7 @@ class SteeredListing(Listing):
         pieces = trigrams(terms)
         if self.indexed_search and pieces:
             clauses.insert(0, SEARCH_CANDIDATES)
-            params.insert(0, " AND ".join('"' + piece.replace('"', '""') + '"' for piece in pieces))
+            params.insert(0, fts_match(pieces))
         return clauses, params
 
     @staticmethod
@@ -148,6 +153,11 @@ def decision_listing(indexed_search: bool = True) -> SteeredListing:
 
 
 DECISIONS = decision_listing()
+# A search whose trigrams match many rows is answered by reading rows newest first and checking each: a page
+# of it ends early, where the index's candidate set would first be built in full (seconds at 1 M rows).
+SCANNED = decision_listing(indexed_search=False)
+SEARCH_PROBE_ROWS = 20_000
+PROBE_SEARCH = "SELECT count(*) FROM (SELECT 1 FROM activity_search WHERE activity_search MATCH ? LIMIT ?)"
 # Sessions are few beside decisions: the planner chooses.
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 
@@ -183,7 +193,8 @@ class SqliteStore:
     ) -> None:
         self.path = path
         # Without the background indexer the trigram index is never filled: search scans the rows instead.
-        self.decisions = DECISIONS if search_index else decision_listing(indexed_search=False)
+        self.indexed_search = search_index
+        self.decisions = DECISIONS if search_index else SCANNED
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         # A plain connection owned by one thread: a whole batch is one hop off the event loop, not one per
@@ -319,9 +330,21 @@ class SqliteStore:
     async def get_session(self, session_id: str) -> bytes | None:
         return await self._one(SELECT_SESSION, (session_id,))
 
+    async def _searching(self, db: aiosqlite.Connection, query: ListQuery) -> SteeredListing:
+        """Choose how a search is answered: through the trigram index when it narrows enough, else by a scan."""
+        if not (query.terms and self.indexed_search):
+            return self.decisions
+        pieces = trigrams(query.terms)
+        if not pieces:
+            return SCANNED
+        rows = list(await db.execute_fetchall(PROBE_SEARCH, (fts_match(pieces), SEARCH_PROBE_ROWS)))
+        return SCANNED if rows[0][0] >= SEARCH_PROBE_ROWS else DECISIONS
+
     async def _list(self, listing: Listing, query: ListQuery) -> Page:
-        sql, params = listing.select(query)
         async with self._reader() as db:
+            if listing is self.decisions:
+                listing = await self._searching(db, query)
+            sql, params = listing.select(query)
             rows = list(await db.execute_fetchall(sql, params))
             total = None
             if query.with_total:
@@ -338,19 +361,19 @@ class SqliteStore:
 
     async def facets(self, query: ListQuery, top: int) -> Facets:
         """Count matches per facet field in one statement on one reader; keep the top values."""
-        sql, params = self.decisions.facets(query, FACET_FIELDS)
         async with self._reader() as db:
+            sql, params = (await self._searching(db, query)).facets(query, FACET_FIELDS)
             rows = await db.execute_fetchall(sql, params)
         return facets_from_rows(rows, top)
 
     async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
-        sql, params = self.decisions.histogram(query, unit_chars)
         async with self._reader() as db:
+            sql, params = (await self._searching(db, query)).histogram(query, unit_chars)
             return [(row[0], row[1], row[2]) for row in await db.execute_fetchall(sql, params)]
 
     async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
-        sql, params = self.decisions.bounds(query)
         async with self._reader() as db:
+            sql, params = (await self._searching(db, query)).bounds(query)
             row = list(await db.execute_fetchall(sql, params))[0]
         return row[0], row[1]
 
