@@ -223,11 +223,11 @@ async def test_an_unselective_search_scans_and_agrees(make_client, monkeypatch):
     client = await make_client("sqlite")
     await seeded(client)
     await client.app[RUNTIME_KEY].indexer.catch_up()
-    indexed = await found(client, "q=src")
-    facets = await (await client.get("/decisions/facets?q=src")).json()
+    indexed = await found(client, "q=.py")
+    facets = await (await client.get("/decisions/facets?q=.py")).json()
     monkeypatch.setattr(sqlite_store, "SEARCH_PROBE_ROWS", 1)
-    assert await found(client, "q=src") == indexed and len(indexed) == 1
-    assert await (await client.get("/decisions/facets?q=src")).json() == facets
+    assert await found(client, "q=.py") == indexed and len(indexed) == 1
+    assert await (await client.get("/decisions/facets?q=.py")).json() == facets
 
 
 async def test_sessions_exports_stream_every_match(any_client):
