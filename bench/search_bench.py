@@ -116,6 +116,39 @@ def write_round(total: int, batch: int) -> dict[str, float]:
     return results
 
 
+async def postgres_write_cost(dsn: str, total: int, batch: int = 500) -> dict[str, float]:
+    """Seconds per 1,000 rows inserted in batches into PostgreSQL, with and without the trigram index (012)."""
+    import asyncpg
+
+    from cavra_ingest.store.postgres import PostgresStore, numbered
+
+    runs: dict[str, list[float]] = {}
+    sql = numbered(INSERT_DECISION)
+    for round_ in range(3):
+        for mode in ("none", "trigram"):
+            schema = f"search_bench_{mode}_{round_}"
+            store = PostgresStore(dsn, schema=schema)
+            await store.migrate()
+            conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+            try:
+                if mode == "none":
+                    await conn.execute("DROP INDEX idx_activity_decisions_search")
+                start = time.perf_counter()
+                for first in range(0, total, batch):
+                    async with conn.transaction():
+                        await conn.executemany(sql, rows_for(batch, first))
+                runs.setdefault(mode, []).append((time.perf_counter() - start) / total * 1000)
+                if mode == "trigram":
+                    size = await conn.fetchval("SELECT pg_relation_size('idx_activity_decisions_search')")
+                    runs.setdefault("index_bytes_per_row", []).append(size / total)
+            finally:
+                await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                await conn.close()
+    results = {key: statistics.median(values) for key, values in runs.items()}
+    results["trigram_cost_pct"] = (results["trigram"] / results["none"] - 1) * 100
+    return results
+
+
 def sizes(path: Path) -> dict[str, int]:
     db = sqlite3.connect(path)
     try:
@@ -167,7 +200,14 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--write-rows", type=int, default=100_000)
+    parser.add_argument("--postgres", help="also measure PostgreSQL's write cost on this database URL, then stop")
     args = parser.parse_args()
+    if args.postgres:
+        found = asyncio.run(postgres_write_cost(args.postgres, args.write_rows))
+        print(json.dumps(found, indent=1))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "search-postgres-writes.json").write_text(json.dumps(found, indent=1) + "\n")
+        return
     path = args.db or Path(__file__).parent / "data" / f"search-{args.rows}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not (args.reuse and path.exists()):

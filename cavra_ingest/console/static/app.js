@@ -9,6 +9,7 @@ import { wireClock } from "./clock.js";
 import { wireFirstRun } from "./firstrun.js";
 import { wireHistogram } from "./histogram.js";
 import { fillSearch, wireSearch } from "./search.js";
+import { wireSessionTools } from "./sessiontools.js";
 import { parseLocation, sameListing, toSearch } from "./state.js";
 import { onPoll, retryPause, schedulePoll, showError, stopPolling, wireStatus } from "./status.js";
 import { $, navigate, onRender, ui } from "./ui.js";
@@ -98,6 +99,7 @@ async function start() {
   wireSearch();
   wireHistogram();
   wireFirstRun();
+  wireSessionTools();
   wireClock(() => {
     ui.shown = null; // draw again, every time in the chosen clock
     render();

@@ -3,7 +3,7 @@ import { getJson, withQuery } from "./api.js";
 import { loadHistogram } from "./histogram.js";
 import { config, isMulti } from "./config.js";
 import { filterLabel } from "./filters.js";
-import { DECISION_COLUMNS, badge, decisionRow, el, labelOf } from "./render.js";
+import { DECISION_COLUMNS, badge, decisionRow, el } from "./render.js";
 import { filterParams, toSearch } from "./state.js";
 import { $, navigate, ui, withFilters } from "./ui.js";
 
@@ -67,10 +67,11 @@ function facetButton(dim, entry, top) {
   const label = isMulti(dim) && !none ? badge(dim, value) : el("span", { class: "facet-value", title: value, text: none ? "(none)" : value });
   const button = el("button", {
     type: "button", class: "facet", "aria-pressed": active ? "true" : "false", "data-dim": dim, "data-value": value ?? "",
-    "aria-label": `${filterLabel(dim)}: ${none ? "(none)" : labelOf(dim, value)}, ${count} decisions${active ? ", filtering by it" : ""}`,
     disabled: none,
     onclick: () => toggleFacet(dim, value),
-  }, label, el("span", { class: "facet-count", text: count.toLocaleString("en") }));
+  }, el("span", { class: "visually-hidden", text: `${filterLabel(dim)}: ` }), label,
+  // The name is the visible text (WCAG 2.5.3), with what only a screen reader needs hidden around it.
+  el("span", { class: "facet-count" }, count.toLocaleString("en"), el("span", { class: "visually-hidden", text: " decisions" })));
   button.style.setProperty("--share", `${Math.round((count / top) * 100)}%`);
   return el("li", {}, button);
 }
