@@ -76,8 +76,11 @@ def write_cost(total: int, batch: int = 500) -> dict[str, float]:
     """Seconds per 1,000 rows inserted in batches, for each way of indexing."""
     runs: dict[str, list[float]] = {}
     # Interleaved rounds, median per figure: the machine is shared, one run of each says little.
-    for _ in range(3):
-        for key, value in write_round(total, batch).items():
+    modes = ["none", "trigger", "background"]
+    for round_ in range(3):
+        # Each mode goes first once: the first file of a round measured slower whatever it held.
+        order = modes[round_:] + modes[:round_]
+        for key, value in write_round(total, batch, order).items():
             runs.setdefault(key, []).append(value)
     results = {key: statistics.median(values) for key, values in runs.items()}
     base = results["none_insert_s_per_1000"]
@@ -88,10 +91,10 @@ def write_cost(total: int, batch: int = 500) -> dict[str, float]:
     return results
 
 
-def write_round(total: int, batch: int) -> dict[str, float]:
+def write_round(total: int, batch: int, order: list[str]) -> dict[str, float]:
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("none", "trigger", "background"):
+        for mode in order:
             path = Path(tmp) / f"{mode}.db"
             apply_migrations(path)
             db = sqlite3.connect(path, isolation_level=None)
@@ -117,35 +120,48 @@ def write_round(total: int, batch: int) -> dict[str, float]:
 
 
 async def postgres_write_cost(dsn: str, total: int, batch: int = 500) -> dict[str, float]:
-    """Seconds per 1,000 rows inserted in batches into PostgreSQL, with and without the trigram index (012)."""
+    """Seconds per 1,000 rows inserted in batches into PostgreSQL: without search, with 012's queue trigger (the
+    index filled later by the indexer, timed apart), and with the trigram index built in the same transaction."""
     import asyncpg
 
+    from cavra_ingest.store.postgres import INDEX_SEARCH as PG_INDEX_SEARCH
     from cavra_ingest.store.postgres import PostgresStore, numbered
 
     runs: dict[str, list[float]] = {}
     sql = numbered(INSERT_DECISION)
     for round_ in range(3):
-        for mode in ("none", "trigram"):
+        for mode in ("none", "queued", "in_transaction"):
             schema = f"search_bench_{mode}_{round_}"
             store = PostgresStore(dsn, schema=schema)
             await store.migrate()
             conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
             try:
-                if mode == "none":
-                    await conn.execute("DROP INDEX idx_activity_decisions_search")
+                if mode != "queued":
+                    await conn.execute("DROP TRIGGER activity_decisions_search_queue ON activity_decisions")
+                if mode == "in_transaction":
+                    await conn.execute(
+                        "CREATE INDEX inline_search ON activity_decisions"
+                        " USING gin (cavra_search_text(target, rule_id, payload) public.gin_trgm_ops)"
+                    )
                 start = time.perf_counter()
                 for first in range(0, total, batch):
                     async with conn.transaction():
                         await conn.executemany(sql, rows_for(batch, first))
                 runs.setdefault(mode, []).append((time.perf_counter() - start) / total * 1000)
-                if mode == "trigram":
-                    size = await conn.fetchval("SELECT pg_relation_size('idx_activity_decisions_search')")
-                    runs.setdefault("index_bytes_per_row", []).append(size / total)
+                if mode == "queued":
+                    start = time.perf_counter()
+                    while await conn.fetchval("SELECT count(*) FROM activity_search_queue"):
+                        await conn.execute(PG_INDEX_SEARCH, 20_000)
+                    runs.setdefault("indexing", []).append((time.perf_counter() - start) / total * 1000)
+                    size = await conn.fetchval("SELECT pg_total_relation_size('activity_search')")
+                    runs.setdefault("search_table_bytes_per_row", []).append(size / total)
             finally:
                 await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
                 await conn.close()
-    results = {key: statistics.median(values) for key, values in runs.items()}
-    results["trigram_cost_pct"] = (results["trigram"] / results["none"] - 1) * 100
+    results = {f"{key}_s_per_1000" if "bytes" not in key else key: statistics.median(v) for key, v in runs.items()}
+    base = results["none_s_per_1000"]
+    results["queued_cost_pct"] = (results["queued_s_per_1000"] / base - 1) * 100
+    results["in_transaction_cost_pct"] = (results["in_transaction_s_per_1000"] / base - 1) * 100
     return results
 
 
@@ -201,7 +217,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--write-rows", type=int, default=100_000)
     parser.add_argument("--postgres", help="also measure PostgreSQL's write cost on this database URL, then stop")
+    parser.add_argument("--writes-only", action="store_true", help="measure SQLite's write cost only")
     args = parser.parse_args()
+    if args.writes_only:
+        found = write_cost(args.write_rows)
+        print(json.dumps(found, indent=1))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "search-sqlite-writes.json").write_text(json.dumps(found, indent=1) + "\n")
+        return
     if args.postgres:
         found = asyncio.run(postgres_write_cost(args.postgres, args.write_rows))
         print(json.dumps(found, indent=1))

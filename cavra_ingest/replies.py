@@ -86,7 +86,7 @@ class Health(Struct):
     queued_records: int
     queue_capacity: int
     writer: WriterStats
-    # SQLite's background search indexer, when it runs.
+    # The background search indexer, when it runs (SQLite, PostgreSQL).
     search: SearchHealth | None = None
 
 

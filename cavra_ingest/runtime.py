@@ -18,7 +18,7 @@ class Runtime:
     settings: Settings
     store: Store
     writer: BatchWriter
-    # SQLite's background search indexer, when it runs (search_index on, a store that needs one).
+    # The background search indexer (SQLite's FTS5 table, PostgreSQL's pg_trgm table), unless search_index is off.
     indexer: SearchIndexer | None = None
 
 

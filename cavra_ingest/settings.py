@@ -43,7 +43,7 @@ class Settings:
     # Schema the PostgreSQL store keeps its tables in.
     postgres_schema: str = "public"
 
-    # Free-text search (search.py): SQLite's background trigram indexer (off: `q` scans the rows), the rows it
+    # Free-text search (search.py): the background trigram indexer (off: `q` reads the rows instead), the rows it
     # indexes per transaction and how often it looks for new ones; the size of a `q`.
     search_index: bool = True
     search_index_batch_rows: int = 20_000

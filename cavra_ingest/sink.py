@@ -25,13 +25,13 @@ class WriterStats(Struct):
 
 
 class SearchHealth(Struct):
-    """How far the background search indexer has come: rows above `indexed_upto` are found by a scan."""
+    """How far the background search indexer has come; rows it has not reached are found by reading them."""
 
-    indexed_upto: int
-    newest_rowid: int
     lag_rows: int
     # Seconds since the indexer was last caught up (0 when it is).
     lag_s: float
+    # SQLite: the last rowid indexed.
+    indexed_upto: int | None = None
 
 
 class SinkHealth(Struct):

@@ -425,7 +425,9 @@ def test_facet_click_filters_by_that_value(page: Page, server: LiveServer) -> No
     outcome.click()
     expect_query(page, repository=["acme/api"], decision=["block"])
     expect_ids(page, ["dec-a3"])
-    expect(facets.get_by_role("button", name=re.compile(r"^Outcome: .*Block"))).to_have_attribute("aria-pressed", "true")
+    expect(facets.get_by_role("button", name=re.compile(r"^Outcome: .*Block"))).to_have_attribute(
+        "aria-pressed", "true"
+    )
     # A second click on the same value removes it again.
     facets.get_by_role("button", name=re.compile(r"^Outcome: .*Block")).click()
     expect_query(page, repository=["acme/api"])

@@ -11,7 +11,8 @@ from cavra_ingest.sink import SearchHealth
 
 log = logging.getLogger(__name__)
 
-IndexStep = Callable[[int], Awaitable[tuple[int, int]]]
+# Indexes up to N rows; returns the rows still waiting and, where the store has one, its position (rowid).
+IndexStep = Callable[[int], Awaitable[tuple[int, int | None]]]
 
 
 class SearchIndexer:
@@ -21,8 +22,8 @@ class SearchIndexer:
         self.step = step
         self.batch_rows = batch_rows
         self.interval_s = interval_s
-        self.indexed_upto = 0
-        self.newest = 0
+        self.pending = 0
+        self.indexed_upto: int | None = None
         self._behind_since: float | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -43,8 +44,8 @@ class SearchIndexer:
 
     async def _once(self) -> bool:
         """Index one batch; return True when caught up."""
-        self.indexed_upto, self.newest = await self.step(self.batch_rows)
-        if self.indexed_upto >= self.newest:
+        self.pending, self.indexed_upto = await self.step(self.batch_rows)
+        if self.pending == 0:
             self._behind_since = None
             return True
         if self._behind_since is None:
@@ -68,4 +69,4 @@ class SearchIndexer:
 
     def health(self) -> SearchHealth:
         lag_s = 0.0 if self._behind_since is None else time.monotonic() - self._behind_since
-        return SearchHealth(self.indexed_upto, self.newest, max(self.newest - self.indexed_upto, 0), round(lag_s, 3))
+        return SearchHealth(self.pending, round(lag_s, 3), self.indexed_upto)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 
 from ..migrate import apply_postgres_migrations
 from ..planning import decision_ids, plan_batch, session_ids
+from ..search import MIN_TERM_CHARS, like_pattern
 from ..settings import Settings
 from .base import (
     FACET_FIELDS,
@@ -36,8 +38,42 @@ from .sql import (
     session_row,
 )
 
+
 # PostgreSQL's planner weighs the 006 indexes by its own statistics: no steering.
-DECISIONS = Listing(
+class SearchListing(Listing):
+    """Decisions: a search is narrowed by the trigram index of `activity_search` (012), plus the queued rows."""
+
+    def search_clauses(self, terms: tuple[str, ...]) -> tuple[list[str], list[Any]]:
+        clauses, params = super().search_clauses(terms)
+        # Shorter terms give the index no trigram to look up; the row check still tests them.
+        long = [term for term in terms if len(term) >= MIN_TERM_CHARS]
+        if long:
+            found = " AND ".join("body ILIKE ?" for _ in long)
+            clauses.insert(0, SEARCH_CANDIDATES.format(found=found))
+            params[:0] = [like_pattern(term) for term in long]
+        return clauses, params
+
+
+SEARCH_CANDIDATES = (
+    "decision_id IN (SELECT decision_id FROM activity_search WHERE {found}"
+    " UNION ALL SELECT decision_id FROM activity_search_queue)"
+)
+# The background indexer's batch: take queued ids (other servers' indexers skip what this one holds), index
+# their rows, and report what is left.
+INDEX_SEARCH = """
+WITH picked AS (
+    DELETE FROM activity_search_queue
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM activity_search_queue LIMIT $1 FOR UPDATE SKIP LOCKED))
+    RETURNING decision_id
+)
+INSERT INTO activity_search (decision_id, body)
+SELECT d.decision_id, cavra_search_text(d.target, d.rule_id, d.payload)
+FROM activity_decisions d WHERE d.decision_id IN (SELECT decision_id FROM picked)
+ON CONFLICT (decision_id) DO UPDATE SET body = excluded.body
+"""
+COUNT_QUEUED = "SELECT count(*) FROM activity_search_queue"
+
+DECISIONS = SearchListing(
     "activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id", search_text=POSTGRES_SEARCH_TEXT, like="ILIKE"
 )
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
@@ -165,6 +201,13 @@ class PostgresStore:
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         return keyset_chunks(self.list_decisions, query, chunk_size)
+
+    async def index_search(self, max_rows: int) -> tuple[int, int | None]:
+        """Index up to `max_rows` queued decisions for search; return (rows still queued, None)."""
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(INDEX_SEARCH, max_rows)
+            return await conn.fetchval(COUNT_QUEUED), None
 
     async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
         sql, params = DECISIONS.histogram(query, unit_chars)

@@ -377,10 +377,11 @@ class SqliteStore:
             row = list(await db.execute_fetchall(sql, params))[0]
         return row[0], row[1]
 
-    async def index_search(self, max_rows: int) -> tuple[int, int]:
-        """Index up to `max_rows` more decisions for search on the writer thread; return (indexed_upto, newest)."""
+    async def index_search(self, max_rows: int) -> tuple[int, int | None]:
+        """Index up to `max_rows` more decisions on the writer thread; return (rows left, indexed_upto)."""
         assert self._writer is not None, "store is not open"
-        return await self._on_writer(self._index_search, self._writer, max_rows)
+        upto, newest = await self._on_writer(self._index_search, self._writer, max_rows)
+        return max(newest - upto, 0), upto
 
     def _index_search(self, db: sqlite3.Connection, max_rows: int) -> tuple[int, int]:
         # A read first: when nothing is new, the write lock is not taken at all.
