@@ -54,7 +54,9 @@ def auto_interval(start: datetime, end: datetime) -> tuple[str, int]:
     for name, seconds in INTERVALS:
         if window / seconds <= AUTO_BUCKETS:
             return name, seconds
-    return INTERVALS[-1]
+    # Beyond the ladder (years of data): whole days, still about AUTO_BUCKETS of them.
+    days = math.ceil(window / AUTO_BUCKETS / 86400)
+    return f"{days}d", days * 86400
 
 
 def floor(moment: datetime, seconds: int) -> datetime:
@@ -63,7 +65,12 @@ def floor(moment: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
 
 
-def stamp(moment: datetime) -> str:
+def stamp(start: datetime, seconds: int) -> str:
+    """Return `start` + `seconds` as RFC 3339 text; the end of time where that is past year 9999."""
+    try:
+        moment = start + timedelta(seconds=seconds)
+    except OverflowError:
+        moment = datetime.max.replace(tzinfo=UTC)
     return moment.isoformat(timespec="seconds")
 
 
@@ -89,7 +96,10 @@ async def decision_histogram(request: web.Request) -> web.Response:
         interval, seconds = auto_interval(start, end)
     else:
         seconds = SECONDS[interval]
-    first_bucket = floor(start, seconds)
+    try:
+        first_bucket = floor(start, seconds)
+    except (ValueError, OverflowError):
+        raise bad_query("since", "since is too early to count buckets from") from None
     count = max(math.ceil((end - first_bucket).total_seconds() / seconds), 1)
     if count > settings.histogram_max_buckets:
         raise bad_query(
@@ -110,8 +120,8 @@ async def decision_histogram(request: web.Request) -> web.Response:
             counts[index][outcome] = counts[index].get(outcome, 0) + n
     buckets = [
         HistogramBucket(
-            stamp(first_bucket + timedelta(seconds=i * seconds)),
-            stamp(first_bucket + timedelta(seconds=(i + 1) * seconds)),
+            stamp(first_bucket, i * seconds),
+            stamp(first_bucket, (i + 1) * seconds),
             sum(c.values()),
             dict(sorted(c.items())),
         )

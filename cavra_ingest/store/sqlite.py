@@ -89,17 +89,20 @@ class SteeredListing(Listing):
         drivers: tuple[tuple[str, bool], ...],
         count_drivers: tuple[tuple[str, bool], ...],
         indexed_search: bool = True,
+        pieces: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.drivers = drivers
         self.count_drivers = count_drivers
         self.indexed_search = indexed_search
+        # The trigrams to look up, when chosen for one query (the rarest); None: all of the terms'.
+        self.pieces = pieces
 
     def search_clauses(self, terms: tuple[str, ...]) -> tuple[list[str], list[Any]]:
         """Narrow to the rows whose indexed text holds every trigram of the terms, plus those not indexed yet."""
         clauses, params = super().search_clauses(terms)
-        pieces = trigrams(terms)
+        pieces = self.pieces or trigrams(terms)
         if self.indexed_search and pieces:
             clauses.insert(0, SEARCH_CANDIDATES)
             params.insert(0, fts_match(pieces))
@@ -139,7 +142,7 @@ INDEX_SEARCH = (
 )
 
 
-def decision_listing(indexed_search: bool = True) -> SteeredListing:
+def decision_listing(indexed_search: bool = True, pieces: list[str] | None = None) -> SteeredListing:
     return SteeredListing(
         "activity_decisions",
         DECISION_COLUMNS,
@@ -148,6 +151,7 @@ def decision_listing(indexed_search: bool = True) -> SteeredListing:
         drivers=DECISION_DRIVERS,
         count_drivers=DECISION_COUNT_DRIVERS,
         indexed_search=indexed_search,
+        pieces=pieces,
         search_text=SQLITE_SEARCH_TEXT,
     )
 
@@ -157,6 +161,10 @@ DECISIONS = decision_listing()
 # of it ends early, where the index's candidate set would first be built in full (seconds at 1 M rows).
 SCANNED = decision_listing(indexed_search=False)
 SEARCH_PROBE_ROWS = 20_000
+# Intersecting a trigram that every row holds costs ~100 ms at 5 M rows, a rare one well under 1 ms: each
+# trigram's first RARE_ROWS entries are read to find the rare ones, and the rarest RARE_PIECES drive.
+RARE_ROWS = 1000
+RARE_PIECES = 3
 PROBE_SEARCH = "SELECT count(*) FROM (SELECT 1 FROM activity_search WHERE activity_search MATCH ? LIMIT ?)"
 # Sessions are few beside decisions: the planner chooses.
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
@@ -337,6 +345,13 @@ class SqliteStore:
         pieces = trigrams(query.terms)
         if not pieces:
             return SCANNED
+        counted = []
+        for piece in pieces:
+            rows = list(await db.execute_fetchall(PROBE_SEARCH, (fts_match([piece]), RARE_ROWS)))
+            counted.append((rows[0][0], piece))
+        rare = [piece for count, piece in sorted(counted) if count < RARE_ROWS][:RARE_PIECES]
+        if rare:
+            return decision_listing(pieces=rare)
         rows = list(await db.execute_fetchall(PROBE_SEARCH, (fts_match(pieces), SEARCH_PROBE_ROWS)))
         return SCANNED if rows[0][0] >= SEARCH_PROBE_ROWS else DECISIONS
 
