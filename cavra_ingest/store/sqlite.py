@@ -360,9 +360,17 @@ class SqliteStore:
             if listing is self.decisions:
                 listing = await self._searching(db, query)
             sql, params = listing.select(query)
+            # A search driven by rare trigrams reads and sorts every match anyway: count them in the same pass
+            # instead of reading each again (`count(*) OVER ()` is computed before LIMIT).
+            counted = query.with_total and query.after is None and getattr(listing, "pieces", None) is not None
+            if counted:
+                sql = sql.replace("SELECT ", "SELECT count(*) OVER (), ", 1)
             rows = list(await db.execute_fetchall(sql, params))
             total = None
-            if query.with_total:
+            if counted and rows:
+                total = rows[0][0]
+                rows = [row[1:] for row in rows]
+            elif query.with_total:
                 count_sql, count_params = listing.count(query)
                 total = list(await db.execute_fetchall(count_sql, count_params))[0][0]
         last_key = (rows[-1][0], rows[-1][1]) if rows else None

@@ -21,10 +21,18 @@ export const decisionsList = {
     $("export-ndjson").href = withQuery("/decisions.ndjson", params);
   },
   loaded(gen) {
-    loadFacets(gen);
-    loadHistogram(gen);
+    // Facets and the chart count the whole window (seconds at millions of rows): while live updates bring
+    // new rows, they refresh no more often than ten times what they last took. A new view always loads them.
+    const now = performance.now();
+    if (gen === heavy.gen && now - heavy.at < heavy.took * 10) return;
+    Object.assign(heavy, { gen, at: now });
+    Promise.all([loadFacets(gen), loadHistogram(gen)]).then(() => {
+      heavy.took = performance.now() - now;
+    });
   },
 };
+
+const heavy = { gen: -1, at: 0, took: 0 };
 
 // Values each facet shows before "Show more"; the rest of the fetched top values wait behind it.
 const FIRST_VALUES = 5;
