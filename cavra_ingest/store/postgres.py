@@ -109,6 +109,8 @@ class PostgresStore:
         self.schema = schema_name(schema)
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        # The search indexer's own connection: it never takes one the writer or the readers are waiting for.
+        self._indexer: asyncpg.Connection | None = None
         self._insert_decision = numbered(INSERT_DECISION)
         self._upsert_session = numbered(UPSERT_SESSION)
 
@@ -137,6 +139,9 @@ class PostgresStore:
         )
 
     async def close(self) -> None:
+        if self._indexer is not None:
+            await self._indexer.close()
+            self._indexer = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -204,10 +209,21 @@ class PostgresStore:
 
     async def index_search(self, max_rows: int) -> tuple[int, int | None]:
         """Index up to `max_rows` queued decisions for search; return (rows still queued, None)."""
-        async with self.pool.acquire() as conn:
+        if self._indexer is None or self._indexer.is_closed():
+            self._indexer = await asyncpg.connect(
+                self.dsn,
+                server_settings={"search_path": self.schema, "application_name": f"cavra-indexer:{self.schema}"},
+            )
+        conn = self._indexer
+        try:
             async with conn.transaction():
                 await conn.execute(INDEX_SEARCH, max_rows)
             return await conn.fetchval(COUNT_QUEUED), None
+        except BaseException:
+            # A broken connection is replaced on the next call.
+            self._indexer = None
+            await conn.close()
+            raise
 
     async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
         sql, params = DECISIONS.histogram(query, unit_chars)

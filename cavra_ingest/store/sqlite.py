@@ -369,7 +369,7 @@ class SqliteStore:
             total = None
             if counted and rows:
                 total = rows[0][0]
-                rows = [row[1:] for row in rows]
+                rows = [tuple(row[1:]) for row in rows]  # type: ignore[misc]
             elif query.with_total:
                 count_sql, count_params = listing.count(query)
                 total = list(await db.execute_fetchall(count_sql, count_params))[0][0]
