@@ -238,8 +238,10 @@ def main() -> None:
         start = time.perf_counter()
         preload(path, args.rows)
         print(f"preload: {time.perf_counter() - start:.0f}s", flush=True)
-    print("write cost...", flush=True)
-    writes = write_cost(args.write_rows)
+    writes: dict[str, float] = {}
+    if args.write_rows:
+        print("write cost...", flush=True)
+        writes = write_cost(args.write_rows)
     print(json.dumps(writes, indent=1), flush=True)
     indexing, found = asyncio.run(reads(path, args.runs))
     report = {"rows": args.rows, "cpus": os.cpu_count(), "load": os.getloadavg(), "indexing_s": round(indexing, 1),

@@ -119,6 +119,9 @@ class SteeredListing(Listing):
         return None
 
     def unindexed(self, query: ListQuery, counting: bool) -> frozenset[str]:
+        if query.terms and self.indexed_search:
+            # The search's candidates (at most SEARCH_PROBE_ROWS of them) drive; no filter index may.
+            return frozenset(name for name, _ in query.equals)
         driver = self.driver(query, self.count_drivers if counting else self.drivers)
         if driver not in dict(self.drivers) and (query.since or query.until or len(query.equals) > 1):
             # 004's `decision` index counts outcomes alone, index-only. With a time range (usually
@@ -162,8 +165,7 @@ DECISIONS = decision_listing()
 SCANNED = decision_listing(indexed_search=False)
 SEARCH_PROBE_ROWS = 20_000
 # Intersecting a trigram that every row holds costs ~100 ms at 5 M rows, a rare one well under 1 ms: each
-# trigram's first RARE_ROWS entries are read to find the rare ones, and the rarest RARE_PIECES drive.
-RARE_ROWS = 1000
+# trigram's first SEARCH_PROBE_ROWS entries are counted, and the RARE_PIECES rarest drive.
 RARE_PIECES = 3
 PROBE_SEARCH = "SELECT count(*) FROM (SELECT 1 FROM activity_search WHERE activity_search MATCH ? LIMIT ?)"
 # Sessions are few beside decisions: the planner chooses.
@@ -347,11 +349,12 @@ class SqliteStore:
             return SCANNED
         counted = []
         for piece in pieces:
-            rows = list(await db.execute_fetchall(PROBE_SEARCH, (fts_match([piece]), RARE_ROWS)))
+            rows = list(await db.execute_fetchall(PROBE_SEARCH, (fts_match([piece]), SEARCH_PROBE_ROWS)))
             counted.append((rows[0][0], piece))
-        rare = [piece for count, piece in sorted(counted) if count < RARE_ROWS][:RARE_PIECES]
-        if rare:
-            return decision_listing(pieces=rare)
+        counted.sort()
+        if counted[0][0] < SEARCH_PROBE_ROWS:
+            return decision_listing(pieces=[piece for _, piece in counted[:RARE_PIECES]])
+        # Every trigram is common; together they may still be rare.
         rows = list(await db.execute_fetchall(PROBE_SEARCH, (fts_match(pieces), SEARCH_PROBE_ROWS)))
         return SCANNED if rows[0][0] >= SEARCH_PROBE_ROWS else DECISIONS
 
