@@ -249,7 +249,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"search-{args.rows}.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"# Search and histogram at {args.rows:,} rows", "",
-             f"Background indexing of the pre-loaded rows: {indexing:.0f} s; trigram index "
+             (f"Background indexing of the pre-loaded rows: {indexing:.0f} s; " if indexing >= 1 else "")
+             + "trigram index "
              f"{report.get('search_index_bytes', 0) / 1e6:.0f} MB of {report.get('database_bytes', 0) / 1e6:.0f} MB.",
              "", "Write cost (batches of 500, synchronous=FULL, s per 1,000 rows): "
              + ", ".join(f"{k} {v:.3f}" for k, v in writes.items()), "",
