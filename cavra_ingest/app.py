@@ -6,11 +6,25 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import auth, cors, evidence, export, facets, ingest, logs, openapi, probes, proofs, reads
+from . import (
+    auth,
+    cors,
+    evidence,
+    export,
+    facets,
+    histogram,
+    ingest,
+    logs,
+    openapi,
+    probes,
+    proofs,
+    reads,
+    session_export,
+)
 from .auditlog import AUDIT_KEY
 from .console import add_console_routes
 from .guards import BUDGET_KEY, HOSTS_KEY, BodyBudget, allowed_hosts, host_set, security_headers
-from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
+from .keys import SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .metrics import METRICS_KEY, Metrics, metrics_view
 from .middleware import json_errors
 from .runtime import Runtime, running
@@ -28,6 +42,8 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         runtime.writer.observers.append(app[METRICS_KEY].observe_batch)
         if runtime.audit is not None:
             app[AUDIT_KEY] = runtime.audit
+        if runtime.indexer is not None:
+            app[SEARCH_HEALTH_KEY] = runtime.indexer.health
         yield
 
 
@@ -60,11 +76,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/decisions", reads.list_decisions)
     # Fixed paths before `/decisions/{decision_id}`, which would otherwise capture `facets`.
     app.router.add_get("/decisions/facets", facets.decision_facets)
+    app.router.add_get("/decisions/histogram", histogram.decision_histogram)
     app.router.add_get("/decisions.ndjson", export.decisions_ndjson)
     app.router.add_get("/decisions.csv", export.decisions_csv)
     app.router.add_get("/decisions/{decision_id}", reads.get_decision)
     app.router.add_post("/sessions", ingest.post_sessions)
     app.router.add_get("/sessions", reads.list_sessions)
+    app.router.add_get("/sessions.ndjson", session_export.sessions_ndjson)
+    app.router.add_get("/sessions.csv", session_export.sessions_csv)
     app.router.add_get("/sessions/{session_id}", reads.get_session)
     app.router.add_get("/sessions/{session_id}/decisions", reads.session_timeline)
     app.router.add_get("/healthz", reads.healthz)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -48,12 +48,12 @@ def _cell(value: Any) -> str:
     return neutralize(msgspec.json.encode(value).decode())
 
 
-def csv_rows(payloads: list[bytes]) -> list[list[str]]:
-    """Flatten stored records into rows in CSV_COLUMNS order; fields without a column are left out."""
+def csv_rows(payloads: list[bytes], columns: tuple[str, ...] = CSV_COLUMNS) -> list[list[str]]:
+    """Flatten stored records into rows in `columns` order; fields without a column are left out."""
     rows = []
     for payload in payloads:
         record = _DECODER.decode(payload)
-        rows.append([_cell(record.get(column)) for column in CSV_COLUMNS])
+        rows.append([_cell(record.get(column)) for column in columns])
     return rows
 
 
@@ -63,12 +63,22 @@ def csv_chunk(rows: list[list[str]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-async def stream(
-    request: web.Request, content_type: str, filename: str, head: bytes, encode: Callable[[list[bytes]], bytes]
-) -> web.StreamResponse:
-    """Stream every match in listing order, fetched from the store in keyset chunks."""
+async def decision_chunks(request: web.Request) -> AsyncIterator[list[bytes]]:
+    """Every decision matching the request's filters, in listing order, a keyset chunk at a time."""
     held = await stored_values(request, "decisions", DECISION_FILTERS)
-    query = parse_query(request, DECISION_FILTERS, scope="export", paging=False, held=held)
+    query = parse_query(request, DECISION_FILTERS, scope="export", paging=False, held=held, search=True)
+    return request.app[STORE_KEY].iter_decisions(query, CHUNK_ROWS)
+
+
+async def stream(
+    request: web.Request,
+    content_type: str,
+    filename: str,
+    head: bytes,
+    encode: Callable[[list[bytes]], bytes],
+    chunks: AsyncIterator[list[bytes]],
+) -> web.StreamResponse:
+    """Stream stored records as a download, chunk by chunk (the query was checked before anything is sent)."""
     response = web.StreamResponse(
         headers={
             "Content-Type": content_type,
@@ -80,7 +90,7 @@ async def stream(
     try:
         if head:
             await response.write(head)
-        async for payloads in request.app[STORE_KEY].iter_decisions(query, CHUNK_ROWS):
+        async for payloads in chunks:
             await response.write(encode(payloads))
     except ConnectionError:
         raise  # the client went away; nothing to tell it
@@ -97,15 +107,13 @@ async def stream(
 
 @cancel_on_disconnect
 async def decisions_ndjson(request: web.Request) -> web.StreamResponse:
-    return await stream(request, "application/x-ndjson", "decisions.ndjson", b"", ndjson_chunk)
+    chunks = await decision_chunks(request)
+    return await stream(request, "application/x-ndjson", "decisions.ndjson", b"", ndjson_chunk, chunks)
 
 
 @cancel_on_disconnect
 async def decisions_csv(request: web.Request) -> web.StreamResponse:
-    return await stream(
-        request,
-        "text/csv; charset=utf-8",
-        "decisions.csv",
-        csv_chunk([list(CSV_COLUMNS)]),
-        lambda payloads: csv_chunk(csv_rows(payloads)),
-    )
+    chunks = await decision_chunks(request)
+    head = csv_chunk([list(CSV_COLUMNS)])
+    encode = lambda payloads: csv_chunk(csv_rows(payloads))  # noqa: E731
+    return await stream(request, "text/csv; charset=utf-8", "decisions.csv", head, encode, chunks)

@@ -17,7 +17,7 @@ DEFAULT_TOP, MAX_TOP = 10, 100
 async def decision_facets(request: web.Request) -> web.Response:
     """Return the top values of each facet field with their counts, and the total."""
     held = await stored_values(request, "decisions", DECISION_FILTERS)
-    query = parse_query(request, DECISION_FILTERS, scope="facets", extra=("top",), paging=False, held=held)
+    query = parse_query(request, DECISION_FILTERS, scope="facets", extra=("top",), paging=False, held=held, search=True)
     top = min(max(integer(request.query, "top", DEFAULT_TOP), 1), MAX_TOP)
     counted = await request.app[STORE_KEY].facets(query, top)
     fields = {name: [FacetCount(value, count) for value, count in counts] for name, counts in counted.fields.items()}

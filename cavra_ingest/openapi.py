@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from . import __version__
+from .histogram import SECONDS
 from .models import OUTCOMES, SESSION_STATES, SEVERITIES, DecisionIn, DecisionRecord, SessionIn, SessionRecord
 from .reads import DECISION_FILTERS, MAX_INTEGER, MAX_LIMIT, MAX_TIMELINE_LIMIT, SESSION_FILTERS
 from .replies import (
@@ -26,6 +27,7 @@ from .replies import (
     Evidence,
     Facets,
     Health,
+    Histogram,
     InclusionProof,
     Readiness,
     SessionPage,
@@ -56,6 +58,7 @@ SCHEMA_TYPES = (
     InclusionProof,
     ConsistencyProof,
     Evidence,
+    Histogram,
 )
 
 
@@ -101,7 +104,7 @@ def array_param(name: str, enum: tuple[str, ...] | None = None) -> dict[str, Any
     return {
         "name": name,
         "in": "query",
-        "description": "exact match; repeat for OR; empty means no filter",
+        "description": "exact match; repeat for OR; empty means no filter" + PREFIX_NOTE,
         "schema": {"type": "array", "items": items},
         "style": "form",
         "explode": True,
@@ -134,6 +137,18 @@ def paging(max_limit: int) -> list[dict[str, Any]]:
 
 def filters(names: Iterable[str]) -> list[dict[str, Any]]:
     return [array_param(name, ENUMS.get(name)) for name in sorted(names)]
+
+
+SEARCH = [
+    {
+        "name": "q",
+        "in": "query",
+        "description": 'words or "quoted phrases" each found as a substring (ASCII case ignored) of target, rule_id,'
+        " requested_operation, reason, policy_id, tool_name or mcp_server; at least one of 3+ characters",
+        "schema": {"type": "string"},
+    }
+]
+PREFIX_NOTE = "; a value ending in `*` matches by prefix (repository, agent_id, policy_pack, rule_id, action_type)"
 
 
 def path_param(name: str) -> dict[str, Any]:
@@ -171,7 +186,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/decisions"): op(
         "List decisions, newest first, then decision_id",
         {"200": json_body(ref("DecisionPage"), "one page"), **LISTING_ERRORS},
-        parameters=filters(DECISION_FILTERS) + RANGE + paging(MAX_LIMIT),
+        parameters=filters(DECISION_FILTERS) + RANGE + SEARCH + paging(MAX_LIMIT),
     ),
     ("GET", "/decisions/{decision_id}"): op(
         "Get one decision",
@@ -181,7 +196,22 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/decisions/facets"): op(
         "Count matches per value of the sidebar fields, for the current filter",
         {"200": json_body(ref("Facets"), "top values with counts"), **LISTING_ERRORS},
-        parameters=filters(DECISION_FILTERS) + RANGE + [int_param("top", 1, 100, "values per field, 1..100")],
+        parameters=filters(DECISION_FILTERS) + RANGE + SEARCH + [int_param("top", 1, 100, "values per field, 1..100")],
+    ),
+    ("GET", "/decisions/histogram"): op(
+        "Count matches per time bucket and outcome, for a chart over the filtered decisions",
+        {"200": json_body(ref("Histogram"), "buckets, oldest first, empty ones included"), **LISTING_ERRORS},
+        parameters=filters(DECISION_FILTERS)
+        + RANGE
+        + SEARCH
+        + [
+            {
+                "name": "interval",
+                "in": "query",
+                "description": "bucket width; auto picks about 60 buckets over the window",
+                "schema": {"type": "string", "enum": ["auto", *SECONDS]},
+            }
+        ],
     ),
     ("GET", "/decisions.ndjson"): op(
         "Export every matching decision, one JSON record per line",
@@ -189,12 +219,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "200": {"description": "stream", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
             **LISTING_ERRORS,
         },
-        parameters=filters(DECISION_FILTERS) + RANGE,
+        parameters=filters(DECISION_FILTERS) + RANGE + SEARCH,
     ),
     ("GET", "/decisions.csv"): op(
         "Export every matching decision as CSV with a header row",
         {"200": {"description": "stream", "content": {"text/csv": {"schema": {"type": "string"}}}}, **LISTING_ERRORS},
-        parameters=filters(DECISION_FILTERS) + RANGE,
+        parameters=filters(DECISION_FILTERS) + RANGE + SEARCH,
     ),
     ("POST", "/sessions"): op(
         "Set a session's state and descriptive fields (counts always come from its decisions)",
@@ -208,6 +238,23 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         + RANGE
         + [int_param("min_blocked", 0, MAX_INTEGER, "at least this many blocked decisions")]
         + paging(MAX_LIMIT),
+    ),
+    ("GET", "/sessions.ndjson"): op(
+        "Export every matching session summary, one JSON record per line, most recently updated first",
+        {
+            "200": {"description": "stream", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+            **LISTING_ERRORS,
+        },
+        parameters=filters(SESSION_FILTERS)
+        + RANGE
+        + [int_param("min_blocked", 0, MAX_INTEGER, "at least this many blocked decisions")],
+    ),
+    ("GET", "/sessions.csv"): op(
+        "Export every matching session summary as CSV with a header row",
+        {"200": {"description": "stream", "content": {"text/csv": {"schema": {"type": "string"}}}}, **LISTING_ERRORS},
+        parameters=filters(SESSION_FILTERS)
+        + RANGE
+        + [int_param("min_blocked", 0, MAX_INTEGER, "at least this many blocked decisions")],
     ),
     ("GET", "/sessions/{session_id}"): op(
         "Get one session summary",

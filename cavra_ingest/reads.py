@@ -17,10 +17,11 @@ from .auth import scope_query, visible_payload
 from .cors import ORIGINS_KEY
 from .errors import ApiError
 from .guards import cancel_on_disconnect
-from .keys import SETTINGS_KEY, SINK_KEY, STORE_KEY
+from .keys import SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_reply
 from .models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
 from .replies import ConsoleConfig, ConsoleEnums, ConsoleFilters, DecisionPage, Health, SessionPage, Timeline, stored
+from .search import PREFIX_FILTERS, BadSearch, parse_terms, split_prefixes
 from .store import ListQuery, Page
 from .store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
 
@@ -67,7 +68,9 @@ def _moment(params: Mapping[str, str], name: str) -> str | None:
 
 def _fingerprint(query: ListQuery, scope: str) -> str:
     # Binds a cursor to the filters and order it was made for.
-    shape = [scope, query.equals, query.since, query.until, query.min_blocked, query.oldest_first]
+    shape: list[Any] = [scope, query.equals, query.since, query.until, query.min_blocked, query.oldest_first]
+    if query.prefixes or query.terms:
+        shape += [query.prefixes, query.terms]
     return hashlib.blake2b(ENCODER.encode(shape), digest_size=8).hexdigest()
 
 
@@ -124,8 +127,11 @@ def parse_query(
     max_limit: int = MAX_LIMIT,
     oldest_first: bool = False,
     paging: bool = True,
+    search: bool = False,
 ) -> ListQuery:
     """Turn query arguments into a ListQuery; unknown or malformed ones are a 400 naming them."""
+    if search:
+        extra = (*extra, "q")
     allowed = frozenset(filters) | RANGE | frozenset(extra) | (PAGING if paging else frozenset())
     params = request.query
     for name in params:
@@ -134,6 +140,7 @@ def parse_query(
                 raise bad_query(name, f"{name} does not apply here: the answer covers every match")
             raise bad_query(name, f"unknown query parameter {name!r}")
     equals = list(fixed)
+    prefixes: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
     for name in sorted(frozenset(filters)):
         # Empty values mean "no filter" (SPEC §3); repeated values mean OR, in any order.
         values = tuple(sorted({v for v in params.getall(name, []) if v != ""}))
@@ -146,7 +153,11 @@ def parse_query(
                 raise bad_query(name, f"{name} must not contain NUL characters")
             if choices is not None and value not in choices and value not in (held or {}).get(name, ()):
                 raise bad_query(name, f"{name} must be one of {', '.join(choices)}, not {value!r}")
-        equals.append((name, values))
+        exact, starts = split_prefixes(values) if name in PREFIX_FILTERS else (values, ())
+        if starts:
+            prefixes.append((name, exact, starts))
+        else:
+            equals.append((name, values))
     for name in PAGING | RANGE | frozenset(extra):
         if len(params.getall(name, [])) > 1:
             raise bad_query(name, f"{name} may be given only once")
@@ -166,6 +177,8 @@ def parse_query(
         offset=max(integer(params, "offset", 0), 0),
         with_total=count not in {"false", "0"},
         oldest_first=oldest_first,
+        prefixes=tuple(prefixes),
+        terms=search_terms(request) if search else (),
     )
     # A tenant-bound token reads its tenant only, whatever it asked for (403 if it named another).
     query = scope_query(request, query)
@@ -174,6 +187,17 @@ def parse_query(
         after = decode_cursor(token, query, scope)
         query = dataclasses.replace(query, after=after, offset=0)
     return query
+
+
+def search_terms(request: web.Request) -> tuple[str, ...]:
+    """Parse `q` within the configured limits."""
+    settings = request.app[SETTINGS_KEY]
+    try:
+        return parse_terms(
+            request.query.get("q", ""), max_chars=settings.search_max_chars, max_terms=settings.search_max_terms
+        )
+    except BadSearch as exc:
+        raise bad_query("q", str(exc)) from None
 
 
 def next_cursor(page: Page, query: ListQuery, scope: str) -> str | None:
@@ -186,7 +210,7 @@ def next_cursor(page: Page, query: ListQuery, scope: str) -> str | None:
 @cancel_on_disconnect
 async def list_decisions(request: web.Request) -> web.Response:
     held = await stored_values(request, "decisions", DECISION_FILTERS)
-    query = parse_query(request, DECISION_FILTERS, scope="decisions", held=held)
+    query = parse_query(request, DECISION_FILTERS, scope="decisions", held=held, search=True)
     page = await request.app[STORE_KEY].list_decisions(query)
     cursor = next_cursor(page, query, "decisions")
     return json_reply(DecisionPage(stored(page.items), page.total, query.limit, query.offset, cursor))
@@ -255,6 +279,7 @@ async def healthz(request: web.Request) -> web.Response:
         queued_records=health.queued_records,
         queue_capacity=health.queue_capacity,
         writer=health.stats,
+        search=request.app[SEARCH_HEALTH_KEY]() if SEARCH_HEALTH_KEY in request.app else None,
     )
     return json_reply(reply, 503 if health.closing else 200)
 

@@ -9,7 +9,7 @@ from msgspec import Struct
 
 from .errors import CODES, ApiError, Problem
 from .models import ENCODER, Accepted, DecisionRecord, SessionRecord
-from .sink import WriterStats
+from .sink import SearchHealth, WriterStats
 from .store.base import WriteResult
 
 
@@ -86,6 +86,8 @@ class Health(Struct):
     queued_records: int
     queue_capacity: int
     writer: WriterStats
+    # The background search indexer, when it runs (SQLite, PostgreSQL).
+    search: SearchHealth | None = None
 
 
 class ConsoleFilters(Struct):
@@ -129,6 +131,26 @@ class Facets(Struct):
     total: int
     top: int
     facets: dict[str, list[FacetCount]]
+
+
+class HistogramBucket(Struct):
+    """Matches from `start` (inclusive) to `end` (exclusive), per outcome."""
+
+    start: str
+    end: str
+    total: int
+    counts: dict[str, int]
+
+
+class Histogram(Struct):
+    """Matching decisions per time bucket; buckets are aligned to the interval from the Unix epoch (UTC)."""
+
+    interval: str
+    interval_seconds: int
+    since: str | None
+    until: str | None
+    total: int
+    buckets: list[HistogramBucket]
 
 
 def stored(payloads: list[bytes]) -> Any:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from workers.indexer import SearchIndexer
 from workers.writer import BatchWriter
 
 from .auditlog import AuditLog, CheckpointLoop, open_log
@@ -20,6 +21,8 @@ class Runtime:
     writer: BatchWriter
     # None on the JSON store or with CAVRA_AUDIT_LOG=0.
     audit: AuditLog | None = None
+    # The background search indexer (SQLite's FTS5 table, PostgreSQL's pg_trgm table), unless search_index is off.
+    indexer: SearchIndexer | None = None
 
 
 @asynccontextmanager
@@ -36,10 +39,19 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
             drain_deadline_s=settings.drain_deadline_s,
         )
         writer.start()
+        indexer = None
+        step = getattr(store, "index_search", None)
+        if settings.search_index and step is not None:
+            indexer = SearchIndexer(
+                step, batch_rows=settings.search_index_batch_rows, interval_s=settings.search_index_interval_s
+            )
+            indexer.start()
         try:
             async with audit_log(settings, store) as audit:
-                yield Runtime(settings, store, writer, audit)
+                yield Runtime(settings, store, writer, audit, indexer)
         finally:
+            if indexer is not None:
+                await indexer.stop()
             await writer.stop()
     finally:
         await store.close()

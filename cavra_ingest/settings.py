@@ -132,6 +132,16 @@ class Settings:
     # Comma-separated Host header values to accept (DNS rebinding); empty accepts any.
     allowed_hosts: str = ""
 
+    # Free-text search (search.py): the background trigram indexer (off: `q` reads the rows instead), the rows it
+    # indexes per transaction and how often it looks for new ones; the size of a `q`.
+    search_index: bool = True
+    search_index_batch_rows: int = 20_000
+    search_index_interval_s: float = 0.5
+    search_max_chars: int = 256
+    search_max_terms: int = 8
+    # Buckets one `GET /decisions/histogram` may return (an explicit interval over a longer window is a 400).
+    histogram_max_buckets: int = 2000
+
     @property
     def store_kind(self) -> str:
         """Name the backend chosen by SPEC §4 precedence."""

@@ -24,6 +24,16 @@ class WriterStats(Struct):
     failed_transactions: int = 0
 
 
+class SearchHealth(Struct):
+    """How far the background search indexer has come; rows it has not reached are found by reading them."""
+
+    lag_rows: int
+    # Seconds since the indexer was last caught up (0 when it is).
+    lag_s: float
+    # SQLite: the last rowid indexed.
+    indexed_upto: int | None = None
+
+
 class SinkHealth(Struct):
     closing: bool
     queued_records: int

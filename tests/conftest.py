@@ -109,15 +109,21 @@ async def drop_schema(schema: str) -> None:
 async def make_client(aiohttp_client: Any, tmp_path: Path) -> Any:
     """Build a client for the real app; `kind` picks the store, other kwargs are settings."""
     schemas: list[str] = []
+    clients: list[TestClient] = []
 
     async def make(kind: str = "sqlite", **overrides: Any) -> TestClient:
         settings = store_settings(kind, tmp_path, **overrides)
         if kind == "postgres":
             require_postgres()
             schemas.append(settings.postgres_schema)
-        return await aiohttp_client(create_app(settings))
+        clients.append(await aiohttp_client(create_app(settings)))
+        return clients[-1]
 
     yield make
+    # Stop the apps (their background search indexers) before their schemas go: DROP SCHEMA against a running
+    # indexer can deadlock.
+    for client in clients:
+        await client.close()
     for schema in schemas:
         await drop_schema(schema)
 

@@ -43,6 +43,9 @@ EXPECTED_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/log/checkpoint"): "read",
     ("GET", "/log/public-key"): "read",
     ("GET", "/log/consistency"): "read",
+    ("GET", "/decisions/histogram"): "read",
+    ("GET", "/sessions.ndjson"): "read",
+    ("GET", "/sessions.csv"): "read",
     ("GET", "/openapi.json"): None,
     ("GET", "/docs"): None,
     ("GET", "/"): None,
@@ -149,7 +152,10 @@ def request_for(route: tuple[str, str]) -> tuple[str, Any]:
         "/decisions/facets",
         "/decisions.ndjson",
         "/decisions.csv",
+        "/decisions/histogram",
         "/sessions",
+        "/sessions.ndjson",
+        "/sessions.csv",
     }:
         url += f"?tenant_id={ONE}"
     body: Any = None

@@ -26,6 +26,11 @@ ASSETS = {
     "status.js": "text/javascript",
     "ui.js": "text/javascript",
     "evidence.js": "text/javascript",
+    "search.js": "text/javascript",
+    "histogram.js": "text/javascript",
+    "firstrun.js": "text/javascript",
+    "clock.js": "text/javascript",
+    "sessiontools.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }

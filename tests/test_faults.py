@@ -315,11 +315,11 @@ async def test_full_disk_gets_503_then_recovers(small_fs: Path, spawn: Any) -> N
     ballast = small_fs / "ballast"
 
     def fill() -> None:
-        with open(ballast, "wb") as handle:
+        # Unbuffered: a buffered file would try the failed write again on close and raise there.
+        with open(ballast, "wb", buffering=0) as handle:
             try:
                 while True:
                     handle.write(b"\0" * 65536)
-                    handle.flush()
             except OSError:
                 pass
 

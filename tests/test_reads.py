@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest import export
+from cavra_ingest import export, search
 from cavra_ingest.keys import STORE_KEY
 from cavra_ingest.store.base import FACET_FIELDS
 
@@ -95,6 +95,10 @@ async def error_of(client: TestClient, url: str, status: int = 400) -> dict[str,
     assert body["status"] == status and body["detail"]
     return body
 
+
+PREFIXES = [("repository", "acme/"), ("repository", "acme/w"), ("agent_id", "agent-"), ("rule_id", "rule-1"),
+            ("action_type", "re"), ("policy_pack", "pack-")]  # fmt: skip
+SEARCHES = ["mod_1", "MOD_2 .py", ".env", "push --force", "rule-3", "file ok", "src/mod"]
 
 FILTER_VALUES = {
     "session_id": "sess-2",
@@ -438,10 +442,14 @@ async def test_post_sessions_sets_state_and_never_counts(any_client):
 async def test_random_filter_combinations_agree_across_stores_and_with_python(make_client):
     clients = [await make_client(kind) for kind in ("sqlite", "json", "postgres")]
     rows = dataset()
+    for n, row in enumerate(rows):
+        row["target"] = f"src/Mod_{n % 6}/file.py"
+        row["reason"] = ("reads .env", "git push --force", "ok")[n % 3]
+    by_id = {r["decision_id"]: r for r in rows}
     for client in clients:
         await post(client, rows)
     rng = random.Random(11)
-    for _ in range(40):
+    for _ in range(60):
         conditions: dict[str, Any] = {}
         for name in rng.sample(sorted(FILTER_VALUES), rng.randrange(1, 4)):
             values = sorted({r[name] for r in rows})
@@ -450,10 +458,21 @@ async def test_random_filter_combinations_agree_across_stores_and_with_python(ma
         query = "&".join(f"{name}={value}" for name, values in conditions.items() for value in values)
         if since:
             query += f"&since={since.replace('+', '%2B')}"
+        # Prefix filters and free-text search (search.py), checked against its Python semantics.
+        prefix_field, prefix = rng.choice(PREFIXES) if rng.random() < 0.4 else ("", "")
+        if prefix_field in conditions:
+            prefix_field = ""  # values of one field combine by OR; this test's Python check is AND
+        if prefix_field:
+            query += f"&{prefix_field}={prefix}*"
+        terms = rng.choice(SEARCHES) if rng.random() < 0.5 else ""
+        if terms:
+            query += "&q=" + terms.replace(" ", "+")
         want = [
             i
             for i in expected(rows, **conditions)
-            if not since or next(r for r in rows if r["decision_id"] == i)["timestamp"] >= since
+            if (not since or by_id[i]["timestamp"] >= since)
+            and (not prefix_field or str(by_id[i][prefix_field]).startswith(prefix))
+            and (not terms or search.text_matches(by_id[i], tuple(search.fold(t) for t in terms.split())))
         ]
         for client in clients:
             assert await ids(client, query) == want, (client.app[STORE_KEY].kind, query)

@@ -77,9 +77,14 @@ async def test_no_read_route_leaks_another_tenants_records(make_client: MakeClie
         assert [line["decision_id"] for line in lines] == want
         csv = (await (await client.get(f"/decisions.csv?{query}", headers=bearer(token))).text()).splitlines()
         assert len(csv) - 1 == truth["total"]
+        histogram = await get_json(client, f"/decisions/histogram?{query}", token)
+        assert sum(sum(bucket["counts"].values()) for bucket in histogram["buckets"]) == truth["total"]
         session_query = urlencode({k: v for k, v in filters.items() if k in {"agent_id", "repository"}})
         sessions = await get_json(client, f"/sessions?limit=500&{session_query}", token)
         assert all(item["tenant_id"] == tenant for item in sessions["items"])
+        exported = await client.get(f"/sessions.ndjson?{session_query}", headers=bearer(token))
+        summaries = [msgspec.json.decode(line) for line in (await exported.read()).splitlines()]
+        assert [item["session_id"] for item in summaries] == [item["session_id"] for item in sessions["items"]]
         for other in records:
             visible = other["tenant_id"] == tenant
             single = await client.get(f"/decisions/{other['decision_id']}", headers=bearer(token))

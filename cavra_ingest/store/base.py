@@ -43,6 +43,15 @@ class ListQuery:
     after: tuple[str, str] | None = None
     with_total: bool = True
     oldest_first: bool = False
+    # Fields with a prefix value (`repository=acme/*`): (field, exact values, prefixes), OR within the field.
+    prefixes: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    # Free-text search terms (search.py), already folded; every one must match.
+    terms: tuple[str, ...] = ()
+
+    @property
+    def filtered(self) -> bool:
+        """Say whether anything narrows the matches."""
+        return bool(self.equals or self.since or self.until or self.prefixes or self.terms)
 
 
 @dataclass
@@ -142,4 +151,12 @@ class Store(Protocol):
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         """Yield every match in listing order, a chunk at a time (ignores limit and offset)."""
+        ...
+
+    async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
+        """Count matches per (first `unit_chars` characters of the timestamp, outcome)."""
+        ...
+
+    async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
+        """Return the earliest and latest timestamp of the matches (None, None when none match)."""
         ...

@@ -15,6 +15,7 @@ import msgspec
 from ..compat import utc_or_same, without_nulls
 from ..models import ENCODER, SESSION_SCHEMA, SessionRecord
 from ..planning import decision_ids, plan_batch, session_ids
+from ..search import prefix_matches, text_matches
 from ..settings import Settings
 from ..summary import empty_session
 from .base import FACET_FIELDS, Facets, ListQuery, Page, StoreUnavailable, WriteItem, WriteResult, rank
@@ -159,6 +160,21 @@ class JsonStore:
                     counter[fields.get(name)] += 1
         return Facets(total, {name: rank(dict(counter), top) for name, counter in counters.items()})
 
+    async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
+        counts: Counter[tuple[str, str]] = Counter()
+        for fields, _ in self._decisions.values():
+            if matches(fields, query, "timestamp"):
+                counts[(str(fields.get("timestamp") or "")[:unit_chars], str(fields.get("decision")))] += 1
+        return [(bucket, outcome, n) for (bucket, outcome), n in counts.items()]
+
+    async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
+        times = [
+            fields.get("timestamp") or ""
+            for fields, _ in self._decisions.values()
+            if matches(fields, query, "timestamp")
+        ]
+        return (min(times), max(times)) if times else (None, None)
+
     async def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         """Yield matches from one sorted snapshot (references to the stored bytes, no copies)."""
         rows = _sorted_hits(list(self._decisions.values()), query, "timestamp", "decision_id")
@@ -177,6 +193,11 @@ def matches(fields: dict[str, Any], query: ListQuery, time_key: str) -> bool:
     if query.since is not None and moment < query.since:
         return False
     if query.until is not None and moment >= query.until:
+        return False
+    for name, exact, prefixes in query.prefixes:
+        if not prefix_matches(fields.get(name), exact, prefixes):
+            return False
+    if query.terms and not text_matches(fields, query.terms):
         return False
     return query.min_blocked is None or int(fields.get("blocked_count") or 0) >= query.min_blocked
 

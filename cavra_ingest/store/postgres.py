@@ -12,6 +12,7 @@ import asyncpg
 from ..auditlog import INSERT_LEAF, NEXT_INDEX, leaf_rows
 from ..migrate import apply_postgres_migrations
 from ..planning import decision_ids, plan_batch, session_ids
+from ..search import MIN_TERM_CHARS, like_pattern
 from ..settings import Settings
 from .base import (
     FACET_FIELDS,
@@ -28,6 +29,7 @@ from .base import (
 from .sql import (
     DECISION_COLUMNS,
     INSERT_DECISION,
+    POSTGRES_SEARCH_TEXT,
     SELECT_DECISION,
     SELECT_SESSION,
     SESSION_COLUMNS,
@@ -40,8 +42,44 @@ from .sql import (
     session_row,
 )
 
+
 # PostgreSQL's planner weighs the 006 indexes by its own statistics: no steering.
-DECISIONS = Listing("activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id")
+class SearchListing(Listing):
+    """Decisions: a search is narrowed by the trigram index of `activity_search` (012), plus the queued rows."""
+
+    def search_clauses(self, terms: tuple[str, ...]) -> tuple[list[str], list[Any]]:
+        clauses, params = super().search_clauses(terms)
+        # Shorter terms give the index no trigram to look up; the row check still tests them.
+        long = [term for term in terms if len(term) >= MIN_TERM_CHARS]
+        if long:
+            found = " AND ".join("body ILIKE ?" for _ in long)
+            clauses.insert(0, SEARCH_CANDIDATES.format(found=found))
+            params[:0] = [like_pattern(term) for term in long]
+        return clauses, params
+
+
+SEARCH_CANDIDATES = (
+    "decision_id IN (SELECT decision_id FROM activity_search WHERE {found}"
+    " UNION ALL SELECT decision_id FROM activity_search_queue)"
+)
+# The background indexer's batch: take queued ids (other servers' indexers skip what this one holds), index
+# their rows, and report what is left.
+INDEX_SEARCH = """
+WITH picked AS (
+    DELETE FROM activity_search_queue
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM activity_search_queue LIMIT $1 FOR UPDATE SKIP LOCKED))
+    RETURNING decision_id
+)
+INSERT INTO activity_search (decision_id, body)
+SELECT d.decision_id, cavra_search_text(d.target, d.rule_id, d.payload)
+FROM activity_decisions d WHERE d.decision_id IN (SELECT decision_id FROM picked)
+ON CONFLICT (decision_id) DO UPDATE SET body = excluded.body
+"""
+COUNT_QUEUED = "SELECT count(*) FROM activity_search_queue"
+
+DECISIONS = SearchListing(
+    "activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id", search_text=POSTGRES_SEARCH_TEXT, like="ILIKE"
+)
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 # Every writer, on any server, takes this lock per batch: counts stay exact across processes.
 WRITE_LOCK = 0x63617673
@@ -89,6 +127,8 @@ class PostgresStore:
         self.schema = schema_name(schema)
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        # The search indexer's own connection: it never takes one the writer or the readers are waiting for.
+        self._indexer: asyncpg.Connection | None = None
         self._insert_decision = numbered(INSERT_DECISION)
         self._upsert_session = numbered(UPSERT_SESSION)
         self._insert_leaf = numbered(INSERT_LEAF)
@@ -124,6 +164,9 @@ class PostgresStore:
         )
 
     async def close(self) -> None:
+        if self._indexer is not None:
+            await self._indexer.close()
+            self._indexer = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -215,6 +258,33 @@ class PostgresStore:
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         return keyset_chunks(lambda chunk: self._list(DECISIONS, chunk, heavy=True), query, chunk_size)
+
+    async def index_search(self, max_rows: int) -> tuple[int, int | None]:
+        """Index up to `max_rows` queued decisions for search; return (rows still queued, None)."""
+        if self._indexer is None or self._indexer.is_closed():
+            self._indexer = await asyncpg.connect(
+                self.dsn,
+                server_settings={"search_path": self.schema, "application_name": f"cavra-indexer:{self.schema}"},
+            )
+        conn = self._indexer
+        try:
+            async with conn.transaction():
+                await conn.execute(INDEX_SEARCH, max_rows)
+            return await conn.fetchval(COUNT_QUEUED), None
+        except BaseException:
+            # A broken connection is replaced on the next call.
+            self._indexer = None
+            await conn.close()
+            raise
+
+    async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
+        sql, params = DECISIONS.histogram(query, unit_chars)
+        return [(row[0], row[1], row[2]) for row in await self._heavy_fetch(sql, params)]
+
+    async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
+        sql, params = DECISIONS.bounds(query)
+        rows = await self._heavy_fetch(sql, params)
+        return (rows[0][0], rows[0][1]) if rows else (None, None)
 
 
 def schema_name(text: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from ..models import ENCODER, SESSION_SCHEMA, Accepted, SessionRecord, StateChange
+from ..search import SEARCH_PAYLOAD_FIELDS, like_pattern, upper_bound
 from .base import DECISION_FILTERS, SESSION_FILTERS, ListQuery
 
 INSERT_DECISION = """
@@ -46,14 +47,70 @@ def holds_sql(table: str, field: str) -> str:
     return f"SELECT 1 FROM {name} WHERE {columns[field]} = ? LIMIT 1"
 
 
+# SQLite's expression for a row's searchable text (search.SEARCH_FIELDS, joined by newlines); payload fields
+# count only when they are strings, and a payload that is not JSON (CAVRA may write anything) adds nothing.
+SQLITE_SEARCH_TEXT = (
+    "(coalesce(target, '') || char(10) || coalesce(rule_id, '') || char(10) || CASE WHEN json_valid(payload) THEN "
+    + " || char(10) || ".join(
+        f"coalesce(CASE json_type(payload, '$.{name}') WHEN 'text' THEN json_extract(payload, '$.{name}') END, '')"
+        for name in SEARCH_PAYLOAD_FIELDS
+    )
+    + " ELSE '' END)"
+)
+# PostgreSQL's: the IMMUTABLE function of migration 012, whose trigram index answers ILIKE.
+POSTGRES_SEARCH_TEXT = "cavra_search_text(target, rule_id, payload)"
+
+
 class Listing:
     """How one table is listed: its filter columns, time and id columns, and order."""
 
-    def __init__(self, table: str, columns: dict[str, str], time_column: str, id_column: str) -> None:
+    # SQLite's listing puts `+` on filters that must not drive (see `unindexed`), prefix ranges included.
+    steered = False
+
+    def __init__(
+        self,
+        table: str,
+        columns: dict[str, str],
+        time_column: str,
+        id_column: str,
+        *,
+        search_text: str | None = None,
+        like: str = "LIKE",
+    ) -> None:
         self.table = table
         self.columns = columns
         self.time_column = time_column
         self.id_column = id_column
+        self.search_text = search_text
+        self.like = like
+
+    def search_clauses(self, terms: tuple[str, ...]) -> tuple[list[str], list[Any]]:
+        """Return one condition per term on the row's search text; stores narrow by their index first."""
+        if self.search_text is None:
+            raise ValueError(f"{self.table} cannot be searched")
+        clauses = [f"{self.search_text} {self.like} ? ESCAPE '\\'" for _ in terms]
+        return clauses, [like_pattern(term) for term in terms]
+
+    def prefix_clauses(self, query: ListQuery) -> tuple[list[str], list[Any]]:
+        """Return a condition per prefixed field: its exact values or index ranges, any of them."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for name, exact, prefixes in query.prefixes:
+            column = ("+" if self.steered else "") + self.columns[name]
+            options = []
+            if exact:
+                options.append(f"{column} IN ({', '.join('?' * len(exact))})")
+                params.extend(exact)
+            for prefix in prefixes:
+                bound = upper_bound(prefix)
+                if bound is None:
+                    options.append(f"{column} >= ?")
+                    params.append(prefix)
+                else:
+                    options.append(f"({column} >= ? AND {column} < ?)")
+                    params.extend([prefix, bound])
+            clauses.append("(" + " OR ".join(options) + ")")
+        return clauses, params
 
     def unindexed(self, query: ListQuery, counting: bool) -> frozenset[str]:
         """Name the filters whose index must not drive this query (none: the planner chooses)."""
@@ -89,6 +146,14 @@ class Listing:
             else:
                 clauses.append(f"{time_column} <= ? AND ({time_column} < ? OR {id_column} > ?)")
             params.extend([query.after[0], query.after[0], query.after[1]])
+        if query.prefixes:
+            found, args = self.prefix_clauses(query)
+            clauses.extend(found)
+            params.extend(args)
+        if query.terms:
+            found, args = self.search_clauses(query.terms)
+            clauses.extend(found)
+            params.extend(args)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def select(self, query: ListQuery) -> tuple[str, list[Any]]:
@@ -111,7 +176,7 @@ class Listing:
     def facets(self, query: ListQuery, fields: tuple[str, ...]) -> tuple[str, list[Any]]:
         """Count matches per value of each field in one statement: rows of (field, value, count)."""
         columns = [(name, self.columns[name]) for name in fields]
-        if not (query.equals or query.since or query.until):
+        if not query.filtered:
             # No filter: each field's own index (004) is read in order, index-only.
             arms = [f"SELECT '{name}', {col}, count(*) FROM {self.table} GROUP BY {col}" for name, col in columns]
             return " UNION ALL ".join(arms), []
@@ -122,6 +187,18 @@ class Listing:
         arms = [f"SELECT '{name}', {col}, count(*) FROM matches GROUP BY {col}" for name, col in columns]
         sql = f"WITH matches AS MATERIALIZED (SELECT {picked} FROM {self.table}{where}) " + " UNION ALL ".join(arms)
         return sql, params
+
+    def histogram(self, query: ListQuery, unit_chars: int) -> tuple[str, list[Any]]:
+        """Count matches per (time text cut to `unit_chars` characters, outcome)."""
+        where, params = self.where(query, with_position=False, counting=True)
+        bucket = f"substr({self.time_column}, 1, {int(unit_chars)})"
+        sql = f"SELECT {bucket}, decision, count(*) FROM {self.table}{where} GROUP BY 1, 2"
+        return sql, params
+
+    def bounds(self, query: ListQuery) -> tuple[str, list[Any]]:
+        """Select the earliest and latest time of the matches."""
+        where, params = self.where(query, with_position=False, counting=True)
+        return f"SELECT min({self.time_column}), max({self.time_column}) FROM {self.table}{where}", params
 
 
 def decision_row(item: Accepted) -> tuple[Any, ...]:

@@ -20,6 +20,7 @@ from ..auditlog import append_leaves_sqlite
 from ..migrate import apply_migrations
 from ..models import ENCODER, SessionRecord
 from ..planning import decision_ids, plan_batch, session_ids
+from ..search import trigrams
 from ..settings import Settings
 from .base import (
     FACET_FIELDS,
@@ -40,6 +41,7 @@ from .sql import (
     SELECT_SESSION,
     SESSION_COLUMNS,
     SESSION_SELECT_COLUMNS,
+    SQLITE_SEARCH_TEXT,
     UPSERT_SESSION,
     Listing,
     decision_row,
@@ -89,18 +91,40 @@ DECISION_DRIVERS = (("session_id", True), ("correlation_id", True), ("agent_id",
 DECISION_COUNT_DRIVERS = (*DECISION_DRIVERS, ("decision", True))
 
 
+def fts_match(pieces: list[str]) -> str:
+    """An FTS5 query that needs every trigram (each quoted as a string)."""
+    return " AND ".join('"' + piece.replace('"', '""') + '"' for piece in pieces)
+
+
 class SteeredListing(Listing):
     """A listing whose driving index SQLite is told, since its planner picks low-cardinality ones and sorts."""
+
+    steered = True
 
     def __init__(
         self,
         *args: Any,
         drivers: tuple[tuple[str, bool], ...],
         count_drivers: tuple[tuple[str, bool], ...],
+        indexed_search: bool = True,
+        pieces: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args)
+        super().__init__(*args, **kwargs)
         self.drivers = drivers
         self.count_drivers = count_drivers
+        self.indexed_search = indexed_search
+        # The trigrams to look up, when chosen for one query (the rarest); None: all of the terms'.
+        self.pieces = pieces
+
+    def search_clauses(self, terms: tuple[str, ...]) -> tuple[list[str], list[Any]]:
+        """Narrow to the rows whose indexed text holds every trigram of the terms, plus those not indexed yet."""
+        clauses, params = super().search_clauses(terms)
+        pieces = self.pieces or trigrams(terms)
+        if self.indexed_search and pieces:
+            clauses.insert(0, SEARCH_CANDIDATES)
+            params.insert(0, fts_match(pieces))
+        return clauses, params
 
     @staticmethod
     def driver(query: ListQuery, drivers: tuple[tuple[str, bool], ...]) -> str | None:
@@ -113,6 +137,9 @@ class SteeredListing(Listing):
         return None
 
     def unindexed(self, query: ListQuery, counting: bool) -> frozenset[str]:
+        if query.terms and self.indexed_search:
+            # The search's candidates (at most SEARCH_PROBE_ROWS of them) drive; no filter index may.
+            return frozenset(name for name, _ in query.equals)
         driver = self.driver(query, self.count_drivers if counting else self.drivers)
         if driver not in dict(self.drivers) and (query.since or query.until or len(query.equals) > 1):
             # 004's `decision` index counts outcomes alone, index-only. With a time range (usually
@@ -122,14 +149,43 @@ class SteeredListing(Listing):
         return frozenset(name for name, _ in query.equals if name != driver)
 
 
-DECISIONS = SteeredListing(
-    "activity_decisions",
-    DECISION_COLUMNS,
-    "timestamp",
-    "decision_id",
-    drivers=DECISION_DRIVERS,
-    count_drivers=DECISION_COUNT_DRIVERS,
+# Rows the trigram index (012) says may match, and every row the background indexer has not reached yet.
+SEARCH_CANDIDATES = (
+    "rowid IN (SELECT rowid FROM activity_search WHERE activity_search MATCH ? UNION ALL"
+    " SELECT rowid FROM activity_decisions WHERE rowid > (SELECT indexed_upto FROM activity_search_progress))"
 )
+SELECT_SEARCH_PROGRESS = (
+    "SELECT indexed_upto, (SELECT max(rowid) FROM activity_decisions) FROM activity_search_progress"
+)
+INDEX_SEARCH = (
+    f"INSERT INTO activity_search (rowid, body) SELECT rowid, {SQLITE_SEARCH_TEXT} FROM activity_decisions"
+    " WHERE rowid > ? AND rowid <= ?"
+)
+
+
+def decision_listing(indexed_search: bool = True, pieces: list[str] | None = None) -> SteeredListing:
+    return SteeredListing(
+        "activity_decisions",
+        DECISION_COLUMNS,
+        "timestamp",
+        "decision_id",
+        drivers=DECISION_DRIVERS,
+        count_drivers=DECISION_COUNT_DRIVERS,
+        indexed_search=indexed_search,
+        pieces=pieces,
+        search_text=SQLITE_SEARCH_TEXT,
+    )
+
+
+DECISIONS = decision_listing()
+# A search whose trigrams match many rows is answered by reading rows newest first and checking each: a page
+# of it ends early, where the index's candidate set would first be built in full (seconds at 1 M rows).
+SCANNED = decision_listing(indexed_search=False)
+SEARCH_PROBE_ROWS = 20_000
+# Intersecting a trigram that every row holds costs ~100 ms at 5 M rows, a rare one well under 1 ms: each
+# trigram's first SEARCH_PROBE_ROWS entries are counted, and the RARE_PIECES rarest drive.
+RARE_PIECES = 3
+PROBE_SEARCH = "SELECT count(*) FROM (SELECT 1 FROM activity_search WHERE activity_search MATCH ? LIMIT ?)"
 # Sessions are few beside decisions: the planner chooses.
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
 
@@ -169,6 +225,7 @@ class SqliteStore:
         audit_log: bool = False,
         heavy_readers: int = 2,
         heavy_timeout_s: float = 30.0,
+        search_index: bool = True,
     ) -> None:
         self.path = path
         # Each created decision also becomes an audit-log leaf in its own transaction (auditlog.py).
@@ -178,6 +235,9 @@ class SqliteStore:
         self.heavy_readers = max(1, heavy_readers)
         self.heavy_timeout_s = heavy_timeout_s
         self._heavy: asyncio.Queue[tuple[aiosqlite.Connection, Deadline]] = asyncio.Queue()
+        # Without the background indexer the trigram index is never filled: search scans the rows instead.
+        self.indexed_search = search_index
+        self.decisions = DECISIONS if search_index else SCANNED
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         # A plain connection owned by one thread: a whole batch is one hop off the event loop, not one per
@@ -196,6 +256,7 @@ class SqliteStore:
             audit_log=settings.audit_log,
             heavy_readers=settings.heavy_readers,
             heavy_timeout_s=settings.heavy_query_timeout_s,
+            search_index=settings.search_index,
         )
 
     async def migrate(self) -> list[str]:
@@ -351,12 +412,40 @@ class SqliteStore:
     async def get_session(self, session_id: str) -> bytes | None:
         return await self._one(SELECT_SESSION, (session_id,))
 
+    async def _searching(self, db: aiosqlite.Connection, query: ListQuery) -> SteeredListing:
+        """Choose how a search is answered: through the trigram index when it narrows enough, else by a scan."""
+        if not (query.terms and self.indexed_search):
+            return self.decisions
+        pieces = trigrams(query.terms)
+        if not pieces:
+            return SCANNED
+        counted = []
+        for piece in pieces:
+            rows = list(await db.execute_fetchall(PROBE_SEARCH, (fts_match([piece]), SEARCH_PROBE_ROWS)))
+            counted.append((rows[0][0], piece))
+        counted.sort()
+        if counted[0][0] < SEARCH_PROBE_ROWS:
+            return decision_listing(pieces=[piece for _, piece in counted[:RARE_PIECES]])
+        # Every trigram is common; together they may still be rare.
+        rows = list(await db.execute_fetchall(PROBE_SEARCH, (fts_match(pieces), SEARCH_PROBE_ROWS)))
+        return SCANNED if rows[0][0] >= SEARCH_PROBE_ROWS else DECISIONS
+
     async def _list(self, listing: Listing, query: ListQuery, heavy: bool = False) -> Page:
-        sql, params = listing.select(query)
         async with self._heavy_reader() if heavy else self._reader() as db:
+            if listing is self.decisions:
+                listing = await self._searching(db, query)
+            sql, params = listing.select(query)
+            # A search driven by rare trigrams reads and sorts every match anyway: count them in the same pass
+            # instead of reading each again (`count(*) OVER ()` is computed before LIMIT).
+            counted = query.with_total and query.after is None and getattr(listing, "pieces", None) is not None
+            if counted:
+                sql = sql.replace("SELECT ", "SELECT count(*) OVER (), ", 1)
             rows = list(await db.execute_fetchall(sql, params))
         total = None
-        if query.with_total:
+        if counted and rows:
+            total = rows[0][0]
+            rows = [tuple(row[1:]) for row in rows]  # type: ignore[misc]
+        elif query.with_total:
             # A count may visit every match: it runs on a heavy reader, never holding a page's.
             count_sql, count_params = listing.count(query)
             async with self._heavy_reader() as db:
@@ -365,15 +454,15 @@ class SqliteStore:
         return Page([row[2].encode() for row in rows], total, last_key)
 
     async def list_decisions(self, query: ListQuery) -> Page:
-        return await self._list(DECISIONS, query)
+        return await self._list(self.decisions, query)
 
     async def list_sessions(self, query: ListQuery) -> Page:
         return await self._list(SESSIONS, query)
 
     async def facets(self, query: ListQuery, top: int) -> Facets:
         """Count matches per facet field in one statement on one reader; keep the top values."""
-        sql, params = DECISIONS.facets(query, FACET_FIELDS)
         async with self._heavy_reader() as db:
+            sql, params = (await self._searching(db, query)).facets(query, FACET_FIELDS)
             rows = await db.execute_fetchall(sql, params)
         return facets_from_rows(rows, top)
 
@@ -382,6 +471,51 @@ class SqliteStore:
             rows = list(await db.execute_fetchall(holds_sql(table, field), (value,)))
         return bool(rows)
 
+    async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
+        async with self._heavy_reader() as db:
+            sql, params = (await self._searching(db, query)).histogram(query, unit_chars)
+            return [(row[0], row[1], row[2]) for row in await db.execute_fetchall(sql, params)]
+
+    async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
+        async with self._heavy_reader() as db:
+            sql, params = (await self._searching(db, query)).bounds(query)
+            row = list(await db.execute_fetchall(sql, params))[0]
+        return row[0], row[1]
+
+    async def index_search(self, max_rows: int) -> tuple[int, int | None]:
+        """Index up to `max_rows` more decisions on the writer thread; return (rows left, indexed_upto)."""
+        assert self._writer is not None, "store is not open"
+        upto, newest = await self._on_writer(self._index_search, self._writer, max_rows)
+        return max(newest - upto, 0), upto
+
+    def _index_search(self, db: sqlite3.Connection, max_rows: int) -> tuple[int, int]:
+        # A read first: when nothing is new, the write lock is not taken at all.
+        upto, newest = db.execute(SELECT_SEARCH_PROGRESS).fetchone()
+        newest = newest or 0
+        if upto == newest:
+            return upto, newest
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            upto, newest = db.execute(SELECT_SEARCH_PROGRESS).fetchone()
+            newest = newest or 0
+            if newest < upto:
+                # The newest rows were deleted, and SQLite may hand their rowids out again: start over.
+                db.execute("INSERT INTO activity_search (activity_search) VALUES ('delete-all')")
+                upto = 0
+            target = min(newest, upto + max_rows)
+            db.execute(INDEX_SEARCH, (upto, target))
+            db.execute("UPDATE activity_search_progress SET indexed_upto = ?", (target,))
+            db.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(db)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        return target, newest
+
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         """Page through matches by keyset on the heavy readers, one per chunk so a slow client holds none."""
-        return keyset_chunks(lambda chunk: self._list(DECISIONS, chunk, heavy=True), query, chunk_size)
+        return keyset_chunks(lambda chunk: self._list(self.decisions, chunk, heavy=True), query, chunk_size)

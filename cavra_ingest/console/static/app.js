@@ -5,6 +5,11 @@ import { syncDetail, wireDetail } from "./dialog.js";
 import { buildForm, fillForm, wireForm } from "./filters.js";
 import { buildPageSizes, loadList, wirePager } from "./list.js";
 import { loadSession, openTimelineDetail, wireTimeline } from "./session.js";
+import { wireClock } from "./clock.js";
+import { wireFirstRun } from "./firstrun.js";
+import { wireHistogram } from "./histogram.js";
+import { fillSearch, wireSearch } from "./search.js";
+import { wireSessionTools } from "./sessiontools.js";
 import { parseLocation, sameListing, toSearch } from "./state.js";
 import { onPoll, retryPause, schedulePoll, showError, stopPolling, wireStatus } from "./status.js";
 import { $, navigate, onRender, ui } from "./ui.js";
@@ -29,6 +34,7 @@ function render() {
   if (again) shown.state = state;
   if (listView) {
     fillForm();
+    fillSearch();
     const noun = state.view === "sessions" ? "Sessions" : "Decisions";
     $("list-title").textContent = noun;
     document.title = `${noun} · Activity Explorer`;
@@ -90,6 +96,14 @@ async function start() {
   wireDetail();
   wireStatus();
   wireTimeline();
+  wireSearch();
+  wireHistogram();
+  wireFirstRun();
+  wireSessionTools();
+  wireClock(() => {
+    ui.shown = null; // draw again, every time in the chosen clock
+    render();
+  });
   history.replaceState({ prev: ui.prevStack }, "", location.href);
   render();
 }

@@ -1,8 +1,9 @@
 // The decisions list: its rows, export links and facet sidebar. list.js fetches, pages and polls it.
 import { getJson, withQuery } from "./api.js";
+import { loadHistogram } from "./histogram.js";
 import { config, isMulti } from "./config.js";
 import { filterLabel } from "./filters.js";
-import { DECISION_COLUMNS, badge, decisionRow, el, labelOf } from "./render.js";
+import { DECISION_COLUMNS, badge, decisionRow, el } from "./render.js";
 import { filterParams, toSearch } from "./state.js";
 import { $, navigate, ui, withFilters } from "./ui.js";
 
@@ -19,21 +20,40 @@ export const decisionsList = {
     $("export-csv").href = withQuery("/decisions.csv", params);
     $("export-ndjson").href = withQuery("/decisions.ndjson", params);
   },
-  loaded: loadFacets,
+  loaded(gen) {
+    // Facets and the chart count the whole window (seconds at millions of rows): while live updates bring
+    // new rows, they refresh no more often than ten times what they last took. A new view always loads them.
+    const now = performance.now();
+    if (gen === heavy.gen && now - heavy.at < heavy.took * 10) return;
+    Object.assign(heavy, { gen, at: now });
+    Promise.all([loadFacets(gen), loadHistogram(gen)]).then(() => {
+      heavy.took = performance.now() - now;
+    });
+  },
 };
+
+const heavy = { gen: -1, at: 0, took: 0 };
+
+// Values each facet shows before "Show more"; the rest of the fetched top values wait behind it.
+const FIRST_VALUES = 5;
+const FETCHED_VALUES = 25;
+const expanded = new Set();
 
 // GET /decisions/facets answers {total, top, facets: {field: [{value, count}]}}, most frequent first.
 async function loadFacets(gen) {
   let body;
   try {
-    body = await getJson("/decisions/facets", filterParams(ui.state, ui.shown.since));
+    const params = filterParams(ui.state, ui.shown.since);
+    params.set("top", String(FETCHED_VALUES));
+    body = await getJson("/decisions/facets", params);
   } catch {
     if (gen === ui.generation) $("facets").hidden = true; // the table and its error banner say what went wrong
     return;
   }
   if (gen !== ui.generation) return;
   ui.shown.facets = body.facets;
-  renderFacets(body.facets);
+  ui.shown.facetTotal = body.total;
+  renderFacets(body.facets, body.total);
 }
 
 function toggleFacet(dim, value) {
@@ -55,22 +75,42 @@ function facetButton(dim, entry, top) {
   const label = isMulti(dim) && !none ? badge(dim, value) : el("span", { class: "facet-value", title: value, text: none ? "(none)" : value });
   const button = el("button", {
     type: "button", class: "facet", "aria-pressed": active ? "true" : "false", "data-dim": dim, "data-value": value ?? "",
-    "aria-label": `${filterLabel(dim)}: ${none ? "(none)" : labelOf(dim, value)}, ${count} decisions${active ? ", filtering by it" : ""}`,
     disabled: none,
     onclick: () => toggleFacet(dim, value),
-  }, label, el("span", { class: "facet-count", text: count.toLocaleString("en") }));
+  }, el("span", { class: "visually-hidden", text: `${filterLabel(dim)}: ` }), label,
+  // The name is the visible text (WCAG 2.5.3), with what only a screen reader needs hidden around it.
+  el("span", { class: "facet-count" }, count.toLocaleString("en"), el("span", { class: "visually-hidden", text: " decisions" })));
   button.style.setProperty("--share", `${Math.round((count / top) * 100)}%`);
   return el("li", {}, button);
 }
 
-function renderFacets(facets) {
+function moreButton(dim, hiddenValues, list, entries, top) {
+  const button = el("button", {
+    type: "button", class: "link-button facet-more",
+    text: `Show ${hiddenValues} more`,
+    onclick: () => {
+      expanded.add(dim);
+      list.replaceChildren(...entries.map((entry) => facetButton(dim, entry, top)));
+      button.remove();
+      list.querySelectorAll("button.facet")[FIRST_VALUES]?.focus();
+    },
+  });
+  return button;
+}
+
+function renderFacets(facets, total) {
   const groups = config.facet_fields.filter((dim) => Array.isArray(facets[dim])).map((dim) => {
     const entries = facets[dim];
     const top = Math.max(1, ...entries.map((e) => e.count));
     const headingId = `facet-${dim}`;
-    const list = el("ul", { class: "facet-list", "aria-labelledby": headingId }, entries.slice(0, 8).map((entry) => facetButton(dim, entry, top)));
+    const first = expanded.has(dim) ? entries : entries.slice(0, FIRST_VALUES);
+    const list = el("ul", { class: "facet-list", "aria-labelledby": headingId }, first.map((entry) => facetButton(dim, entry, top)));
     const body = entries.length ? list : el("p", { class: "muted", text: "No values." });
-    return el("section", { class: "facet-group", "data-dim": dim }, el("h3", { id: headingId, text: filterLabel(dim) }), body);
+    const more = entries.length > first.length ? moreButton(dim, entries.length - first.length, list, entries, top) : null;
+    // What the fetched top values leave out: counted, never silently dropped.
+    const rest = total - entries.reduce((sum, e) => sum + e.count, 0);
+    const restNote = rest > 0 ? el("p", { class: "muted facet-rest", text: `${rest.toLocaleString("en")} more in other values` }) : null;
+    return el("section", { class: "facet-group", "data-dim": dim }, el("h3", { id: headingId, text: filterLabel(dim) }), body, more, restNote);
   });
   $("facet-groups").replaceChildren(...groups);
   $("facets").hidden = false;

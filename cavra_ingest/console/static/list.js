@@ -2,6 +2,7 @@
 import { ApiError, getJson, withQuery } from "./api.js";
 import { config } from "./config.js";
 import { decisionsList } from "./decisions.js";
+import { showFirstRun } from "./firstrun.js";
 import { syncDetail } from "./dialog.js";
 import { el, headRow } from "./render.js";
 import { sessionsList } from "./sessions.js";
@@ -81,6 +82,7 @@ function showList(list, fresh) {
   $("results-body").replaceChildren(...rows);
   $("results-wrap").hidden = items.length === 0;
   $("empty").hidden = items.length !== 0;
+  showFirstRun(items.length === 0);
   const { noun, order } = list;
   const plural = (n) => `${n.toLocaleString("en")} ${noun}${n === 1 ? "" : "s"}`;
   const limit = Number(state.limit || config.default_limit);

@@ -89,12 +89,15 @@ export function labelOf(kind, value) {
   return known ? known.label : String(value);
 }
 
+import { clock, clockText } from "./clock.js";
+
 const STORED = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})/;
 
 export function timeText(iso) {
   const match = STORED.exec(iso || "");
   if (!match) return iso || "—";
   const moment = new Date(iso);
+  if (clock.local && !Number.isNaN(moment.getTime())) return clockText(moment);
   // Stored times are UTC (SPEC §1); anything else is converted so the column stays comparable.
   if (!Number.isNaN(moment.getTime()) && !/(\+00:00|Z)$/.test(iso)) {
     return moment.toISOString().slice(0, 19).replace("T", " ");

@@ -2,6 +2,7 @@
 import { ApiError, getJson } from "./api.js";
 import { badge, consoleHref, el, sessionSummary, timelineItem } from "./render.js";
 import { showEvidence } from "./evidence.js";
+import { showSessionTools } from "./sessiontools.js";
 import { clearError, markChecked, schedulePoll, showError } from "./status.js";
 import { $, ui } from "./ui.js";
 
@@ -43,6 +44,7 @@ function showSession(before) {
   const { session, items, nextCursor } = ui.shown;
   $("session-title").replaceChildren("Session ", el("span", { class: "mono", text: session.session_id }), " ", badge("state", session.state));
   $("session-summary").replaceChildren(...sessionSummary(session));
+  showSessionTools(session);
   $("session-decisions-link").href = consoleHref({ view: "decisions", session_id: session.session_id });
   $("session-api-link").href = `/sessions/${encodeURIComponent(session.session_id)}/decisions`;
   const nodes = items.map((item) => {

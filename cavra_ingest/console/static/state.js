@@ -19,6 +19,7 @@ export function parseLocation(search) {
   if (!(range in RANGES) && range !== "custom") range = since || until ? "custom" : "";
   return {
     view, filters, range, since, until,
+    q: q.get("q") || "", // free-text search (decisions only)
     limit: q.get("limit") || "",
     cursor: q.get("cursor") || "",
     detail: q.get("detail") || "",
@@ -35,6 +36,7 @@ export function toSearch(state) {
     return `?${q}`;
   }
   for (const [name, values] of Object.entries(state.filters)) for (const value of values) q.append(name, value);
+  if (state.q) q.set("q", state.q);
   if (state.range) q.set("range", state.range);
   // A preset's start is frozen while paging: cursors are bound to the exact filters they were made for.
   if (state.since && (state.range === "custom" || state.cursor)) q.set("since", state.since);
@@ -64,6 +66,7 @@ export function filterParams(state, since) {
   const start = since === undefined ? range.since : since;
   if (start) q.set("since", start);
   if (range.until) q.set("until", range.until);
+  if (state.q && state.view !== "sessions") q.set("q", state.q);
   return q;
 }
 
