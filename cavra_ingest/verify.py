@@ -187,6 +187,8 @@ async def run_verify(settings: Settings, public_key: str | None) -> int:
             print("cavra-ingest: no signing key here: pass --public-key")
             return 2
         verifier = Verifier.parse(public_key_text(public_key)) if public_key else audit.signer.verifier
+        # PostgreSQL: decisions committed but not sequenced yet get their leaves first (a no-op on SQLite).
+        await audit.db.sequence()
         report = await verify(audit, verifier)
     finally:
         await audit.db.close()
