@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from workers.writer import BatchWriter
 
 from .auditlog import AuditLog, CheckpointLoop, open_log
+from .broker import BrokerSink
 from .settings import Settings
 from .store import Store, make_store
 
@@ -20,6 +21,8 @@ class Runtime:
     writer: BatchWriter
     # None on the JSON store or with CAVRA_AUDIT_LOG=0.
     audit: AuditLog | None = None
+    # JetStream mode (CAVRA_BROKER_URL): decisions are published, not written; None in the embedded mode.
+    broker: BrokerSink | None = None
 
 
 @asynccontextmanager
@@ -37,8 +40,8 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
         )
         writer.start()
         try:
-            async with audit_log(settings, store) as audit:
-                yield Runtime(settings, store, writer, audit)
+            async with audit_log(settings, store) as audit, broker_sink(settings, writer) as broker:
+                yield Runtime(settings, store, writer, audit, broker)
         finally:
             await writer.stop()
     finally:
@@ -59,3 +62,18 @@ async def audit_log(settings: Settings, store: Store) -> AsyncIterator[AuditLog 
     finally:
         await loop.stop()
         await audit.db.close()
+
+
+@asynccontextmanager
+async def broker_sink(settings: Settings, writer: BatchWriter) -> AsyncIterator[BrokerSink | None]:
+    """Connect to JetStream when CAVRA_BROKER_URL is set; on the way out, finish the publishes in flight."""
+    if not settings.broker_url:
+        yield None
+        return
+    from .broker import connect
+
+    sink = BrokerSink(await connect(settings), settings, writer)
+    try:
+        yield sink
+    finally:
+        await sink.close(settings.drain_deadline_s)

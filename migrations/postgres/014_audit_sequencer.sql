@@ -5,3 +5,18 @@ CREATE TABLE IF NOT EXISTS audit_pending (
     decision_id TEXT COLLATE "C" PRIMARY KEY,
     seq BIGSERIAL NOT NULL UNIQUE
 );
+
+-- JetStream mode (docs/scale-out.md): records a worker could not store after their 202 (a conflict, another
+-- tenant's session or id), keyed by their place in the stream, so a redelivered message is recorded once.
+CREATE TABLE IF NOT EXISTS ingest_rejections (
+    stream_seq BIGINT NOT NULL,
+    item_index INTEGER NOT NULL,
+    decision_id TEXT COLLATE "C" NOT NULL,
+    session_id TEXT COLLATE "C" NOT NULL,
+    tenant_id TEXT COLLATE "C",
+    status TEXT COLLATE "C" NOT NULL,
+    detail TEXT NOT NULL,
+    rejected_at TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (stream_seq, item_index)
+);
+CREATE INDEX IF NOT EXISTS idx_ingest_rejections_decision ON ingest_rejections (decision_id);
