@@ -30,8 +30,6 @@ DEAD_LETTER_STREAM = "CAVRA_DEAD_LETTER"
 DEAD_LETTER_SUBJECT = "cavra.deadletter"
 # A publish retried after a lost acknowledgement carries the same Nats-Msg-Id: JetStream stores it once.
 DUPLICATE_WINDOW_S = 120.0
-# How long a worker may hold a message before JetStream gives it to another worker.
-ACK_WAIT_S = 30.0
 
 
 class Envelope(msgspec.Struct, array_like=True):

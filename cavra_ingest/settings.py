@@ -141,6 +141,11 @@ class Settings:
     stream_partitions: int = 16
     worker_batch_messages: int = 256
     broker_timeout_s: float = 5.0
+    # How long a worker may hold fetched messages before JetStream redelivers them to another worker (a
+    # worker killed mid-batch delays its messages by this much).
+    worker_ack_wait_s: float = 30.0
+    # A file the worker touches at least every second while it consumes (a container health check reads it).
+    worker_heartbeat_file: str = ""
 
     @property
     def store_kind(self) -> str:

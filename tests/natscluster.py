@@ -58,8 +58,11 @@ class Cluster:
             node.config.write_text(
                 f"server_name: {node.name}\nlisten: 127.0.0.1:{node.port}\n"
                 f'jetstream {{ store_dir: "{self.root / node.name}", max_memory_store: 64MB, max_file_store: 1GB }}\n'
-                + (f"cluster {{ name: cavra-test, listen: 127.0.0.1:{node.cluster_port}, routes: [{routes}] }}\n"
-                   if self.size > 1 else "")  # fmt: skip
+                + (
+                    f"cluster {{ name: cavra-test, listen: 127.0.0.1:{node.cluster_port}, routes: [{routes}] }}\n"
+                    if self.size > 1
+                    else ""
+                )  # fmt: skip
             )
 
     def start_node(self, node: Node) -> None:

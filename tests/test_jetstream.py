@@ -47,6 +47,7 @@ class Topology:
             "CAVRA_SIGNING_KEY": str(self.root / "signing-key"),
             "CAVRA_UVLOOP": "0",
             "CAVRA_BROKER_TIMEOUT_S": "3",
+            "CAVRA_WORKER_ACK_WAIT_S": "3",
         }
 
     async def start(self, command: str, db_url: str = POSTGRES_URL) -> Service:

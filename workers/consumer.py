@@ -13,12 +13,12 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from cavra_ingest.broker import (
-    ACK_WAIT_S,
     DEAD_LETTER_SUBJECT,
     DURABLE,
     ENVELOPE_DECODER,
@@ -81,7 +81,7 @@ class Worker:
         config = ConsumerConfig(
             durable_name=DURABLE,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=ACK_WAIT_S,
+            ack_wait=self.settings.worker_ack_wait_s,
             max_deliver=-1,
             max_ack_pending=-1,
             num_replicas=self.settings.stream_replicas,
@@ -102,6 +102,8 @@ class Worker:
         subscription = await self.subscribe()
         log.info("worker consuming %s as %s", STREAM, DURABLE)
         while not self.stopping.is_set():
+            if self.settings.worker_heartbeat_file:
+                Path(self.settings.worker_heartbeat_file).touch()
             try:
                 msgs = await subscription.fetch(self.settings.worker_batch_messages, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
