@@ -219,7 +219,9 @@ async def run_worker(settings: Settings, ready: asyncio.Event | None = None) -> 
                     ready.set()
                 await worker.run()
             finally:
-                await nc.drain()
+                # Not drain(): a pull subscription's drain waits out its pending fetch; what is unacknowledged
+                # is redelivered anyway.
+                await nc.close()
                 log.info(
                     "worker stopped after %.0fs: %d batches, %d records, %d rejected, %d retries",
                     time.monotonic() - started,
