@@ -131,6 +131,10 @@ class BrokerSink:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
     def admit(self, records: int) -> None:
         if self.closing:
             raise Unavailable("server is shutting down; retry later")

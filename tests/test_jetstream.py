@@ -194,7 +194,10 @@ async def test_replica_refuses_with_503_when_the_log_is_unreachable(topology):
         topology.cluster.kill(index)
     async with aiohttp.ClientSession() as http:
         status, reply = await post(http, replica.url, [decision()])
-    assert status == 503 and "retry" in reply["detail"]
+        assert status == 503 and "retry" in reply["detail"]
+        async with http.get(f"{replica.url}/readyz") as response:
+            assert response.status == 503
+            assert (await response.json())["reason"] == "the JetStream log is unreachable"
 
 
 @pytest.mark.slow
@@ -254,7 +257,8 @@ async def test_postgres_outage_backlog_drains_after_it_returns(topology):
         stop.set()
         await task
         waited = await topology.committed(acked, timeout=60)
-        assert "store unavailable" in worker.log() or "rolled back" in worker.log() or waited >= 0
+        assert "store unavailable" in worker.log()  # the worker saw the outage and handed messages back
+        assert waited < 60
         await check_schema(POSTGRES_URL, topology.schema)
     finally:
         await outage.close()
