@@ -17,6 +17,7 @@ import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -101,6 +102,7 @@ async def servers_on_one_database(n: int, args: argparse.Namespace, root: Path) 
         cpu = cpu_seconds(pids) - cpu_before
         committed = await count(schema)
         return {
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "servers": n,
             "committed": committed,
             "decisions_per_s": round(committed / args.seconds),
@@ -180,6 +182,7 @@ async def jetstream(workers: int, args: argparse.Namespace, root: Path, cluster:
         committed = await count(schema)
         lags.sort()
         return {
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "workers": workers,
             "accepted_per_s": round(accepted / args.seconds),
             "committed": committed,
@@ -198,21 +201,22 @@ async def jetstream(workers: int, args: argparse.Namespace, root: Path, cluster:
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Scale-out bench ({report['cores']} cores, {report['seconds']} s per run, batches of "
              f"{report['batch']}, {report['connections']} connections)", "",
-             "| PostgreSQL writers | decisions/s committed | server CPU (cores) | p99 ms |",
-             "|---|---|---|---|"]  # fmt: skip
+             "| PostgreSQL writers | decisions/s committed | server CPU (cores) | p99 ms | machine load (1 min) |",
+             "|---|---|---|---|---|"]  # fmt: skip
     for run in report["servers"]:
         lines.append(f"| {run['servers']} server(s) | {run['decisions_per_s']} | {run['server_cpu_cores']} | "
-                     f"{run['p99_ms']:.0f} |")  # fmt: skip
+                     f"{run['p99_ms']:.0f} | {run['load_average_1m']} |")  # fmt: skip
     ceiling = report["copy_ceiling"]
     lines.append(f"| COPY from one client, {ceiling['rows_per_transaction']} rows/transaction, no summaries | "
-                 f"{ceiling['decisions_per_s']} | | |")  # fmt: skip
+                 f"{ceiling['decisions_per_s']} | | | |")  # fmt: skip
     one, two = report["servers"][0]["decisions_per_s"], report["servers"][1]["decisions_per_s"]
-    lines += ["", f"2 servers / 1 server: {two / max(1, one):.2f}x", ""]
+    lines += ["", f"2 servers / 1 server: {two / max(1, one):.2f}x", "", f"Command: `{report['command']}`", ""]
     lines += ["| JetStream (R3) | accepted/s (202) | end-to-end committed/s | drained after s | lag p50 ms |"
-              " lag p95 ms |", "|---|---|---|---|---|---|"]  # fmt: skip
+              " lag p95 ms | machine load (1 min) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for run in report["jetstream"]:
         lines.append(f"| {run['workers']} worker(s) | {run['accepted_per_s']} | {run['end_to_end_per_s']} | "
-                     f"{run['drained_after_s']} | {run['lag_p50_ms']} | {run['lag_p95_ms']} |")  # fmt: skip
+                     f"{run['drained_after_s']} | {run['lag_p50_ms']} | {run['lag_p95_ms']} |"
+                     f" {run['load_average_1m']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -222,11 +226,12 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--batch", type=int, default=20)
     args = parser.parse_args()
+    command = " ".join([".venv/bin/python -m bench.scaleout", *sys.argv[1:]])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         load_signer(root / "signing-key", Settings().audit_log_origin, create=True)
-        report: dict[str, Any] = {"cores": os.cpu_count(), "seconds": args.seconds, "batch": args.batch,
-                                  "connections": args.connections}  # fmt: skip
+        report: dict[str, Any] = {"command": command, "cores": os.cpu_count(), "seconds": args.seconds,
+                                  "batch": args.batch, "connections": args.connections}  # fmt: skip
         report["servers"] = [await servers_on_one_database(n, args, root) for n in (1, 2, 4)]
         report["copy_ceiling"] = await copy_ceiling(args)
         cluster = Cluster(root / "nats")

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import nats
 import pytest
 
 from cavra_ingest.auditlog import load_signer
+from cavra_ingest.broker import STREAM, partition
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.postgres import PostgresStore
 
@@ -48,6 +51,7 @@ class Topology:
             "CAVRA_UVLOOP": "0",
             "CAVRA_BROKER_TIMEOUT_S": "3",
             "CAVRA_WORKER_ACK_WAIT_S": "3",
+            "CAVRA_STREAM_PARTITIONS": "4",
         }
 
     async def start(self, command: str, db_url: str = POSTGRES_URL) -> Service:
@@ -186,6 +190,28 @@ async def test_replica_answers_202_and_a_worker_commits_with_summaries(topology)
         assert r.status == 200
     stored = await check_schema(POSTGRES_URL, topology.schema, leaves=True)
     assert len(stored["ids"]) == 31
+    # The stream is replicated on the three nodes and its subjects are the configured partitions.
+    nc = await nats.connect(topology.cluster.url.split(","))
+    try:
+        info = await nc.jetstream().stream_info(STREAM, subjects_filter=">")
+    finally:
+        await nc.close()
+    assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2
+    expected = {f"cavra.decisions.{partition(s, 4)}" for s in ("s-js", "s-other")}
+    assert set(info.state.subjects) == expected
+
+
+def test_partitions_are_stable_and_spread():
+    assert partition("sess-42", 16) == zlib.crc32(b"sess-42") % 16  # the same on every replica and restart
+    assert len({partition(f"s-{i}", 16) for i in range(200)}) == 16
+
+
+def test_worker_refuses_to_start_without_a_broker_and_postgres(monkeypatch, capsys):
+    from cavra_ingest import cli
+
+    monkeypatch.delenv("CAVRA_BROKER_URL", raising=False)
+    assert cli.main(["worker"]) == 2
+    assert "needs CAVRA_BROKER_URL" in capsys.readouterr().out
 
 
 async def test_replica_refuses_with_503_when_the_log_is_unreachable(topology):
