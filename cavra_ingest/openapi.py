@@ -286,7 +286,7 @@ OPERATIONS.update({
 # JetStream mode (docs/scale-out.md): what workers refused after a 202.
 OPERATIONS[("GET", "/ingest/rejections")] = op(
     "Records a JetStream worker could not store after their 202 (conflict, forbidden, rejected), oldest first",
-    {"200": json_body(ref("RejectionPage"), "one page"), **errors(400, 404)},
+    {"200": json_body(ref("RejectionPage"), "one page (always empty in the embedded mode)"), **errors(400)},
     parameters=[
         {"name": name, "in": "query", "description": f"exact {name}", "schema": {"type": "string"}}
         for name in ("decision_id", "session_id")

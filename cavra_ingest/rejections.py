@@ -24,16 +24,15 @@ ORDER BY stream_seq, item_index LIMIT $5
 async def list_rejections(request: web.Request) -> web.Response:
     """List refused records, oldest first; a tenant-bound token sees its own tenant's only."""
     only(request.query, "decision_id", "session_id", "after", "limit")
-    if not request.app[SETTINGS_KEY].broker_url:
-        raise ApiError(404, "not in JetStream mode: every refusal is in the POST /decisions reply itself")
     limit = integer(request.query, "limit", 100)
     after = integer(request.query, "after", 0)
     if not 1 <= limit <= MAX_REJECTIONS:
         raise ApiError(400, f"limit must be 1..{MAX_REJECTIONS}", parameter="limit")
     tenant = principal_of(request).tenant_id
     pool = getattr(request.app[STORE_KEY], "pool", None)
-    if pool is None:
-        raise ApiError(404, "JetStream mode keeps its rejections in PostgreSQL")
+    if pool is None or not request.app[SETTINGS_KEY].broker_url:
+        # The embedded mode keeps none: every refusal is in the POST /decisions reply itself.
+        return json_reply(RejectionPage([], None))
     rows = await pool.fetch(
         SELECT_REJECTIONS,
         request.query.get("decision_id") or None,
