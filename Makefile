@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser run migrate test test-fast screenshots lint format bench bench-reads bench-datasette bench-client bench-audit faults clean audit
+.PHONY: install browser nats-server run migrate test test-fast screenshots lint format bench bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,12 @@ browser:
 	@[ -x /usr/bin/chromium ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
-test: install browser
+# JetStream mode's tests start their own nats-server cluster (Debian's package).
+nats-server:
+	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server; }
+
+test: install browser nats-server
 	$(PY) -m pytest
 
 # Refresh the console screenshots under docs/ (a plain test run never writes them).
@@ -94,3 +99,7 @@ bench-audit: install
 audit: install
 	$(PY) -m pip install --quiet -e ".[audit]"
 	$(VENV)/bin/pip-audit -r requirements.lock --no-deps --disable-pip
+
+# Servers on one PostgreSQL beside COPY, then JetStream end to end with 1 and 2 workers (docs/scale-out.md).
+bench-scaleout: install nats-server
+	$(PY) -m bench.scaleout

@@ -19,6 +19,7 @@ from . import (
     probes,
     proofs,
     reads,
+    rejections,
     session_export,
 )
 from .auditlog import AUDIT_KEY
@@ -38,7 +39,7 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     async with running(app[SETTINGS_KEY]) as runtime:
         app[RUNTIME_KEY] = runtime
         app[STORE_KEY] = runtime.store
-        app[SINK_KEY] = runtime.writer
+        app[SINK_KEY] = runtime.broker or runtime.writer
         runtime.writer.observers.append(app[METRICS_KEY].observe_batch)
         if runtime.audit is not None:
             app[AUDIT_KEY] = runtime.audit
@@ -51,6 +52,9 @@ async def refuse_new_writes(app: web.Application) -> None:
     # Runs before in-flight handlers are awaited: new writes get 503, queued ones commit until the drain
     # deadline, and what misses it gets a 503 in time for its handler to answer before aiohttp gives up.
     app[RUNTIME_KEY].writer.begin_stop()
+    broker = app[RUNTIME_KEY].broker
+    if broker is not None:
+        broker.begin_stop()
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
@@ -98,6 +102,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/log/public-key", proofs.public_key)
     app.router.add_get("/log/consistency", proofs.consistency)
     app.router.add_get("/sessions/{session_id}/evidence", evidence.session_evidence)
+    app.router.add_get("/ingest/rejections", rejections.list_rejections)
     add_console_routes(app)
     if settings.cors_origins:
         cors.install(app, settings.cors_origins)

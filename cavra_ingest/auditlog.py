@@ -44,6 +44,20 @@ INSERT_CHECKPOINT = (
 )
 
 
+# PostgreSQL (migration 014): writers queue created decisions; one sequencer at a time numbers them.
+QUEUE_LEAVES = "INSERT INTO audit_pending (decision_id) SELECT unnest($1::text[])"
+SEQUENCER_LOCK = 0x63617673 + 1
+# Queue order; a queued decision pruned before it was sequenced has no payload and is dropped from the queue.
+SELECT_QUEUED = """
+SELECT p.seq, p.decision_id, d.payload FROM audit_pending p
+LEFT JOIN activity_decisions d ON d.decision_id = p.decision_id ORDER BY p.seq LIMIT $1
+"""
+DELETE_QUEUED = "DELETE FROM audit_pending WHERE seq = ANY($1::bigint[])"
+SELECT_QUEUED_ONE = "SELECT 1 FROM audit_pending WHERE decision_id = $1"
+# Leaves numbered per sequencer transaction: bounded so one transaction never holds a huge backlog.
+SEQUENCE_BATCH = 10_000
+
+
 class LogError(Exception):
     """The log's own tables are not what the writer left (a gap, a bad note): nothing is signed or proven."""
 
@@ -217,6 +231,13 @@ class SqliteLog:
 
         await self._run(run)
 
+    async def sequence(self) -> int:
+        """Number nothing: SQLite's writer gives each leaf its index in the decision's own transaction."""
+        return 0
+
+    async def queued(self, decision_id: str) -> bool:
+        return False
+
     async def close(self) -> None:
         if self._db is not None:
             await self._run(self._db.close)
@@ -240,6 +261,32 @@ class PostgresLog:
         async with self.pool.acquire() as conn, conn.transaction():
             for sql, rows in statements:
                 await conn.executemany(self.numbered(sql), rows)
+
+    async def sequence(self) -> int:
+        """Give committed, queued decisions their leaves in queue order; return how many (0 when another
+        server's sequencer holds the role this round)."""
+        total = 0
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                # One sequencer at a time, whichever server or worker gets the lock; the others skip a turn.
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SEQUENCER_LOCK):
+                    return total
+                rows = await conn.fetch(SELECT_QUEUED, SEQUENCE_BATCH)
+                if not rows:
+                    return total
+                start = await conn.fetchval(NEXT_INDEX)
+                leaves = [(decision_id, record_leaf(payload.encode())) for _, decision_id, payload in rows if payload]
+                await conn.executemany(
+                    self.numbered(INSERT_LEAF), [(start + n, d, h) for n, (d, h) in enumerate(leaves)]
+                )
+                await conn.execute(DELETE_QUEUED, [row[0] for row in rows])
+            total += len(leaves)
+            if len(rows) < SEQUENCE_BATCH:
+                return total
+
+    async def queued(self, decision_id: str) -> bool:
+        """Say whether a committed decision still waits for the sequencer."""
+        return await self.pool.fetchval(SELECT_QUEUED_ONE, decision_id) is not None
 
     async def close(self) -> None:
         pass
@@ -319,7 +366,9 @@ class AuditLog:
         return await self.hashes(merkle.consistency_ranges(first, second), second)
 
     async def make_checkpoint(self) -> int | None:
-        """Cache the new complete subtrees, then sign and keep a checkpoint of the whole log when it grew."""
+        """Sequence queued leaves (PostgreSQL), cache the new complete subtrees, then sign and keep a checkpoint
+        of the whole log when it grew."""
+        await self.db.sequence()
         size = await self.size()
         latest = await self.checkpoint()
         if latest is not None and size <= latest[0]:

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parser(commands)
     add_recount_parser(commands)
     add_audit_commands(commands)
+    commands.add_parser("worker", help="JetStream mode: commit the log (CAVRA_BROKER_URL) to PostgreSQL, then ack")
     return parser
 
 
@@ -163,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(send(args.file, args.url, args.token, args.spool, args.batch_size))
     if args.command == "recount":
         return run_recount(args)
+    if args.command == "worker":
+        from workers.consumer import main as run_worker
+
+        return run_worker(settings)
     if args.command in ("verify", "evidence"):
         return run_audit_command(args)
     if args.command == "migrate":

@@ -87,7 +87,7 @@ async def post_decisions(request: web.Request) -> web.Response:
         only = checked[0]
         if not isinstance(only, Accepted):
             raise ApiError.from_problem(only)
-        return json_reply(decision_reply(only, results[0]))
+        return json_reply(decision_reply(only, results[0]), 202 if results[0].status == "accepted" else 200)
     reply, status = batch_reply(checked, results)
     return json_reply(reply, status)
 

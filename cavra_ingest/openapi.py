@@ -30,6 +30,7 @@ from .replies import (
     Histogram,
     InclusionProof,
     Readiness,
+    RejectionPage,
     SessionPage,
     Timeline,
     Whoami,
@@ -59,6 +60,7 @@ SCHEMA_TYPES = (
     ConsistencyProof,
     Evidence,
     Histogram,
+    RejectionPage,
 )
 
 
@@ -177,6 +179,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {
             "200": json_body(
                 {"oneOf": [ref("DecisionReply"), ref("BatchReply")]}, "every record stored (or duplicate)"
+            ),
+            "202": json_body(
+                {"oneOf": [ref("DecisionReply"), ref("BatchReply")]},
+                "JetStream mode: every record durable in the log, committed by a worker shortly after",
             ),
             "207": json_body(ref("BatchReply"), "some records failed; the others are stored"),
             **errors(400, 408, 409, 413, 415, 422, 503),
@@ -323,6 +329,17 @@ OPERATIONS.update({
         parameters=[path_param("session_id")],
     ),
 })  # fmt: skip
+
+# JetStream mode (docs/scale-out.md): what workers refused after a 202.
+OPERATIONS[("GET", "/ingest/rejections")] = op(
+    "Records a JetStream worker could not store after their 202 (conflict, forbidden, rejected), oldest first",
+    {"200": json_body(ref("RejectionPage"), "one page (always empty in the embedded mode)"), **errors(400)},
+    parameters=[
+        {"name": name, "in": "query", "description": f"exact {name}", "schema": {"type": "string"}}
+        for name in ("decision_id", "session_id")
+    ]
+    + [int_param("after", 0, MAX_INTEGER, "`next_after` of the previous page"), int_param("limit", 1, 500, "1..500")],
+)
 
 
 AUTH_ERRORS = {

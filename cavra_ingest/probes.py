@@ -26,6 +26,9 @@ async def readyz(request: web.Request) -> web.Response:
     store = app[STORE_KEY]
     if app[SINK_KEY].health().closing:
         return not_ready(store.kind, "draining: the server is shutting down")
+    if getattr(app[SINK_KEY], "connected", True) is False:
+        # JetStream mode: a replica that cannot publish takes no writes; the load balancer routes around it.
+        return not_ready(store.kind, "the JetStream log is unreachable")
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             await store.get_session(PROBE_SESSION_ID)

@@ -69,6 +69,9 @@ async def decision_proof(request: web.Request) -> web.Response:
     audit = audit_of(request)
     wanted = size_param(request.query, "tree_size")
     index = await audit.leaf_index(decision_id)
+    if index is None and await audit.db.queued(decision_id):
+        retry = max(1, round(request.app[SETTINGS_KEY].checkpoint_interval_s))
+        raise ApiError(503, "decision is committed but not sequenced into the audit log yet", retry_after=retry)
     if index is None:
         raise ApiError(404, "decision is not in the audit log (stored before it existed, or by another program)")
     size, note = await signed(audit, wanted, "tree_size")

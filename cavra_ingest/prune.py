@@ -65,6 +65,8 @@ class Connection(Protocol):
 
     async def begin(self) -> None: ...
 
+    async def lock_sessions(self, session_ids: list[str]) -> None: ...
+
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
@@ -89,6 +91,9 @@ class SqliteConnection:
 
     async def begin(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
+
+    async def lock_sessions(self, session_ids: list[str]) -> None:
+        """Nothing more to lock: BEGIN IMMEDIATE already holds the file's one write lock."""
 
     async def commit(self) -> None:
         self.db.execute("COMMIT")
@@ -133,6 +138,12 @@ class PostgresConnection:
         self.transaction = self.conn.transaction()
         await self.transaction.start()
         await self.conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+
+    async def lock_sessions(self, session_ids: list[str]) -> None:
+        """Hold the summaries being refolded, in the writers' order: writers take no global lock."""
+        from .store.postgres import LOCK_SESSION_ROWS
+
+        await self.conn.execute(LOCK_SESSION_ROWS, session_ids)
 
     async def commit(self) -> None:
         await self.transaction.commit()
@@ -193,10 +204,11 @@ async def prune(
         await conn.begin()
         try:
             pruned_at = utc_text(datetime.now(UTC))
+            sessions = sorted({row[1] for row in rows})
+            await conn.lock_sessions(sessions)
             for row in rows:
                 await conn.execute(RECORD_PRUNED, [before, pruned_at, row[0]])
                 await conn.execute(DELETE_DECISION, [row[0]])
-            sessions = sorted({row[1] for row in rows})
             removed_now = set()
             for session_id in sessions:
                 if await recount_session(conn, session_id, before):

@@ -107,7 +107,7 @@ async def recount_postgres(
     """Recount every session (or one) of a PostgreSQL schema under the writers' advisory lock."""
     import asyncpg
 
-    from .store.postgres import WRITE_LOCK, numbered, schema_name
+    from .store.postgres import LOCK_SESSION_ROWS, WRITE_LOCK, numbered, schema_name
 
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema_name(schema)})
     upsert = numbered(UPSERT_SESSION)
@@ -124,6 +124,8 @@ async def recount_postgres(
                     return done
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                    # Writers take no global lock: hold their session rows, in their order, while recounting.
+                    await conn.execute(LOCK_SESSION_ROWS, sorted(ids))
                     rows = await conn.fetch(PG_SESSIONS, ids)
                     stored = {row[0]: session_from_row(tuple(row)) for row in rows}
                     payloads = [row[0] for row in await conn.fetch(PG_DECISIONS, ids)]

@@ -29,6 +29,8 @@ class DecisionReply(DecisionRecord, omit_defaults=True):
 
     duplicate: bool = False
     ignored_fields: list[str] = []
+    # JetStream mode (202): the record is durable in the log, not yet committed to the database.
+    accepted: bool = False
 
 
 class BatchResult(Struct, omit_defaults=True):
@@ -36,7 +38,7 @@ class BatchResult(Struct, omit_defaults=True):
 
     index: int
     decision_id: str | None
-    status: Literal["created", "duplicate", "conflict", "rejected", "invalid", "forbidden"]
+    status: Literal["created", "duplicate", "conflict", "rejected", "invalid", "forbidden", "accepted"]
     error: Error | None
     ignored_fields: list[str] = []
 
@@ -51,6 +53,8 @@ class BatchReply(Struct, omit_defaults=True):
     detail: str | None = None
     status: int | None = None
     error: str | None = None
+    # JetStream mode: records durable in the log, to be committed by a worker (a 202 when none failed).
+    accepted: int = 0
 
 
 class DecisionPage(Struct):
@@ -178,7 +182,11 @@ def decision_reply(accepted: Accepted, result: WriteResult) -> bytes:
     if result.status == "forbidden":
         raise ApiError(403, result.body.decode(), decision_id=accepted.record.decision_id)
     # The stored JSON with DecisionReply's two extra keys appended, not decoded and encoded again (hot path).
-    extra = {"duplicate": result.status == "duplicate", "ignored_fields": accepted.ignored_fields}
+    extra = {
+        "duplicate": result.status == "duplicate",
+        "ignored_fields": accepted.ignored_fields,
+        "accepted": result.status == "accepted",
+    }
     extra = {key: value for key, value in extra.items() if value}
     if not extra:
         return result.body
@@ -212,10 +220,11 @@ def batch_reply(checked: list[Accepted | Problem], results: list[WriteResult]) -
     created = sum(entry.status == "created" for entry in entries)
     duplicates = sum(entry.status == "duplicate" for entry in entries)
     failures = {entry.error.status for entry in entries if entry.error is not None}
-    reply = BatchReply(entries, created, duplicates, len(entries) - created - duplicates)
-    status = 200
+    accepted = sum(entry.status == "accepted" for entry in entries)
+    reply = BatchReply(entries, created, duplicates, len(entries) - created - duplicates - accepted, accepted=accepted)
+    status = 202 if accepted else 200
     if failures:
-        status = failures.pop() if len(failures) == 1 and not (created or duplicates) else 207
+        status = failures.pop() if len(failures) == 1 and not (created or duplicates or accepted) else 207
     if status >= 400:
         # The one error shape, so a client reading `error` needs no special case for batches.
         reply.detail, reply.status, reply.error = "no record in the batch was accepted", status, CODES[status]
@@ -277,3 +286,21 @@ class Evidence(Struct):
     manifest: str
     records: list[EvidenceRecord]
     not_in_log: list[str]
+
+
+class RejectionReply(Struct):
+    """A record a JetStream worker could not store after its 202: `conflict`, `forbidden` or `rejected`."""
+
+    decision_id: str
+    session_id: str
+    tenant_id: str | None
+    status: str
+    detail: str
+    rejected_at: str
+
+
+class RejectionPage(Struct):
+    """`GET /ingest/rejections`: oldest first; pass `next_after` back as `after` for the next page."""
+
+    items: list[RejectionReply]
+    next_after: int | None

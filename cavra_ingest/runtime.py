@@ -10,6 +10,7 @@ from workers.indexer import SearchIndexer
 from workers.writer import BatchWriter
 
 from .auditlog import AuditLog, CheckpointLoop, open_log
+from .broker import BrokerSink
 from .settings import Settings
 from .store import Store, make_store
 
@@ -23,6 +24,8 @@ class Runtime:
     audit: AuditLog | None = None
     # The background search indexer (SQLite's FTS5 table, PostgreSQL's pg_trgm table), unless search_index is off.
     indexer: SearchIndexer | None = None
+    # JetStream mode (CAVRA_BROKER_URL): decisions are published, not written; None in the embedded mode.
+    broker: BrokerSink | None = None
 
 
 @asynccontextmanager
@@ -47,8 +50,8 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
             )
             indexer.start()
         try:
-            async with audit_log(settings, store) as audit:
-                yield Runtime(settings, store, writer, audit, indexer)
+            async with audit_log(settings, store) as audit, broker_sink(settings, writer) as broker:
+                yield Runtime(settings, store, writer, audit=audit, indexer=indexer, broker=broker)
         finally:
             if indexer is not None:
                 await indexer.stop()
@@ -71,3 +74,18 @@ async def audit_log(settings: Settings, store: Store) -> AsyncIterator[AuditLog 
     finally:
         await loop.stop()
         await audit.db.close()
+
+
+@asynccontextmanager
+async def broker_sink(settings: Settings, writer: BatchWriter) -> AsyncIterator[BrokerSink | None]:
+    """Connect to JetStream when CAVRA_BROKER_URL is set; on the way out, finish the publishes in flight."""
+    if not settings.broker_url:
+        yield None
+        return
+    from .broker import connect
+
+    sink = BrokerSink(await connect(settings), settings, writer)
+    try:
+        yield sink
+    finally:
+        await sink.close(settings.drain_deadline_s)

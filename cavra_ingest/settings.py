@@ -141,6 +141,20 @@ class Settings:
     search_max_terms: int = 8
     # Buckets one `GET /decisions/histogram` may return (an explicit interval over a longer window is a 400).
     histogram_max_buckets: int = 2000
+    # JetStream mode (docs/scale-out.md): `serve` publishes to these comma-separated nats:// servers and
+    # answers 202; `cavra-ingest worker` commits. Stream replicas (3 in the compose topology), subject
+    # partitions (by a hash of session_id), messages a worker commits per transaction, and how long a
+    # publish or a NATS request may take before the request gets a 503.
+    broker_url: str = ""
+    stream_replicas: int = 1
+    stream_partitions: int = 16
+    worker_batch_messages: int = 256
+    broker_timeout_s: float = 5.0
+    # How long a worker may hold fetched messages before JetStream redelivers them to another worker (a
+    # worker killed mid-batch delays its messages by this much).
+    worker_ack_wait_s: float = 30.0
+    # A file the worker touches at least every second while it consumes (a container health check reads it).
+    worker_heartbeat_file: str = ""
 
     @property
     def store_kind(self) -> str:
@@ -178,6 +192,14 @@ class Settings:
         for field in dataclasses.fields(cls):
             variable = names[field.name]
             raw = env.get(variable)
+            if not raw and env.get(variable + "_FILE"):
+                # Docker and Kubernetes secrets: the value is in a file, never in the environment.
+                variable += "_FILE"
+                try:
+                    raw = Path(env[variable]).read_text().strip()
+                except OSError as exc:
+                    problems.append(f"{variable}: cannot read {env[variable]!r}: {exc.strerror}")
+                    continue
             if not raw:
                 aliases = [alias for alias, name in ALIASES.items() if name == field.name and env.get(alias)]
                 if aliases:
@@ -229,6 +251,11 @@ def check(values: Mapping[str, object]) -> list[str]:
         if value < 0 or (value == 0 and name not in MAY_BE_ZERO):
             problems.append(f"{names[name]}: expected a {'non-negative' if name in MAY_BE_ZERO else 'positive'} "
                             f"number, got {value!r}")  # fmt: skip
+    broker = values.get("broker_url")
+    if isinstance(broker, str) and broker:
+        for url in broker.split(","):
+            if not url.strip().startswith(("nats://", "tls://")):
+                problems.append(f"CAVRA_BROKER_URL: expected comma-separated nats:// URLs, got {redact_url(url)!r}")
     port = values.get("port")
     if isinstance(port, int) and port > 65535:
         problems.append(f"CAVRA_PORT: expected a port number 0..65535, got {port!r}")
@@ -249,6 +276,7 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """Describe each CAVRA_* variable that nothing reads, with the closest valid name."""
     env = os.environ if environ is None else environ
     known = set(variable_names().values()) | set(ALIASES) | OTHER_VARIABLES
+    known |= {name + "_FILE" for name in variable_names().values()}
     found = []
     for variable in sorted(name for name in env if name.startswith("CAVRA_") and name not in known):
         close = difflib.get_close_matches(variable, sorted(known), n=1, cutoff=0.6)

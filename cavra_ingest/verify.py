@@ -222,6 +222,8 @@ async def run_verify(settings: Settings, public_key: str | None, archives: list[
             print("cavra-ingest: no signing key here: pass --public-key")
             return 2
         verifier = Verifier.parse(public_key_text(public_key)) if public_key else audit.signer.verifier
+        # PostgreSQL: decisions committed but not sequenced yet get their leaves first (a no-op on SQLite).
+        await audit.db.sequence()
         report = await verify(audit, verifier, archived)
     finally:
         await audit.db.close()

@@ -24,6 +24,7 @@ from .conftest import MakeClient, decision
 # test_every_route_has_an_expected_rule, so nobody adds a route without deciding who may call it.
 EXPECTED_SCOPES: dict[tuple[str, str], str | None] = {
     ("POST", "/decisions"): "ingest",
+    ("GET", "/ingest/rejections"): "read",
     ("GET", "/decisions"): "read",
     ("GET", "/decisions/facets"): "read",
     ("GET", "/decisions.ndjson"): "read",
@@ -180,6 +181,8 @@ OTHER_TENANT = {
     "/sessions/{session_id}/decisions": 404,
     "/console/config": 200,
     "/auth/whoami": 200,
+    # A listing filtered to the caller's own tenant.
+    "/ingest/rejections": 200,
 }
 # Routes whose answer spans every tenant: a bound token is refused even for its own tenant.
 UNBOUND_ONLY = {"/metrics"}

@@ -78,3 +78,75 @@ def test_dockerignore_keeps_the_context_small_but_complete():
     for sources in copied:
         for source in sources.split():
             assert source not in ignored, f"{source} is copied but ignored"
+
+
+def test_scale_out_profile_runs_the_cli_with_known_settings():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    profile = {name: s for name, s in services.items() if "scale-out" in s.get("profiles", [])}
+    # The default stays the single SQLite container; the topology is opt-in.
+    assert "profiles" not in services["cavra-ingest"]
+    assert {"postgres", "nats-1", "nats-2", "nats-3", "ingest-1", "ingest-2", "worker-1", "worker-2", "lb"} <= set(
+        profile
+    )
+    known = {f"CAVRA_{field.name.upper()}" for field in dataclasses.fields(Settings)}
+    known |= {name + "_FILE" for name in known}
+    for name in ("ingest-1", "ingest-2", "worker-1", "worker-2"):
+        service = profile[name]
+        args = build_parser().parse_args(service["command"][1:])
+        assert args.command == ("serve" if name.startswith("ingest") else "worker")
+        env = service["environment"]
+        assert set(env) <= known, set(env) - known
+        # Secrets from files only: no database URL or key in the environment itself.
+        assert "CAVRA_ACTIVITY_DB" not in env and env["CAVRA_ACTIVITY_DB_FILE"].startswith("/run/secrets/")
+        assert set(service["secrets"]) <= set(compose["secrets"])
+        plain = {k: str(v) for k, v in env.items() if not k.endswith("_FILE")}
+        settings = Settings.from_env(plain | {"CAVRA_ACTIVITY_DB": "postgresql://cavra@postgres/cavra"})
+        assert settings.store_kind == "postgres" and settings.stream_replicas == 3
+        hosts = [url.split("//")[1].split(":")[0] for url in settings.broker_url.split(",")]
+        assert sorted(hosts) == ["nats-1", "nats-2", "nats-3"]
+        assert service["healthcheck"]["test"] and service["deploy"]["resources"]["limits"]
+        assert duration_seconds(service["stop_grace_period"]) > settings.drain_deadline_s
+    for node in ("nats-1", "nats-2", "nats-3"):
+        command = profile[node]["command"]
+        assert "--jetstream" in command and command[command.index("--name") + 1] == node
+        routes = command[command.index("--routes") + 1]
+        assert sorted(r.split("//")[1].split(":")[0] for r in routes.split(",")) == sorted(
+            {"nats-1", "nats-2", "nats-3"} - {node}
+        )
+    assert profile["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/")
+    # The load balancer checks readiness of both replicas.
+    haproxy = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert "option httpchk GET /readyz" in haproxy
+    assert "server ingest-1 ingest-1:8080" in haproxy and "server ingest-2 ingest-2:8080" in haproxy
+    assert profile["lb"]["ports"][0].endswith(":8080")
+
+
+def test_settings_read_secrets_from_files(tmp_path):
+    secret = tmp_path / "database_url"
+    secret.write_text("postgresql://cavra:s3cret@db/cavra\n")
+    settings = Settings.from_env({"CAVRA_ACTIVITY_DB_FILE": str(secret)})
+    assert settings.activity_db == "postgresql://cavra:s3cret@db/cavra"
+    import pytest
+
+    from cavra_ingest.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="CAVRA_ACTIVITY_DB_FILE: cannot read"):
+        Settings.from_env({"CAVRA_ACTIVITY_DB_FILE": str(tmp_path / "missing")})
+    with pytest.raises(SettingsError, match="CAVRA_BROKER_URL: expected comma-separated nats://"):
+        Settings.from_env({"CAVRA_BROKER_URL": "http://x:4222"})
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes():
+    """The image installs only from requirements.lock (--require-hashes): a dependency missing there breaks it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    wanted = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    lock = (root / "requirements.lock").read_text()
+    pinned = {m.group(1).lower().replace("_", "-") for m in re.finditer(r"^([A-Za-z0-9_.-]+)==", lock, re.MULTILINE)}
+    for requirement in wanted:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower().replace("_", "-")
+        assert name in pinned, f"{name} is a dependency but requirements.lock does not pin it"
+    for block in re.split(r"\n(?=[A-Za-z])", lock.split("\n", 2)[2]):
+        assert "--hash=sha256:" in block, block.splitlines()[0]

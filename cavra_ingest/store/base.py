@@ -10,7 +10,8 @@ from typing import Any, Literal, Protocol
 from ..models import Accepted, SessionIn
 
 WriteItem = Accepted | SessionIn
-Status = Literal["created", "duplicate", "conflict", "updated", "rejected", "forbidden"]
+# "accepted": durable in the JetStream log, committed by a worker shortly after (docs/scale-out.md).
+Status = Literal["created", "duplicate", "conflict", "updated", "rejected", "forbidden", "accepted"]
 
 
 class StoreUnavailable(Exception):

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from ..auditlog import INSERT_LEAF, NEXT_INDEX, leaf_rows
+from ..auditlog import QUEUE_LEAVES
 from ..migrate import apply_postgres_migrations
 from ..planning import decision_ids, plan_batch, session_ids
 from ..search import MIN_TERM_CHARS, like_pattern
@@ -28,7 +28,6 @@ from .base import (
 )
 from .sql import (
     DECISION_COLUMNS,
-    INSERT_DECISION,
     POSTGRES_SEARCH_TEXT,
     SELECT_DECISION,
     SELECT_SESSION,
@@ -81,10 +80,36 @@ DECISIONS = SearchListing(
     "activity_decisions", DECISION_COLUMNS, "timestamp", "decision_id", search_text=POSTGRES_SEARCH_TEXT, like="ILIKE"
 )
 SESSIONS = Listing("activity_sessions", SESSION_COLUMNS, "updated_at", "session_id")
-# Every writer, on any server, takes this lock per batch: counts stay exact across processes.
+# Maintenance (recount, prune) takes this lock so two of them never interleave; writers do not take it.
 WRITE_LOCK = 0x63617673
 SELECT_STORED_DECISIONS = "SELECT decision_id, payload FROM activity_decisions WHERE decision_id = ANY($1::text[])"
-SELECT_STORED_SESSIONS = f"SELECT {SESSION_SELECT_COLUMNS} FROM activity_sessions WHERE session_id = ANY($1::text[])"
+# Writers serialise per session with row locks only. A session row must exist to be locked, so first each
+# missing one is inserted as a placeholder (a concurrent insert of the same id waits for the other
+# transaction); then every row is locked. Both steps go in session_id order, so writers never deadlock.
+CLAIM_SESSIONS = """
+INSERT INTO activity_sessions (session_id, agent_id, actor, policy_pack, started_at, updated_at, payload)
+SELECT s, '', '', '', '', '', '{}' FROM unnest($1::text[]) AS s ORDER BY s
+ON CONFLICT (session_id) DO NOTHING RETURNING session_id
+"""
+LOCK_SESSIONS = (
+    f"SELECT {SESSION_SELECT_COLUMNS} FROM activity_sessions WHERE session_id = ANY($1::text[])"
+    " ORDER BY session_id FOR UPDATE"
+)
+# Maintenance locks existing summaries only (it never creates one), in the writers' order.
+LOCK_SESSION_ROWS = "SELECT 1 FROM activity_sessions WHERE session_id = ANY($1::text[]) ORDER BY session_id FOR UPDATE"
+DROP_PLACEHOLDERS = "DELETE FROM activity_sessions WHERE session_id = ANY($1::text[])"
+# One statement for the batch, in decision_id order (two writers inserting the same ids wait in one order);
+# RETURNING names the rows this transaction really created.
+INSERT_NEW_DECISIONS = """
+INSERT INTO activity_decisions (
+    decision_id, session_id, agent_id, actor, repository, policy_pack, action_type, target,
+    rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id, workspace_id
+) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[])
+ON CONFLICT (decision_id) DO NOTHING RETURNING decision_id
+"""
+# A deadlock or a lost insert race is retried inside the store this many times before the batch gets a 503.
+WRITE_ATTEMPTS = 5
 # SQLSTATE classes of faults that may clear: connection, resources (disk full), operator
 # intervention, transaction rollback (deadlock, serialization), lock not available, read-only.
 RETRYABLE_STATES = ("08", "53", "57", "40", "55P03", "25006")
@@ -103,8 +128,12 @@ def retryable(exc: BaseException) -> bool:
     return any(state.startswith(prefix) for prefix in RETRYABLE_STATES)
 
 
+class Raced(Exception):
+    """Another transaction committed one of this batch's new decision ids first: plan the batch again."""
+
+
 class PostgresStore:
-    """PostgreSQL: each batch is one transaction under a cluster-wide advisory lock."""
+    """PostgreSQL: each batch is one transaction holding row locks on its sessions only."""
 
     kind = "postgres"
 
@@ -129,9 +158,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         # The search indexer's own connection: it never takes one the writer or the readers are waiting for.
         self._indexer: asyncpg.Connection | None = None
-        self._insert_decision = numbered(INSERT_DECISION)
         self._upsert_session = numbered(UPSERT_SESSION)
-        self._insert_leaf = numbered(INSERT_LEAF)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
@@ -177,29 +204,52 @@ class PostgresStore:
         return self._pool
 
     async def write(self, items: list[WriteItem]) -> list[WriteResult]:
-        """Store a batch and its session summaries in one transaction."""
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-                stored: dict[str, bytes] = {}
-                ids = decision_ids(items)
-                if ids:
-                    rows = await conn.fetch(SELECT_STORED_DECISIONS, ids)
-                    stored = {row[0]: row[1].encode() for row in rows}
-                rows = await conn.fetch(SELECT_STORED_SESSIONS, session_ids(items))
-                plan = plan_batch(items, stored, {row[0]: session_from_row(tuple(row)) for row in rows})
-                if plan.inserts:
-                    await conn.executemany(self._insert_decision, [decision_row(item) for item in plan.inserts])
-                    if self.audit_log:
-                        # Under the advisory lock: leaf indexes follow commit order across every server.
-                        start = await conn.fetchval(NEXT_INDEX)
-                        await conn.executemany(self._insert_leaf, leaf_rows(start, plan.inserts))
-                if plan.sessions:
-                    await conn.executemany(self._upsert_session, [session_row(s) for s in plan.sessions.values()])
-        except Exception as exc:
-            if retryable(exc):
-                raise StoreUnavailable(str(exc)) from exc
-            raise
+        """Store a batch and its session summaries in one transaction, beside other writers."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await self._write(conn, items)
+            except (Raced, asyncpg.DeadlockDetectedError) as exc:
+                # Nothing of this attempt was committed; the next one sees what the other writer stored.
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise StoreUnavailable(f"gave up after {WRITE_ATTEMPTS} concurrent conflicts: {exc}") from exc
+            except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError) as exc:
+                # A pooled connection the server ended (restart, idle kill): the pool drops it, so one more
+                # attempt gets a fresh one. Planning again is safe: what did commit is now seen as stored.
+                if attempt > 0:
+                    raise StoreUnavailable(str(exc)) from exc
+            except Exception as exc:
+                if retryable(exc):
+                    raise StoreUnavailable(str(exc)) from exc
+                raise
+        raise AssertionError("unreachable")
+
+    async def _write(self, conn: asyncpg.Connection, items: list[WriteItem]) -> list[WriteResult]:
+        sessions = sorted(session_ids(items))
+        placeholders = {row[0] for row in await conn.fetch(CLAIM_SESSIONS, sessions)}
+        rows = await conn.fetch(LOCK_SESSIONS, sessions)
+        # Read after the locks: every decision of these sessions committed so far is visible now.
+        stored_sessions = {row[0]: session_from_row(tuple(row)) for row in rows if row[0] not in placeholders}
+        stored: dict[str, bytes] = {}
+        ids = decision_ids(items)
+        if ids:
+            stored = {row[0]: row[1].encode() for row in await conn.fetch(SELECT_STORED_DECISIONS, ids)}
+        plan = plan_batch(items, stored, stored_sessions)
+        if plan.inserts:
+            ordered = sorted(plan.inserts, key=lambda item: item.record.decision_id)
+            columns = list(zip(*(decision_row(item) for item in ordered), strict=True))
+            created = await conn.fetch(INSERT_NEW_DECISIONS, *columns)
+            if len(created) != len(ordered):
+                # The same id under another session, stored by a writer that held other locks.
+                raise Raced(f"{len(ordered) - len(created)} decision id(s) stored concurrently")
+            if self.audit_log:
+                # The sequencer numbers leaves after COMMIT, in queue order (batch order within a batch).
+                await conn.execute(QUEUE_LEAVES, [item.record.decision_id for item in plan.inserts])
+        if plan.sessions:
+            await conn.executemany(self._upsert_session, [session_row(s) for s in plan.sessions.values()])
+        unused = sorted(placeholders - plan.sessions.keys())
+        if unused:
+            await conn.execute(DROP_PLACEHOLDERS, unused)
         return plan.results
 
     async def _one(self, sql: str, key: str) -> bytes | None:
