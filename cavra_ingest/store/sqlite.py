@@ -19,6 +19,7 @@ from ..migrate import apply_migrations
 from ..models import ENCODER, SessionRecord
 from ..planning import decision_ids, plan_batch, session_ids
 from ..settings import Settings
+from . import counts
 from .base import (
     FACET_FIELDS,
     Facets,
@@ -138,6 +139,10 @@ def _counts_row(s: SessionRecord) -> tuple[Any, ...]:
     )
 
 
+def _last_key(rows: list[Any]) -> tuple[str, str] | None:
+    return (rows[-1][0], rows[-1][1]) if rows else None
+
+
 class SqliteStore:
     """SQLite in WAL mode: each batch is one `BEGIN IMMEDIATE` transaction on a dedicated writer thread."""
 
@@ -171,6 +176,8 @@ class SqliteStore:
         await self.migrate()
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavra-sqlite-writer")
         self._writer = await self._on_writer(self._connect_writer)
+        # Decisions already in the file that the counts have not seen (a new or upgraded file).
+        await self._on_writer(counts.catch_up, self._writer)
         for _ in range(READERS):
             reader = await aiosqlite.connect(self.path, isolation_level=None)
             await reader.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
@@ -244,6 +251,8 @@ class SqliteStore:
             if len(counts_only) < len(plan.sessions):
                 changed = [s for s in plan.sessions.values() if described.get(s.session_id) != _described(s)]
                 db.executemany(UPSERT_SESSION, [session_row(s) for s in changed])
+            # This batch's decisions, and any another program inserted since, join the counts (counts.py).
+            counts.fold_new(db)
             if abandoned.is_set():
                 raise StoreUnavailable("batch abandoned before commit")
             db.execute("COMMIT")
@@ -284,14 +293,20 @@ class SqliteStore:
 
     async def _list(self, listing: Listing, query: ListQuery) -> Page:
         sql, params = listing.select(query)
+        field = counts.servable(query, facets=False) if listing is DECISIONS and query.with_total else None
+        if field is not None:
+            # A broad total from the counts; the page itself is read as always.
+            parts = await self._counted(lambda counted: counts.total_statements(query, field, counted))
+            async with self._reader() as db:
+                page = list(await db.execute_fetchall(sql, params))
+            return Page([row[2].encode() for row in page], sum(row[0] for row in parts), _last_key(page))
         async with self._reader() as db:
             rows = list(await db.execute_fetchall(sql, params))
             total = None
             if query.with_total:
                 count_sql, count_params = listing.count(query)
                 total = list(await db.execute_fetchall(count_sql, count_params))[0][0]
-        last_key = (rows[-1][0], rows[-1][1]) if rows else None
-        return Page([row[2].encode() for row in rows], total, last_key)
+        return Page([row[2].encode() for row in rows], total, _last_key(rows))
 
     async def list_decisions(self, query: ListQuery) -> Page:
         return await self._list(DECISIONS, query)
@@ -300,11 +315,32 @@ class SqliteStore:
         return await self._list(SESSIONS, query)
 
     async def facets(self, query: ListQuery, top: int) -> Facets:
-        """Count matches per facet field in one statement on one reader; keep the top values."""
+        """Count matches per facet field (from the counts when they answer the filter); keep the top values."""
+        if counts.servable(query, facets=True) is not None:
+            parts = await self._counted(lambda counted: counts.facet_statements(query, counted))
+            return facets_from_rows(counts.merge_facet_rows(parts), top)
         sql, params = DECISIONS.facets(query, FACET_FIELDS)
         async with self._reader() as db:
             rows = await db.execute_fetchall(sql, params)
         return facets_from_rows(rows, top)
+
+    async def _counted(self, statements: Callable[[int], list[tuple[str, list[Any]]]]) -> list[Any]:
+        """Run count statements in one read snapshot, after folding in a backlog of uncounted rows."""
+        async with self._reader() as db:
+            counted, newest = (await db.execute_fetchall(counts.STATE))[0]  # type: ignore[index]
+        if (newest or 0) - counted > counts.CATCH_UP_ROWS and self._writer is not None:
+            await self._on_writer(counts.catch_up, self._writer)
+        async with self._reader() as db:
+            # One snapshot: the watermark, the counts and the scans agree even while the writer commits.
+            await db.execute("BEGIN")
+            try:
+                counted = (await db.execute_fetchall(counts.STATE))[0][0]  # type: ignore[index]
+                rows: list[Any] = []
+                for sql, params in statements(counted):
+                    rows.extend(await db.execute_fetchall(sql, params))
+            finally:
+                await db.execute("COMMIT")
+        return rows
 
     async def holds(self, table: str, field: str, value: str) -> bool:
         async with self._reader() as db:
