@@ -69,6 +69,8 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     # How long a write waits for another process's lock before the batch gets a retryable 503.
     sqlite_busy_timeout_ms: int = 2000
+    # The writer's page cache in MiB, or `auto`: sized to the file's random-key indexes (store/cache.py).
+    sqlite_cache_mb: str = "auto"
     retry_after_s: int = 1
     # `serve` runs on uvloop when it is installed (the `bench` extra): less event-loop CPU per request.
     uvloop: bool = True
@@ -181,6 +183,14 @@ def check(values: Mapping[str, object]) -> list[str]:
         if value < 0 or (value == 0 and name not in MAY_BE_ZERO):
             problems.append(f"{names[name]}: expected a {'non-negative' if name in MAY_BE_ZERO else 'positive'} "
                             f"number, got {value!r}")  # fmt: skip
+    cache_mb = values.get("sqlite_cache_mb")
+    if isinstance(cache_mb, str):
+        from .store.cache import parse as parse_cache_mb  # the store package imports this module
+
+        try:
+            parse_cache_mb(cache_mb)
+        except ValueError as exc:
+            problems.append(f"{names['sqlite_cache_mb']}: {exc}")
     port = values.get("port")
     if isinstance(port, int) and port > 65535:
         problems.append(f"CAVRA_PORT: expected a port number 0..65535, got {port!r}")
