@@ -5,8 +5,9 @@ window is its whole days, and the decisions of the partial days at its edges are
 index (hour buckets were measured: +20-30 µs of writer CPU per decision, and with thousands of agents
 and repositories an hour holds about as many count rows as decisions, so they saved no reading).
 
-Decisions inserted behind the writer's back (CAVRA writing into the file) have a rowid above `counted_rowid`: every read counts them from the table in the same snapshot, and the writer
-folds them in with its next batch (or at open).
+Decisions inserted behind the writer's back (CAVRA writing into the file) have a rowid above
+`counted_rowid`: every read counts them from the table in the same snapshot, and the writer folds them in
+with its next batch (or at open).
 """
 
 from __future__ import annotations
