@@ -21,7 +21,7 @@ from typing import Any
 from cavra_ingest.migrate import apply_migrations
 
 from .ceiling import COMPOSITE_INDEX
-from .preload import preload
+from .preload import build_counts, preload
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -329,6 +329,7 @@ def preloaded_db(rows: int, ids: str) -> Path:
     if path.exists():
         # A file pre-loaded before a newer migration gets it here, not inside the server's start-up deadline.
         apply_migrations(path)
+        build_counts(path)
     else:
         print(f"pre-loading {rows:,} rows into {path} ...", flush=True)
         partial = Path(f"{path}.partial")
