@@ -33,7 +33,11 @@ CATCH_UP_ROWS = 1000
 # Rowids folded per transaction when catching up, so another writer (CAVRA) is never locked out long.
 CATCH_UP_CHUNK = 200_000
 
-_SPANS = " UNION ALL ".join(f"SELECT {span} AS span" for span in (ALL_TIME, DAY))
+# Each decision counts in its day, in all time under its tenant, and in all time under ANY_TENANT: with
+# thousands of agents and ten tenants, summing all tenants' rows made unfiltered facets 400 ms at 5 M.
+ANY_TENANT = "*"  # real tenants are keyed '' (NULL) or '=...', so this names none of them
+_SPANS = f"SELECT {DAY} AS span, 0 AS rollup UNION ALL SELECT {ALL_TIME}, 0 UNION ALL SELECT {ALL_TIME}, 1"
+_TENANT = f"CASE WHEN s.rollup THEN '{ANY_TENANT}' ELSE ifnull('=' || d.tenant_id, '') END"
 _FIELDS = " UNION ALL ".join(f"SELECT '{name}' AS field" for name in COUNTED_FIELDS)
 _VALUE = (
     "CASE f.field "
@@ -43,7 +47,7 @@ _VALUE = (
 # Every decision with rowid in (?, ?] adds one to its key in each span and field.
 FOLD = f"""
 INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)
-SELECT s.span, substr(d.timestamp, 1, s.span), ifnull('=' || d.tenant_id, ''), d.decision, f.field,
+SELECT s.span, substr(d.timestamp, 1, s.span), {_TENANT}, d.decision, f.field,
        ifnull('=' || {_VALUE}, ''), count(*)
 FROM activity_decisions AS d, ({_SPANS}) AS s, ({_FIELDS}) AS f
 WHERE d.rowid > ? AND d.rowid <= ?
@@ -66,6 +70,9 @@ ADD_DELTA = (
     " ON CONFLICT DO UPDATE SET n = n + excluded.n",
     f"INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)"
     f" SELECT {ALL_TIME}, '', tenant, decision, field, value, sum(n) FROM counts_delta GROUP BY 3, 4, 5, 6"
+    " ON CONFLICT DO UPDATE SET n = n + excluded.n",
+    f"INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)"
+    f" SELECT {ALL_TIME}, '', '{ANY_TENANT}', decision, field, value, sum(n) FROM counts_delta GROUP BY 4, 5, 6"
     " ON CONFLICT DO UPDATE SET n = n + excluded.n",
     "DROP TABLE counts_delta",
 )
@@ -186,27 +193,29 @@ def servable(query: ListQuery, *, facets: bool) -> str | None:
     return other[0]
 
 
-def _bucket_where(p: Plan, query: ListQuery, params: list[Any]) -> str:
+def _arms(p: Plan, query: ListQuery) -> list[tuple[str, list[Any]]]:
+    """One condition per bucket range, each a range of the counts' primary key once `field` is fixed."""
+    given = dict(query.equals)
     arms = []
     for span, first, end in p.buckets:
-        arm = "span = ?"
-        params.append(span)
+        arm, params = ["span = ?"], [span]
         if first is not None:
-            arm += " AND bucket >= ?"
+            arm.append("bucket >= ?")
             params.append(first)
         if end is not None:
-            arm += " AND bucket < ?"
+            arm.append("bucket < ?")
             params.append(end)
-        arms.append(f"({arm})")
-    clauses = ["(" + (" OR ".join(arms) or "0") + ")"]
-    given = dict(query.equals)
-    if "tenant_id" in given:
-        clauses.append(f"tenant IN ({', '.join('?' * len(given['tenant_id']))})")
-        params.extend(encode(v) for v in given["tenant_id"])
-    if "decision" in given:
-        clauses.append(f"decision IN ({', '.join('?' * len(given['decision']))})")
-        params.extend(given["decision"])
-    return " AND ".join(clauses)
+        if "tenant_id" in given:
+            arm.append(f"tenant IN ({', '.join('?' * len(given['tenant_id']))})")
+            params.extend(encode(v) for v in given["tenant_id"])
+        elif span == ALL_TIME:
+            arm.append("tenant = ?")
+            params.append(ANY_TENANT)
+        if "decision" in given:
+            arm.append(f"decision IN ({', '.join('?' * len(given['decision']))})")
+            params.extend(given["decision"])
+        arms.append((" AND ".join(arm), params))
+    return arms
 
 
 def _scan_where(
@@ -236,44 +245,47 @@ def _scan_where(
     return " WHERE " + " AND ".join(clauses), params
 
 
-def total_statements(query: ListQuery, field: str, counted: int) -> list[tuple[str, list[Any]]]:
-    """Statements whose single values add up to the query's total."""
-    p = plan(query.since, query.until)
-    params: list[Any] = [field or TOTAL_FIELD]
-    where = "field = ? AND " + _bucket_where(p, query, params)
-    if field:
-        values = dict(query.equals)[field]
-        where += f" AND value IN ({', '.join('?' * len(values))})"
-        params.extend(encode(v) for v in values)
-    statements = [(f"SELECT ifnull(sum(n), 0) FROM activity_decision_counts WHERE {where}", params)]
+def _scans(query: ListQuery, p: Plan, counted: int) -> list[tuple[str, list[Any]]]:
     # Counted rows in the partial days; then rows not counted yet, wherever they fall in the window.
     wheres = [_scan_where(query, since, until, upto=counted) for since, until in p.scans]
     wheres.append(_scan_where(query, query.since, query.until, above=counted))
-    statements += [(f"SELECT count(*) FROM activity_decisions{w}", ps) for w, ps in wheres]
+    return wheres
+
+
+def total_statements(query: ListQuery, field: str, counted: int) -> list[tuple[str, list[Any]]]:
+    """Statements whose single values add up to the query's total."""
+    p = plan(query.since, query.until)
+    statements = []
+    for arm, params in _arms(p, query):
+        where, values = f"field = ? AND {arm}", [field or TOTAL_FIELD, *params]
+        if field:
+            wanted = dict(query.equals)[field]
+            where += f" AND value IN ({', '.join('?' * len(wanted))})"
+            values.extend(encode(v) for v in wanted)
+        statements.append((f"SELECT ifnull(sum(n), 0) FROM activity_decision_counts WHERE {where}", values))
+    statements += [(f"SELECT count(*) FROM activity_decisions{w}", ps) for w, ps in _scans(query, p, counted)]
     return statements
 
 
 def facet_statements(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
     """Statements yielding (field, value, count) rows that add up to the query's facets."""
     p = plan(query.since, query.until)
-    params: list[Any] = []
-    where = _bucket_where(p, query, params)
     fields = [name for name in FACET_FIELDS if name != "decision"]
-    sql = (
-        f"SELECT field, value, sum(n) FROM activity_decision_counts WHERE {where}"
-        f" AND field IN ({', '.join('?' * len(fields))}) GROUP BY field, value"
-        f" UNION ALL SELECT 'decision', '=' || decision, sum(n) FROM activity_decision_counts WHERE {where}"
-        " AND field = ? GROUP BY decision"
-    )
-    statements = [(sql, [*params, *fields, *params, TOTAL_FIELD])]
+    statements = []
+    for arm, params in _arms(p, query):
+        sql = (
+            f"SELECT field, value, sum(n) FROM activity_decision_counts"
+            f" WHERE field IN ({', '.join('?' * len(fields))}) AND {arm} GROUP BY field, value"
+            f" UNION ALL SELECT 'decision', '=' || decision, sum(n) FROM activity_decision_counts"
+            f" WHERE field = ? AND {arm} GROUP BY decision"
+        )
+        statements.append((sql, [*fields, *params, TOTAL_FIELD, *params]))
     picked = ", ".join(FACET_FIELDS)
-    arms = " UNION ALL ".join(
+    grouped = " UNION ALL ".join(
         f"SELECT '{name}', ifnull('=' || {name}, ''), count(*) FROM rows GROUP BY {name}" for name in FACET_FIELDS
     )
-    wheres = [_scan_where(query, since, until, upto=counted) for since, until in p.scans]
-    wheres.append(_scan_where(query, query.since, query.until, above=counted))
-    for w, ps in wheres:
-        statements.append((f"WITH rows AS MATERIALIZED (SELECT {picked} FROM activity_decisions{w}) {arms}", ps))
+    for w, ps in _scans(query, p, counted):
+        statements.append((f"WITH rows AS MATERIALIZED (SELECT {picked} FROM activity_decisions{w}) {grouped}", ps))
     return statements
 
 

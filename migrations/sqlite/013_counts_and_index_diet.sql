@@ -26,11 +26,13 @@ CREATE INDEX idx_activity_sessions_updated ON activity_sessions(updated_at DESC,
 
 -- 2. Decision counts per time bucket, tenant, outcome and field value (cavra_ingest/store/counts.py), so
 --    facets and totals over broad filters read a few thousand count rows instead of millions of decisions.
---    `span` is the bucket's length as a prefix of the normalised timestamp (0: all time, 10: a day);
---    `decision` is a key too (the console's usual filter), and the decision facet and the
---    total are the sums of the `severity` rows (each decision counts once per field); `tenant` and `value` hold '' for NULL and '=' || the value otherwise, so NULL is a key
---    like any other. The writer adds each batch's counts in its transaction; rows another program inserts
---    (CAVRA writing straight into the file) are found by rowid above `counted_rowid` and folded in.
+--    `span` is the bucket's length as a prefix of the normalised timestamp (0: all time, 10: a UTC day);
+--    `decision` is a key too (the console's usual filter), and the decision facet and the total are the
+--    sums of the `severity` rows (each decision counts once per field). `tenant` and `value` hold '' for
+--    NULL and '=' || the value otherwise, so NULL is a key like any other; all-time rows are also kept
+--    under the tenant '*' (any tenant), so an unfiltered question reads one row per value. The writer adds
+--    each batch's counts in its transaction; rows another program inserts (CAVRA writing straight into
+--    the file) are found by rowid above `counted_rowid` and folded in.
 CREATE TABLE IF NOT EXISTS activity_decision_counts (
     span INTEGER NOT NULL,
     bucket TEXT NOT NULL,
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS activity_decision_counts (
     field TEXT NOT NULL,
     value TEXT NOT NULL,
     n INTEGER NOT NULL,
-    PRIMARY KEY (span, bucket, tenant, decision, field, value)
+    PRIMARY KEY (span, field, bucket, tenant, decision, value)
 ) WITHOUT ROWID;
 
 -- One row: the highest activity_decisions rowid the counts include. 0 until the counts module
@@ -59,9 +61,9 @@ AFTER DELETE ON activity_decisions
 WHEN OLD.rowid <= (SELECT counted_rowid FROM activity_decision_counts_state WHERE id = 1)
 BEGIN
     INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)
-    SELECT s.span, substr(OLD.timestamp, 1, s.span), ifnull('=' || OLD.tenant_id, ''), OLD.decision, f.field,
+    SELECT s.span, substr(OLD.timestamp, 1, s.span), CASE WHEN s.rollup THEN '*' ELSE ifnull('=' || OLD.tenant_id, '') END, OLD.decision, f.field,
         ifnull('=' || CASE f.field WHEN 'severity' THEN OLD.severity WHEN 'repository' THEN OLD.repository WHEN 'agent_id' THEN OLD.agent_id WHEN 'policy_pack' THEN OLD.policy_pack WHEN 'action_type' THEN OLD.action_type WHEN 'workspace_id' THEN OLD.workspace_id ELSE OLD.rule_id END, ''), -1
-    FROM (SELECT 0 AS span UNION ALL SELECT 10 AS span) AS s, (SELECT 'severity' AS field UNION ALL SELECT 'repository' AS field UNION ALL SELECT 'agent_id' AS field UNION ALL SELECT 'policy_pack' AS field UNION ALL SELECT 'action_type' AS field UNION ALL SELECT 'workspace_id' AS field UNION ALL SELECT 'rule_id' AS field) AS f WHERE 1
+    FROM (SELECT 10 AS span, 0 AS rollup UNION ALL SELECT 0, 0 UNION ALL SELECT 0, 1) AS s, (SELECT 'severity' AS field UNION ALL SELECT 'repository' AS field UNION ALL SELECT 'agent_id' AS field UNION ALL SELECT 'policy_pack' AS field UNION ALL SELECT 'action_type' AS field UNION ALL SELECT 'workspace_id' AS field UNION ALL SELECT 'rule_id' AS field) AS f WHERE 1
     ON CONFLICT DO UPDATE SET n = n + excluded.n;
 END;
 CREATE TRIGGER IF NOT EXISTS trg_activity_decision_counts_update
@@ -69,13 +71,13 @@ AFTER UPDATE OF timestamp, tenant_id, decision, severity, repository, agent_id, 
 WHEN OLD.rowid <= (SELECT counted_rowid FROM activity_decision_counts_state WHERE id = 1)
 BEGIN
     INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)
-    SELECT s.span, substr(OLD.timestamp, 1, s.span), ifnull('=' || OLD.tenant_id, ''), OLD.decision, f.field,
+    SELECT s.span, substr(OLD.timestamp, 1, s.span), CASE WHEN s.rollup THEN '*' ELSE ifnull('=' || OLD.tenant_id, '') END, OLD.decision, f.field,
         ifnull('=' || CASE f.field WHEN 'severity' THEN OLD.severity WHEN 'repository' THEN OLD.repository WHEN 'agent_id' THEN OLD.agent_id WHEN 'policy_pack' THEN OLD.policy_pack WHEN 'action_type' THEN OLD.action_type WHEN 'workspace_id' THEN OLD.workspace_id ELSE OLD.rule_id END, ''), -1
-    FROM (SELECT 0 AS span UNION ALL SELECT 10 AS span) AS s, (SELECT 'severity' AS field UNION ALL SELECT 'repository' AS field UNION ALL SELECT 'agent_id' AS field UNION ALL SELECT 'policy_pack' AS field UNION ALL SELECT 'action_type' AS field UNION ALL SELECT 'workspace_id' AS field UNION ALL SELECT 'rule_id' AS field) AS f WHERE 1
+    FROM (SELECT 10 AS span, 0 AS rollup UNION ALL SELECT 0, 0 UNION ALL SELECT 0, 1) AS s, (SELECT 'severity' AS field UNION ALL SELECT 'repository' AS field UNION ALL SELECT 'agent_id' AS field UNION ALL SELECT 'policy_pack' AS field UNION ALL SELECT 'action_type' AS field UNION ALL SELECT 'workspace_id' AS field UNION ALL SELECT 'rule_id' AS field) AS f WHERE 1
     ON CONFLICT DO UPDATE SET n = n + excluded.n;
     INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)
-    SELECT s.span, substr(NEW.timestamp, 1, s.span), ifnull('=' || NEW.tenant_id, ''), NEW.decision, f.field,
+    SELECT s.span, substr(NEW.timestamp, 1, s.span), CASE WHEN s.rollup THEN '*' ELSE ifnull('=' || NEW.tenant_id, '') END, NEW.decision, f.field,
         ifnull('=' || CASE f.field WHEN 'severity' THEN NEW.severity WHEN 'repository' THEN NEW.repository WHEN 'agent_id' THEN NEW.agent_id WHEN 'policy_pack' THEN NEW.policy_pack WHEN 'action_type' THEN NEW.action_type WHEN 'workspace_id' THEN NEW.workspace_id ELSE NEW.rule_id END, ''), 1
-    FROM (SELECT 0 AS span UNION ALL SELECT 10 AS span) AS s, (SELECT 'severity' AS field UNION ALL SELECT 'repository' AS field UNION ALL SELECT 'agent_id' AS field UNION ALL SELECT 'policy_pack' AS field UNION ALL SELECT 'action_type' AS field UNION ALL SELECT 'workspace_id' AS field UNION ALL SELECT 'rule_id' AS field) AS f WHERE 1
+    FROM (SELECT 10 AS span, 0 AS rollup UNION ALL SELECT 0, 0 UNION ALL SELECT 0, 1) AS s, (SELECT 'severity' AS field UNION ALL SELECT 'repository' AS field UNION ALL SELECT 'agent_id' AS field UNION ALL SELECT 'policy_pack' AS field UNION ALL SELECT 'action_type' AS field UNION ALL SELECT 'workspace_id' AS field UNION ALL SELECT 'rule_id' AS field) AS f WHERE 1
     ON CONFLICT DO UPDATE SET n = n + excluded.n;
 END;
