@@ -223,7 +223,9 @@ def test_rebuild_recounts_after_a_replace_that_fired_no_trigger(tmp_path):
     counts.catch_up(db)
     db.execute(insert, ("block",))  # REPLACE deletes without firing delete triggers
     counts.rebuild(db)
-    rows = db.execute("SELECT decision, n FROM activity_decision_counts WHERE span = 0 AND field = 'severity' AND tenant = '*'")
+    rows = db.execute(
+        "SELECT decision, n FROM activity_decision_counts WHERE span = 0 AND field = 'severity' AND tenant = '*'"
+    )
     assert dict(rows.fetchall()) == {"block": 1}
     db.close()
 
