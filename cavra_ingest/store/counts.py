@@ -198,7 +198,8 @@ def _arms(p: Plan, query: ListQuery) -> list[tuple[str, list[Any]]]:
     given = dict(query.equals)
     arms = []
     for span, first, end in p.buckets:
-        arm, params = ["span = ?"], [span]
+        arm: list[str] = ["span = ?"]
+        params: list[Any] = [span]
         if first is not None:
             arm.append("bucket >= ?")
             params.append(first)
