@@ -198,7 +198,8 @@ def _arms(p: Plan, query: ListQuery) -> list[tuple[str, list[Any]]]:
     given = dict(query.equals)
     arms = []
     for span, first, end in p.buckets:
-        arm: list[str] = ["span = ?"]
+        # `bucket = ''` for all time: with it the key is sought down to the tenant, not scanned past it.
+        arm: list[str] = ["span = ?"] if span else ["span = ?", "bucket = ''"]
         params: list[Any] = [span]
         if first is not None:
             arm.append("bucket >= ?")
