@@ -269,26 +269,45 @@ def total_statements(query: ListQuery, field: str, counted: int) -> list[tuple[s
     return statements
 
 
-def facet_statements(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
-    """Statements yielding (field, value, count) rows that add up to the query's facets."""
-    p = plan(query.since, query.until)
-    fields = [name for name in FACET_FIELDS if name != "decision"]
-    statements = []
-    for arm, params in _arms(p, query):
-        sql = (
-            f"SELECT field, value, sum(n) FROM activity_decision_counts"
-            f" WHERE field IN ({', '.join('?' * len(fields))}) AND {arm} GROUP BY field, value"
-            f" UNION ALL SELECT 'decision', '=' || decision, sum(n) FROM activity_decision_counts"
-            f" WHERE field = ? AND {arm} GROUP BY decision"
-        )
-        statements.append((sql, [*fields, *params, TOTAL_FIELD, *params]))
+def facet_scans(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
+    """Statements yielding (field, value, count) rows of the decisions the counts do not hold."""
     picked = ", ".join(FACET_FIELDS)
     grouped = " UNION ALL ".join(
         f"SELECT '{name}', ifnull('=' || {name}, ''), count(*) FROM rows GROUP BY {name}" for name in FACET_FIELDS
     )
-    for w, ps in _scans(query, p, counted):
-        statements.append((f"WITH rows AS MATERIALIZED (SELECT {picked} FROM activity_decisions{w}) {grouped}", ps))
-    return statements
+    return [
+        (f"WITH rows AS MATERIALIZED (SELECT {picked} FROM activity_decisions{w}) {grouped}", ps)
+        for w, ps in _scans(query, plan(query.since, query.until), counted)
+    ]
+
+
+def facet_counts(query: ListQuery, top: int | None) -> tuple[str, list[Any]]:
+    """The statement yielding (field, value, count) rows from the counts; with `top`, only each field's top.
+
+    `top` may be given only when nothing else adds to the counts (no scanned rows): then the top values of
+    the counts are the answer's. The outcomes are never cut, since the total is their sum.
+    """
+    fields = [name for name in FACET_FIELDS if name != "decision"]
+    arms, params = [], []
+    for arm, values in _arms(plan(query.since, query.until), query):
+        arms.append(
+            f"SELECT field, value, n FROM activity_decision_counts"
+            f" WHERE field IN ({', '.join('?' * len(fields))}) AND {arm}"
+            f" UNION ALL SELECT 'decision', '=' || decision, n FROM activity_decision_counts"
+            f" WHERE field = ? AND {arm}"
+        )
+        params += [*fields, *values, TOTAL_FIELD, *values]
+    rows = " UNION ALL ".join(arms) or "SELECT '' AS field, '' AS value, 0 AS n WHERE 0"
+    summed = f"SELECT field, value, sum(n) AS total FROM ({rows})"
+    summed += " GROUP BY field, value HAVING total != 0"
+    if top is None:
+        return summed, params
+    # Ties as facets_from_rows ranks them: by value ascending, NULL ('') first.
+    ranked = (
+        f"SELECT field, value, total, row_number() OVER (PARTITION BY field ORDER BY total DESC, value) AS r"
+        f" FROM ({summed})"
+    )
+    return f"SELECT field, value, total FROM ({ranked}) WHERE r <= ? OR field = 'decision'", [*params, top]
 
 
 def merge_facet_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str | None, int]]:

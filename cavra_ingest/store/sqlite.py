@@ -324,15 +324,26 @@ class SqliteStore:
     async def facets(self, query: ListQuery, top: int) -> Facets:
         """Count matches per facet field (from the counts when they answer the filter); keep the top values."""
         if counts.servable(query, facets=True) is not None:
-            parts = await self._counted(lambda counted: counts.facet_statements(query, counted))
+            # The top values straight from the counts when no scanned row adds to them (the usual case).
+            parts = await self._counted(
+                lambda counted: counts.facet_scans(query, counted),
+                lambda scanned: counts.facet_counts(query, None if scanned else top),
+            )
             return facets_from_rows(counts.merge_facet_rows(parts), top)
         sql, params = DECISIONS.facets(query, FACET_FIELDS)
         async with self._reader() as db:
             rows = await db.execute_fetchall(sql, params)
         return facets_from_rows(rows, top)
 
-    async def _counted(self, statements: Callable[[int], list[tuple[str, list[Any]]]]) -> list[Any]:
-        """Run count statements in one read snapshot, after folding in a backlog of uncounted rows."""
+    async def _counted(
+        self,
+        statements: Callable[[int], list[tuple[str, list[Any]]]],
+        last: Callable[[bool], tuple[str, list[Any]]] | None = None,
+    ) -> list[Any]:
+        """Run count statements in one read snapshot, after folding in a backlog of uncounted rows.
+
+        `last`, told whether the statements returned any row, gives one more statement to run.
+        """
         async with self._reader() as db:
             counted, newest = (await db.execute_fetchall(counts.STATE))[0]  # type: ignore[index]
         if (newest or 0) - counted > counts.CATCH_UP_ROWS and self._writer is not None:
@@ -345,6 +356,8 @@ class SqliteStore:
                 rows: list[Any] = []
                 for sql, params in statements(counted):
                     rows.extend(await db.execute_fetchall(sql, params))
+                if last is not None:
+                    rows.extend(await db.execute_fetchall(*last(bool(rows))))
             finally:
                 await db.execute("COMMIT")
         return rows

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS activity_decision_counts (
     field TEXT NOT NULL,
     value TEXT NOT NULL,
     n INTEGER NOT NULL,
-    PRIMARY KEY (span, field, bucket, tenant, decision, value)
+    PRIMARY KEY (span, field, bucket, tenant, value, decision)
 ) WITHOUT ROWID;
 
 -- One row: the highest activity_decisions rowid the counts include. 0 until the counts module
