@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -204,7 +205,10 @@ class SqliteStore:
             db.execute(pragma)
         # Random ids put each insert on a cold page of the id and correlation indexes once those outgrow
         # the cache: at 5 M decisions that halved the write rate with the old fixed 64 MiB.
-        log.info(cache.describe(self.path, cache.apply(db, self.cache_mb)))
+        kib = cache.apply(db, self.cache_mb)
+        started = time.monotonic()
+        warmed = cache.warm(db, kib)
+        log.info(cache.describe(self.path, kib, time.monotonic() - started if warmed else None))
         return db
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
