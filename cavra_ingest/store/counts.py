@@ -281,33 +281,36 @@ def facet_scans(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
     ]
 
 
-def facet_counts(query: ListQuery, top: int | None) -> tuple[str, list[Any]]:
-    """The statement yielding (field, value, count) rows from the counts; with `top`, only each field's top.
+def facet_counts(query: ListQuery, top: int | None) -> list[tuple[str, list[Any]]]:
+    """Statements yielding (field, value, count) rows from the counts; with `top`, only each field's top.
 
     `top` may be given only when nothing else adds to the counts (no scanned rows): then the top values of
-    the counts are the answer's. The outcomes are never cut, since the total is their sum.
+    the counts are the answer's. The outcomes are never cut, since the total is their sum. One statement
+    per field: all-time rows of one field are read in value order, so they are summed without a sort.
     """
-    fields = [name for name in FACET_FIELDS if name != "decision"]
-    arms, params = [], []
-    for arm, values in _arms(plan(query.since, query.until), query):
-        arms.append(
-            f"SELECT field, value, n FROM activity_decision_counts"
-            f" WHERE field IN ({', '.join('?' * len(fields))}) AND {arm}"
-            f" UNION ALL SELECT 'decision', '=' || decision, n FROM activity_decision_counts"
-            f" WHERE field = ? AND {arm}"
-        )
-        params += [*fields, *values, TOTAL_FIELD, *values]
-    rows = " UNION ALL ".join(arms) or "SELECT '' AS field, '' AS value, 0 AS n WHERE 0"
-    summed = f"SELECT field, value, sum(n) AS total FROM ({rows})"
-    summed += " GROUP BY field, value HAVING total != 0"
-    if top is None:
-        return summed, params
-    # Ties as facets_from_rows ranks them: by value ascending, NULL ('') first.
-    ranked = (
-        f"SELECT field, value, total, row_number() OVER (PARTITION BY field ORDER BY total DESC, value) AS r"
-        f" FROM ({summed})"
-    )
-    return f"SELECT field, value, total FROM ({ranked}) WHERE r <= ? OR field = 'decision'", [*params, top]
+    arms = _arms(plan(query.since, query.until), query)
+    statements = []
+    for name in FACET_FIELDS:
+        column, field = ("'=' || decision", TOTAL_FIELD) if name == "decision" else ("value", name)
+        if len(arms) == 1:
+            arm, values = arms[0]
+            inner = (
+                f"SELECT {column} AS v, sum(n) AS total FROM activity_decision_counts"
+                f" WHERE field = ? AND {arm} GROUP BY {column}"
+            )
+            params: list[Any] = [field, *values]
+        else:
+            parts = [f"SELECT {column} AS v, n FROM activity_decision_counts WHERE field = ? AND {a}" for a, _ in arms]
+            rows = " UNION ALL ".join(parts) or "SELECT '' AS v, 0 AS n WHERE 0"
+            inner = f"SELECT v, sum(n) AS total FROM ({rows}) GROUP BY v"
+            params = [v for _, values in arms for v in (field, *values)]
+        sql = f"SELECT '{name}', v, total FROM ({inner}) WHERE total != 0"
+        if top is not None and name != "decision":
+            # Ties as facets_from_rows ranks them: by value ascending, NULL ('') first.
+            sql += " ORDER BY total DESC, v LIMIT ?"
+            params.append(top)
+        statements.append((sql, params))
+    return statements
 
 
 def merge_facet_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str | None, int]]:

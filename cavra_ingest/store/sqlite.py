@@ -342,11 +342,11 @@ class SqliteStore:
     async def _counted(
         self,
         statements: Callable[[int], list[tuple[str, list[Any]]]],
-        last: Callable[[bool], tuple[str, list[Any]]] | None = None,
+        last: Callable[[bool], list[tuple[str, list[Any]]]] | None = None,
     ) -> list[Any]:
         """Run count statements in one read snapshot, after folding in a backlog of uncounted rows.
 
-        `last`, told whether the statements returned any row, gives one more statement to run.
+        `last`, told whether the statements returned any row, gives more statements to run.
         """
         async with self._reader() as db:
             counted, newest = (await db.execute_fetchall(counts.STATE))[0]  # type: ignore[index]
@@ -360,8 +360,8 @@ class SqliteStore:
                 rows: list[Any] = []
                 for sql, params in statements(counted):
                     rows.extend(await db.execute_fetchall(sql, params))
-                if last is not None:
-                    rows.extend(await db.execute_fetchall(*last(bool(rows))))
+                for sql, params in last(bool(rows)) if last is not None else []:
+                    rows.extend(await db.execute_fetchall(sql, params))
             finally:
                 await db.execute("COMMIT")
         return rows
