@@ -58,6 +58,7 @@ def measure(db: Path, runs: int) -> dict[str, object]:
     cmd = [sys.executable, "-m", "cavra_ingest", "serve", "--db", str(db), "--port", str(port)]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     paints: list[float] = []
+    dom: list[float] = []
     api: dict[str, list[float]] = {}
     try:
         wait_ready(url)
@@ -69,9 +70,11 @@ def measure(db: Path, runs: int) -> dict[str, object]:
                     page.goto(f"{url}/console")
                     page.wait_for_function(PAINTED, timeout=120_000, polling="raf")
                     painted = page.evaluate("performance.now()")
+                    loaded = page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
+                    dom.append(loaded)
                     timings = page.evaluate(
                         "performance.getEntriesByType('resource')"
-                        ".filter(e => e.name.includes('/decisions')).map(e => [e.name, e.duration])"
+                        ".filter(e => !e.name.includes('/static/')).map(e => [e.name, e.duration])"
                     )
                     page.close()
                     if run == 0:
@@ -91,6 +94,7 @@ def measure(db: Path, runs: int) -> dict[str, object]:
             "median": round(statistics.median(paints), 1),
             "max": round(max(paints), 1),
         },
+        "dom_content_loaded_ms_median": round(statistics.median(dom[1:]), 1),
         "api_ms_median": {name: round(statistics.median(v), 1) for name, v in sorted(api.items())},
     }
 

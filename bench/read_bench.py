@@ -399,7 +399,7 @@ def main() -> None:
     path = args.db or Path(__file__).parent / "data" / f"reads-{args.rows}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     if args.reuse and path.exists():
-        loaded = {"rows": args.rows, "reused": str(path)}
+        loaded = {"rows": args.rows, "reused": path.name}
     else:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -544,7 +544,8 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    report: dict[str, Any] = {"started": started, "command": " ".join(sys.argv), "plan": plan.__dict__}
+    command = " ".join(["python -m bench.run", *sys.argv[1:]])  # no machine-specific path
+    report: dict[str, Any] = {"started": started, "command": command, "plan": plan.__dict__}
     rounds: list[dict[str, Any]] = []
     if "rounds" in only:
         for n in range(plan.repeats):
