@@ -239,3 +239,23 @@ async def test_a_window_query_reads_only_its_buckets(store):
     with sqlite3.connect(store.path) as db:
         steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
     assert all("SCAN" not in step for step in steps), steps
+
+
+def test_recount_command_rebuilds_the_decision_counts(tmp_path):
+    from cavra_ingest.migrate import apply_migrations
+    from cavra_ingest.recount import recount_sqlite
+
+    path = tmp_path / "rc.db"
+    apply_migrations(path)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
+            " rule_id, decision, severity, timestamp, payload)"
+            " VALUES ('x', 's', 'a', 'ai', 'p', 'w', 'r', 'allow', 'low', '2026-03-01T00:00:00.000000+00:00', '{}')"
+        )
+        db.execute("UPDATE activity_decision_counts_state SET counted_rowid = 1")  # counted, yet no counts
+    recount_sqlite(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute(counts.STATE).fetchone() == (1, 1)
+        rows = db.execute("SELECT span, tenant, n FROM activity_decision_counts WHERE field = 'severity'")
+        assert sorted(rows.fetchall()) == [(0, "", 1), (0, "*", 1), (10, "", 1)]
