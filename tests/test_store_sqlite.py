@@ -71,3 +71,24 @@ def test_a_bad_cache_size_is_refused_at_start(text):
     with pytest.raises(SettingsError, match="CAVRA_SQLITE_CACHE_MB"):
         Settings.from_env({"CAVRA_SQLITE_CACHE_MB": text})
     assert Settings.from_env({"CAVRA_SQLITE_CACHE_MB": "512"}).sqlite_cache_mb == "512"
+
+
+def test_warm_up_reads_the_random_key_indexes_only_into_a_cache_that_holds_them(tmp_path):
+    from cavra_ingest.migrate import apply_migrations
+    from cavra_ingest.store import cache
+
+    path = tmp_path / "w.db"
+    apply_migrations(path)
+    db = sqlite3.connect(path)
+    assert not cache.warm(db, 64 * 1024)  # nothing to read
+    db.executemany(
+        "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
+        " rule_id, decision, severity, timestamp, correlation_id, payload)"
+        " VALUES (?, 's', 'a', 'ai', 'p', 'w', 'r', 'allow', 'low', '2026-03-01T00:00:00.000000+00:00', ?, '{}')",
+        [(f"id-{n}", f"corr-{n}") for n in range(5000)],
+    )
+    db.commit()
+    assert cache.warm(db, 64 * 1024)
+    # A cache smaller than the indexes would only churn: no warm-up.
+    assert not cache.warm(db, 5000 * cache.RANDOM_INDEX_BYTES // 1024 - 1)
+    db.close()
