@@ -98,6 +98,37 @@ def query_set(v: dict[str, Any]) -> list[Query]:
             [("agent_id", v["agent"]), ("top", "10")],
             [("agent_id", v["agent"]), *facets],
         ),
+        Query("facets, all time", "/decisions/facets", [("top", "10")], facets),
+        Query(
+            "facets, decision=block",
+            "/decisions/facets",
+            [("decision", "block"), ("top", "10")],
+            [("decision", "block"), *facets],
+        ),
+        Query(
+            "facets, one tenant",
+            "/decisions/facets",
+            [("tenant_id", v["tenant"]), ("top", "10")],
+            [("tenant_id", v["tenant"]), *facets],
+        ),
+        Query(
+            "facets, 1-day time range",
+            "/decisions/facets",
+            [("since", day_start), ("until", day_end), ("top", "10")],
+            [("timestamp__gte", day_start), ("timestamp__lt", day_end), *facets],
+        ),
+        Query(
+            "one policy pack (broad total)",
+            "/decisions",
+            [("policy_pack", v["pack"])],
+            [("policy_pack", v["pack"]), *newest],
+        ),
+        Query(
+            "one tenant (broad total)",
+            "/decisions",
+            [("tenant_id", v["tenant"])],
+            [("tenant_id", v["tenant"]), *newest],
+        ),
         Query(
             f"session timeline ({v['long_session_rows']} rows, oldest first)",
             f"/sessions/{session}/decisions",

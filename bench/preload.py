@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from cavra_ingest.migrate import apply_migrations
+from cavra_ingest.store import counts
 
 # Ids spread evenly over the key space (random style) or older than any posted id (ordered style),
 # inserted in key order so the primary-key index fills sequentially.
@@ -67,6 +68,7 @@ def preload(path: Path, rows: int, *, ids: str = "random", sessions: int = 5000,
     con.execute("PRAGMA journal_mode=OFF")
     con.execute("PRAGMA synchronous=OFF")
     con.execute("PRAGMA cache_size=-262144")
+    con.execute("PRAGMA temp_store=MEMORY")
     indexes = con.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'activity_decisions'"
         " AND sql IS NOT NULL"
@@ -87,8 +89,22 @@ def preload(path: Path, rows: int, *, ids: str = "random", sessions: int = 5000,
         con.execute(create)
     print(f"  preload: indexes rebuilt ({time.monotonic() - start:.0f}s)", flush=True)
     con.execute(INSERT_SESSIONS)
+    # The decision counts (migration 013) here, not inside a server's start-up deadline.
+    counts.catch_up(con)
+    print(f"  preload: counts built ({time.monotonic() - start:.0f}s)", flush=True)
     con.execute("PRAGMA journal_mode=WAL")
     con.close()
+
+
+def build_counts(path: Path) -> None:
+    """Fold a pre-loaded file's uncounted decisions into its counts (after a newer migration)."""
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA cache_size=-262144")
+    con.execute("PRAGMA temp_store=MEMORY")
+    try:
+        counts.catch_up(con)
+    finally:
+        con.close()
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from cavra_ingest.migrate import apply_migrations
 
 from .ceiling import COMPOSITE_INDEX
-from .preload import preload
+from .preload import build_counts, preload
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -329,6 +329,7 @@ def preloaded_db(rows: int, ids: str) -> Path:
     if path.exists():
         # A file pre-loaded before a newer migration gets it here, not inside the server's start-up deadline.
         apply_migrations(path)
+        build_counts(path)
     else:
         print(f"pre-loading {rows:,} rows into {path} ...", flush=True)
         partial = Path(f"{path}.partial")
@@ -543,7 +544,8 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    report: dict[str, Any] = {"started": started, "command": " ".join(sys.argv), "plan": plan.__dict__}
+    command = " ".join(["python -m bench.run", *sys.argv[1:]])  # no machine-specific path
+    report: dict[str, Any] = {"started": started, "command": command, "plan": plan.__dict__}
     rounds: list[dict[str, Any]] = []
     if "rounds" in only:
         for n in range(plan.repeats):

@@ -18,6 +18,7 @@ import msgspec
 from .compat import decision_from_stored
 from .models import SessionRecord
 from .progress import Progress
+from .store import counts
 from .store.sql import SESSION_SELECT_COLUMNS, UPSERT_SESSION, session_from_row, session_row
 from .summary import recount
 
@@ -79,6 +80,9 @@ def recount_sqlite(
                 else:
                     ids = [row[0] for row in db.execute(NEXT_SESSION_IDS, (after, batch_sessions))]
                 if not ids:
+                    if session_id is None:
+                        # The decision counts too: after a tool's INSERT OR REPLACE (no trigger fires).
+                        counts.rebuild(db)
                     return done
                 _sqlite_batch(db, ids)
                 done, after = done + len(ids), ids[-1]

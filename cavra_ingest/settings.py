@@ -81,6 +81,8 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     # How long a write waits for another process's lock before the batch gets a retryable 503.
     sqlite_busy_timeout_ms: int = 2000
+    # The writer's page cache in MiB, or `auto`: sized to the file's random-key indexes (store/cache.py).
+    sqlite_cache_mb: str = "auto"
     retry_after_s: int = 1
     # `serve` runs on uvloop when it is installed (the `bench` extra): less event-loop CPU per request.
     uvloop: bool = True
@@ -256,6 +258,14 @@ def check(values: Mapping[str, object]) -> list[str]:
         for url in broker.split(","):
             if not url.strip().startswith(("nats://", "tls://")):
                 problems.append(f"CAVRA_BROKER_URL: expected comma-separated nats:// URLs, got {redact_url(url)!r}")
+    cache_mb = values.get("sqlite_cache_mb")
+    if isinstance(cache_mb, str):
+        from .store.cache import parse as parse_cache_mb  # the store package imports this module
+
+        try:
+            parse_cache_mb(cache_mb)
+        except ValueError as exc:
+            problems.append(f"{names['sqlite_cache_mb']}: {exc}")
     port = values.get("port")
     if isinstance(port, int) and port > 65535:
         problems.append(f"CAVRA_PORT: expected a port number 0..65535, got {port!r}")

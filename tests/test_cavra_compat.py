@@ -264,3 +264,23 @@ async def test_serve_starts_on_cavras_current_store_file(tmp_path):
             assert [item["decision_id"] for item in (await r.json())["items"]] == ids(2)
     finally:
         await server.terminate(10)
+
+
+def test_one_index_per_leading_column_each_under_cavras_name(tmp_path):
+    # 013's diet: a 004 index that a composite starts with is that composite, under CAVRA's name, so
+    # CAVRA's store (CREATE INDEX IF NOT EXISTS by name) finds each and inserts pay for one B-tree.
+    db = tmp_path / "diet.db"
+    apply_migrations(db)
+    shapes = layouts.indexes(db)
+    for name, table, column in layouts.CAVRA_INDEXES:
+        assert shapes[name][0] == table and shapes[name][1][0].split()[0] == column, (name, shapes[name])
+    leading = [(table, keys[0].split()[0]) for table, keys in shapes.values()]
+    assert len(leading) == len(set(leading)), sorted(leading)
+    decisions = [name for name, (table, _) in shapes.items() if table == "activity_decisions"]
+    # The id, six under CAVRA's names, correlation: with the rowid table, 9 B-trees per inserted decision.
+    assert len(decisions) == 8, decisions
+    with sqlite3.connect(db) as conn:
+        layouts.cavra_store_opens(conn)
+    # CAVRA's store adds only its tenant indexes, which no cavra-ingest index starts like.
+    assert layouts.indexes(db).keys() - shapes.keys() == {name for name, _ in layouts.TENANT_INDEXES}
+    assert layouts.duplicate_indexes(db) == []

@@ -22,24 +22,24 @@ def q(**equals: str | tuple[str, ...]) -> ListQuery:
 
 # (name, listing, query, index that must drive the page)
 LISTINGS = [
-    ("newest first", DECISIONS, ListQuery(), "idx_activity_decisions_time"),
-    ("time range", DECISIONS, ListQuery(since=SINCE, until=UNTIL), "idx_activity_decisions_time"),
-    ("keyset page", DECISIONS, ListQuery(after=AFTER), "idx_activity_decisions_time"),
-    ("one agent", DECISIONS, q(agent_id="a"), "idx_activity_decisions_agent_time"),
-    ("agent + outcome", DECISIONS, q(agent_id="a", decision="block"), "idx_activity_decisions_agent_time"),
-    ("outcome + agent", DECISIONS, q(decision="block", agent_id="a"), "idx_activity_decisions_agent_time"),
+    ("newest first", DECISIONS, ListQuery(), "idx_activity_decisions_timestamp"),
+    ("time range", DECISIONS, ListQuery(since=SINCE, until=UNTIL), "idx_activity_decisions_timestamp"),
+    ("keyset page", DECISIONS, ListQuery(after=AFTER), "idx_activity_decisions_timestamp"),
+    ("one agent", DECISIONS, q(agent_id="a"), "idx_activity_decisions_agent"),
+    ("agent + outcome", DECISIONS, q(agent_id="a", decision="block"), "idx_activity_decisions_agent"),
+    ("outcome + agent", DECISIONS, q(decision="block", agent_id="a"), "idx_activity_decisions_agent"),
     (
         "agent + outcome, keyset",
         DECISIONS,
         ListQuery(equals=(("agent_id", ("a",)), ("decision", ("block",))), after=AFTER),
-        "idx_activity_decisions_agent_time",
+        "idx_activity_decisions_agent",
     ),
-    ("repository + severity", DECISIONS, q(repository="r", severity="high"), "idx_activity_decisions_repository_time"),
-    ("one outcome", DECISIONS, q(decision="block"), "idx_activity_decisions_time"),
-    ("two outcomes", DECISIONS, q(decision=("block", "require_approval")), "idx_activity_decisions_time"),
-    ("policy pack", DECISIONS, q(policy_pack="p"), "idx_activity_decisions_time"),
-    ("tenant + outcome", DECISIONS, q(tenant_id="t", decision="block"), "idx_activity_decisions_time"),
-    ("sessions newest first", SESSIONS, ListQuery(), "idx_activity_sessions_recent"),
+    ("repository + severity", DECISIONS, q(repository="r", severity="high"), "idx_activity_decisions_repository"),
+    ("one outcome", DECISIONS, q(decision="block"), "idx_activity_decisions_timestamp"),
+    ("two outcomes", DECISIONS, q(decision=("block", "require_approval")), "idx_activity_decisions_timestamp"),
+    ("policy pack", DECISIONS, q(policy_pack="p"), "idx_activity_decisions_timestamp"),
+    ("tenant + outcome", DECISIONS, q(tenant_id="t", decision="block"), "idx_activity_decisions_timestamp"),
+    ("sessions newest first", SESSIONS, ListQuery(), "idx_activity_sessions_updated"),
 ]
 
 
@@ -72,7 +72,7 @@ def test_timeline_reads_the_session_index_oldest_first(db):
     query = ListQuery(equals=(("session_id", ("s",)),), oldest_first=True, after=AFTER)
     steps = plan(db, *DECISIONS.select(query))
     assert steps == [
-        "SEARCH activity_decisions USING INDEX idx_activity_decisions_session_time (session_id=? AND timestamp>?)"
+        "SEARCH activity_decisions USING INDEX idx_activity_decisions_session (session_id=? AND timestamp>?)"
     ]
 
 
@@ -84,9 +84,9 @@ def test_timeline_reads_the_session_index_oldest_first(db):
         # 004's agent index or 006's: both hold the agent's rows together.
         (q(agent_id="a"), "COVERING INDEX idx_activity_decisions_agent"),
         (q(agent_id="a", decision="block"), "INDEX idx_activity_decisions_agent"),
-        (ListQuery(since=SINCE), "COVERING INDEX idx_activity_decisions_time"),
-        (ListQuery(equals=(("decision", ("block",)),), since=SINCE), "COVERING INDEX idx_activity_decisions_time"),
-        (q(decision="block", severity="critical"), "COVERING INDEX idx_activity_decisions_time"),
+        (ListQuery(since=SINCE), "COVERING INDEX idx_activity_decisions_timestamp"),
+        (ListQuery(equals=(("decision", ("block",)),), since=SINCE), "COVERING INDEX idx_activity_decisions_timestamp"),
+        (q(decision="block", severity="critical"), "COVERING INDEX idx_activity_decisions_timestamp"),
     ],
 )
 def test_counts_use_the_narrowest_index(db, query, index):
@@ -141,12 +141,12 @@ def test_contract_indexes_of_004_are_kept_by_cavras_names(db):
 @pytest.mark.parametrize(
     ("query", "index"),
     [
-        (q(decision="block"), "COVERING INDEX idx_activity_decisions_time"),
+        (q(decision="block"), "COVERING INDEX idx_activity_decisions_timestamp"),
         (
             ListQuery(since=SINCE, until=UNTIL),
-            "COVERING INDEX idx_activity_decisions_time (timestamp>? AND timestamp<?)",
+            "COVERING INDEX idx_activity_decisions_timestamp (timestamp>? AND timestamp<?)",
         ),
-        (q(tenant_id="t", severity="high"), "COVERING INDEX idx_activity_decisions_time"),
+        (q(tenant_id="t", severity="high"), "COVERING INDEX idx_activity_decisions_timestamp"),
         (q(agent_id="a", decision="block"), "INDEX idx_activity_decisions_agent"),  # 004 or 006: no order needed
         (q(session_id="s"), "INDEX idx_activity_decisions_session"),
     ],

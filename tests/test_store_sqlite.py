@@ -32,3 +32,63 @@ async def test_default_durability_is_full(tmp_path):
         assert store._writer.execute("PRAGMA synchronous").fetchall() == [(2,)]
     finally:
         await store.close()
+
+
+async def test_writer_cache_is_derived_from_the_file_or_set(tmp_path, monkeypatch):
+    from cavra_ingest.store import cache
+
+    auto = SqliteStore(tmp_path / "a.db")
+    await auto.open()
+    try:
+        assert auto._writer is not None
+        # An empty file gets the floor.
+        assert auto._writer.execute("PRAGMA cache_size").fetchone()[0] == -cache.FLOOR // 1024
+        # A file of 2 M decisions (only the largest rowid is read) gets its random-key indexes' size.
+        assert cache.auto_bytes(auto._writer) == cache.FLOOR
+        auto._writer.execute(
+            "INSERT INTO activity_decisions (rowid, decision_id, session_id, agent_id, actor, policy_pack,"
+            " action_type, rule_id, decision, severity, timestamp, payload)"
+            " VALUES (2000000, 'x', 's', 'a', 'ai', 'p', 'w', 'r', 'allow', 'low', '2026-03-01T00:00:00Z', '{}')"
+        )
+        assert cache.auto_bytes(auto._writer) == 2_000_000 * cache.RANDOM_INDEX_BYTES + cache.HEADROOM
+        monkeypatch.setattr(cache, "memory_bytes", lambda: 512 * cache.MIB)
+        assert cache.auto_bytes(auto._writer) == 128 * cache.MIB  # a quarter of the machine's memory at most
+    finally:
+        await auto.close()
+    fixed = SqliteStore(tmp_path / "f.db", cache_mb=100)
+    await fixed.open()
+    try:
+        assert fixed._writer is not None
+        assert fixed._writer.execute("PRAGMA cache_size").fetchone()[0] == -100 * 1024
+    finally:
+        await fixed.close()
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "lots"])
+def test_a_bad_cache_size_is_refused_at_start(text):
+    from cavra_ingest.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="CAVRA_SQLITE_CACHE_MB"):
+        Settings.from_env({"CAVRA_SQLITE_CACHE_MB": text})
+    assert Settings.from_env({"CAVRA_SQLITE_CACHE_MB": "512"}).sqlite_cache_mb == "512"
+
+
+def test_warm_up_reads_the_random_key_indexes_only_into_a_cache_that_holds_them(tmp_path):
+    from cavra_ingest.migrate import apply_migrations
+    from cavra_ingest.store import cache
+
+    path = tmp_path / "w.db"
+    apply_migrations(path)
+    db = sqlite3.connect(path)
+    assert not cache.warm(db, 64 * 1024)  # nothing to read
+    db.executemany(
+        "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
+        " rule_id, decision, severity, timestamp, correlation_id, payload)"
+        " VALUES (?, 's', 'a', 'ai', 'p', 'w', 'r', 'allow', 'low', '2026-03-01T00:00:00.000000+00:00', ?, '{}')",
+        [(f"id-{n}", f"corr-{n}") for n in range(5000)],
+    )
+    db.commit()
+    assert cache.warm(db, 64 * 1024)
+    # A cache smaller than the indexes would only churn: no warm-up.
+    assert not cache.warm(db, 5000 * cache.RANDOM_INDEX_BYTES // 1024 - 1)
+    db.close()

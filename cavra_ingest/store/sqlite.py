@@ -22,6 +22,7 @@ from ..models import ENCODER, SessionRecord
 from ..planning import decision_ids, plan_batch, session_ids
 from ..search import trigrams
 from ..settings import Settings
+from . import cache, counts
 from .base import (
     FACET_FIELDS,
     Facets,
@@ -211,6 +212,10 @@ def _counts_row(s: SessionRecord) -> tuple[Any, ...]:
     )
 
 
+def _last_key(rows: list[Any]) -> tuple[str, str] | None:
+    return (rows[-1][0], rows[-1][1]) if rows else None
+
+
 class SqliteStore:
     """SQLite in WAL mode: each batch is one `BEGIN IMMEDIATE` transaction on a dedicated writer thread."""
 
@@ -226,6 +231,7 @@ class SqliteStore:
         heavy_readers: int = 2,
         heavy_timeout_s: float = 30.0,
         search_index: bool = True,
+        cache_mb: int | None = None,
     ) -> None:
         self.path = path
         # Each created decision also becomes an audit-log leaf in its own transaction (auditlog.py).
@@ -238,6 +244,8 @@ class SqliteStore:
         # Without the background indexer the trigram index is never filled: search scans the rows instead.
         self.indexed_search = search_index
         self.decisions = DECISIONS if search_index else SCANNED
+        # None: derived from the file at open (store/cache.py).
+        self.cache_mb = cache_mb
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         # A plain connection owned by one thread: a whole batch is one hop off the event loop, not one per
@@ -257,6 +265,7 @@ class SqliteStore:
             heavy_readers=settings.heavy_readers,
             heavy_timeout_s=settings.heavy_query_timeout_s,
             search_index=settings.search_index,
+            cache_mb=cache.parse(settings.sqlite_cache_mb),
         )
 
     async def migrate(self) -> list[str]:
@@ -268,6 +277,8 @@ class SqliteStore:
         await self.migrate()
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavra-sqlite-writer")
         self._writer = await self._on_writer(self._connect_writer)
+        # Decisions already in the file that the counts have not seen (a new or upgraded file).
+        await self._on_writer(counts.catch_up, self._writer)
         for _ in range(READERS):
             self._readers.put_nowait(await self._connect_reader())
         for _ in range(self.heavy_readers):
@@ -289,12 +300,17 @@ class SqliteStore:
             "PRAGMA journal_mode=WAL",
             f"PRAGMA synchronous={self.synchronous}",
             f"PRAGMA busy_timeout={self.busy_timeout_ms}",
-            "PRAGMA cache_size=-65536",
             # 007's triggers make each INSERT keep a statement journal; in memory it costs ~5 µs per row
             # instead of ~25 µs as a temp file (docs/reading.md, "Times written by CAVRA").
             "PRAGMA temp_store=MEMORY",
         ):
             db.execute(pragma)
+        # Random ids put each insert on a cold page of the id and correlation indexes once those outgrow
+        # the cache: at 5 M decisions that halved the write rate with the old fixed 64 MiB.
+        kib = cache.apply(db, self.cache_mb)
+        started = time.monotonic()
+        warmed = cache.warm(db, kib)
+        log.info(cache.describe(self.path, kib, time.monotonic() - started if warmed else None))
         return db
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
@@ -350,6 +366,8 @@ class SqliteStore:
             if len(counts_only) < len(plan.sessions):
                 changed = [s for s in plan.sessions.values() if described.get(s.session_id) != _described(s)]
                 db.executemany(UPSERT_SESSION, [session_row(s) for s in changed])
+            # This batch's decisions, and any another program inserted since, join the counts (counts.py).
+            counts.fold_new(db)
             if abandoned.is_set():
                 raise StoreUnavailable("batch abandoned before commit")
             db.execute("COMMIT")
@@ -431,6 +449,13 @@ class SqliteStore:
         return SCANNED if rows[0][0] >= SEARCH_PROBE_ROWS else DECISIONS
 
     async def _list(self, listing: Listing, query: ListQuery, heavy: bool = False) -> Page:
+        field = counts.servable(query, facets=False) if listing is self.decisions and query.with_total else None
+        if field is not None:
+            # A broad total from the counts; the page itself is read as always.
+            parts = await self._counted(lambda counted: counts.total_statements(query, field, counted))
+            async with self._heavy_reader() if heavy else self._reader() as db:
+                page = list(await db.execute_fetchall(*listing.select(query)))
+            return Page([row[2].encode() for row in page], sum(row[0] for row in parts), _last_key(page))
         async with self._heavy_reader() if heavy else self._reader() as db:
             if listing is self.decisions:
                 listing = await self._searching(db, query)
@@ -450,8 +475,7 @@ class SqliteStore:
             count_sql, count_params = listing.count(query)
             async with self._heavy_reader() as db:
                 total = list(await db.execute_fetchall(count_sql, count_params))[0][0]
-        last_key = (rows[-1][0], rows[-1][1]) if rows else None
-        return Page([row[2].encode() for row in rows], total, last_key)
+        return Page([row[2].encode() for row in rows], total, _last_key(rows))
 
     async def list_decisions(self, query: ListQuery) -> Page:
         return await self._list(self.decisions, query)
@@ -460,11 +484,45 @@ class SqliteStore:
         return await self._list(SESSIONS, query)
 
     async def facets(self, query: ListQuery, top: int) -> Facets:
-        """Count matches per facet field in one statement on one reader; keep the top values."""
+        """Count matches per facet field (from the counts when they answer the filter); keep the top values."""
+        if counts.servable(query, facets=True) is not None:
+            # The top values straight from the counts when no scanned row adds to them (the usual case).
+            parts = await self._counted(
+                lambda counted: counts.facet_scans(query, counted),
+                lambda scanned: counts.facet_counts(query, None if scanned else top),
+            )
+            return facets_from_rows(counts.merge_facet_rows(parts), top)
         async with self._heavy_reader() as db:
             sql, params = (await self._searching(db, query)).facets(query, FACET_FIELDS)
             rows = await db.execute_fetchall(sql, params)
         return facets_from_rows(rows, top)
+
+    async def _counted(
+        self,
+        statements: Callable[[int], list[tuple[str, list[Any]]]],
+        last: Callable[[bool], list[tuple[str, list[Any]]]] | None = None,
+    ) -> list[Any]:
+        """Run count statements in one read snapshot, after folding in a backlog of uncounted rows.
+
+        `last`, told whether the statements returned any row, gives more statements to run.
+        """
+        async with self._reader() as db:
+            counted, newest = (await db.execute_fetchall(counts.STATE))[0]  # type: ignore[index]
+        if (newest or 0) - counted > counts.CATCH_UP_ROWS and self._writer is not None:
+            await self._on_writer(counts.catch_up, self._writer)
+        async with self._reader() as db:
+            # One snapshot: the watermark, the counts and the scans agree even while the writer commits.
+            await db.execute("BEGIN")
+            try:
+                counted = (await db.execute_fetchall(counts.STATE))[0][0]  # type: ignore[index]
+                rows: list[Any] = []
+                for sql, params in statements(counted):
+                    rows.extend(await db.execute_fetchall(sql, params))
+                for sql, params in last(bool(rows)) if last is not None else []:
+                    rows.extend(await db.execute_fetchall(sql, params))
+            finally:
+                await db.execute("COMMIT")
+        return rows
 
     async def holds(self, table: str, field: str, value: str) -> bool:
         async with self._reader() as db:

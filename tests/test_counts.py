@@ -1,0 +1,261 @@
+"""Decision counts (migration 013, store/counts.py): facets and totals from them equal a scan of the rows,
+also after another program (CAVRA) inserts, overwrites or deletes decisions straight in the file."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from cavra_ingest.models import DecisionIn, normalize
+from cavra_ingest.store import counts
+from cavra_ingest.store.base import FACET_FIELDS, Facets, ListQuery, facets_from_rows
+from cavra_ingest.store.sqlite import DECISIONS, SqliteStore
+
+DECODER = msgspec.json.Decoder(DecisionIn)
+START = datetime(2026, 3, 1, tzinfo=UTC)
+TENANTS = ("acme", "globex", None)
+OUTCOMES = ("allow", "block", "warn", "require_approval")
+SEVERITIES = ("low", "high", "critical")
+REPOS = ("acme/a", "acme/b", "globex/c")
+
+
+def record(rng: random.Random, n: int) -> dict[str, Any]:
+    moment = START + timedelta(seconds=rng.randrange(3 * 86_400))
+    tenant = rng.choice(TENANTS)
+    return {
+        "decision_id": f"d-{n:05d}",
+        "session_id": f"s-{tenant}-{rng.randrange(5)}",  # a session keeps its first decision's tenant
+        "agent_id": f"agent-{rng.randrange(5)}",
+        "repository": rng.choice(REPOS),
+        "decision": rng.choice(OUTCOMES),
+        "severity": rng.choice(SEVERITIES),
+        "action_type": rng.choice(("write_file", "shell_command")),
+        "rule_id": f"rule.{rng.randrange(4)}",
+        "policy_pack": rng.choice(("baseline", "strict")),
+        "tenant_id": tenant,
+        "workspace_id": rng.choice(("ws-1", "ws-2", None)),
+        "timestamp": moment.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def accepted(fields: dict[str, Any]) -> Any:
+    return normalize(DECODER.decode(msgspec.json.encode({k: v for k, v in fields.items() if v is not None})), [])
+
+
+def scanned_facets(path: Path, query: ListQuery, top: int) -> Facets:
+    """The answer without counts: the listing's own facet statement over the rows."""
+    sql, params = DECISIONS.facets(query, FACET_FIELDS)
+    with sqlite3.connect(path) as db:
+        return facets_from_rows(db.execute(sql, params).fetchall(), top)
+
+
+def scanned_total(path: Path, query: ListQuery) -> int:
+    sql, params = DECISIONS.count(query)
+    with sqlite3.connect(path) as db:
+        return int(db.execute(sql, params).fetchone()[0])
+
+
+def moment(hours: float) -> str:
+    return (START + timedelta(hours=hours)).isoformat(timespec="microseconds")
+
+
+def queries(rng: random.Random) -> list[ListQuery]:
+    """Windows at random edges (unaligned, hour- and day-aligned, open-ended) crossed with keyed filters."""
+    windows: list[tuple[str | None, str | None]] = [(None, None), (moment(24), moment(48)), (moment(5), None)]
+    windows += [(None, moment(30.5)), (moment(0.25), moment(0.75)), (moment(23), moment(49))]
+    for _ in range(6):
+        lo = rng.uniform(-2, 74)
+        windows.append((moment(lo), moment(lo + rng.uniform(0, 50))))
+    filters: list[tuple[tuple[str, tuple[str, ...]], ...]] = [(), (("decision", ("block",)),)]
+    filters += [(("tenant_id", ("acme",)),), (("tenant_id", ("globex",)), ("decision", ("block", "warn")))]
+    out = [ListQuery(equals=f, since=lo, until=hi) for lo, hi in windows for f in filters]
+    # Totals also take one counted field, alone or with the keyed ones.
+    out += [ListQuery(equals=(("severity", ("critical",)),)), ListQuery(equals=(("repository", ("acme/b", "x")),))]
+    out += [ListQuery(equals=(("tenant_id", ("acme",)), ("rule_id", ("rule.1",))), since=moment(7.5))]
+    return out
+
+
+async def check_all(store: SqliteStore, path: Path, rng: random.Random) -> None:
+    for query in queries(rng):
+        page = await store.list_decisions(query)
+        assert page.total == scanned_total(path, query), query
+        if counts.servable(query, facets=True) is not None:
+            # top=1 and 2 cut through ties: the counts' SQL ranking must break them as facets_from_rows does.
+            for top in (100, 2, 1):
+                assert await store.facets(query, top) == scanned_facets(path, query, top), (query, top)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "c.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def state(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(path) as db:
+        return db.execute(counts.STATE).fetchone()
+
+
+async def test_counts_equal_a_scan_for_every_window_and_keyed_filter(store, tmp_path):
+    rng = random.Random(3)
+    for start in range(0, 600, 60):
+        await store.write([accepted(record(rng, n)) for n in range(start, start + 60)])
+    counted, newest = state(store.path)
+    assert counted == newest == 600
+    await check_all(store, store.path, rng)
+
+
+async def test_rows_cavra_inserts_are_counted_at_once_and_folded_by_the_next_batch(store):
+    rng = random.Random(5)
+    await store.write([accepted(record(rng, n)) for n in range(200)])
+    with sqlite3.connect(store.path) as db:
+        # CAVRA's own insert: a `Z` time (007's trigger normalises it), a NULL repository, an odd severity.
+        db.execute(
+            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
+            " action_type, target, rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id)"
+            " VALUES ('cavra-1', 's-1', 'agent-9', 'ai', NULL, 'baseline', 'write_file', '', 'rule.9', 'block',"
+            " 'informational', '2026-03-02T10:30:00Z', NULL, '{}', 'acme')"
+        )
+    assert state(store.path) == (200, 201)
+    await check_all(store, store.path, rng)
+    facets = await store.facets(ListQuery(equals=(("tenant_id", ("acme",)),)), 100)
+    assert ("informational", 1) in facets.fields["severity"]
+    assert (None, 1) in facets.fields["repository"]
+    await store.write([accepted(record(rng, 500))])
+    assert state(store.path) == (202, 202)
+    await check_all(store, store.path, rng)
+
+
+async def test_cavra_overwriting_and_deleting_counted_rows_moves_their_counts(store):
+    rng = random.Random(11)
+    await store.write([accepted(record(rng, n)) for n in range(300)])
+    with sqlite3.connect(store.path) as db:
+        # CAVRA overwrites in place (its upsert), with a time in another day and hour, written with an offset.
+        db.execute(
+            "UPDATE activity_decisions SET decision = 'block', severity = 'critical', tenant_id = 'globex',"
+            " timestamp = '2026-03-03T01:15:00+02:00' WHERE decision_id IN ('d-00001', 'd-00002', 'd-00003')"
+        )
+        db.execute("DELETE FROM activity_decisions WHERE decision_id >= 'd-00250'")
+    await check_all(store, store.path, rng)
+
+
+async def test_a_backlog_is_folded_in_by_the_writer_before_reading(store, monkeypatch):
+    rng = random.Random(13)
+    monkeypatch.setattr(counts, "CATCH_UP_ROWS", 5)  # chunks of 7 take the DELTA path
+    monkeypatch.setattr(counts, "CATCH_UP_CHUNK", 7)
+    with sqlite3.connect(store.path) as db:
+        rows = [accepted(record(rng, n)) for n in range(50)]
+        from cavra_ingest.store.sql import INSERT_DECISION, decision_row
+
+        db.executemany(INSERT_DECISION, [decision_row(item) for item in rows])
+    assert state(store.path) == (0, 50)
+    total = (await store.list_decisions(ListQuery())).total
+    assert total == 50
+    assert state(store.path) == (50, 50)
+    await check_all(store, store.path, rng)
+
+
+async def test_open_builds_the_counts_of_a_file_that_has_none(tmp_path):
+    rng = random.Random(17)
+    first = SqliteStore(tmp_path / "o.db")
+    await first.open()
+    await first.write([accepted(record(rng, n)) for n in range(120)])
+    await first.close()
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        # As a file upgraded to 013 looks: decisions, no counts yet.
+        db.execute("DELETE FROM activity_decision_counts")
+        db.execute("UPDATE activity_decision_counts_state SET counted_rowid = 0")
+    again = SqliteStore(tmp_path / "o.db")
+    await again.open()
+    try:
+        assert state(again.path) == (120, 120)
+        await check_all(again, again.path, rng)
+    finally:
+        await again.close()
+
+
+async def test_filters_the_counts_lack_are_scanned(store):
+    rng = random.Random(19)
+    await store.write([accepted(record(rng, n)) for n in range(100)])
+    query = ListQuery(equals=(("agent_id", ("agent-1",)), ("severity", ("high",))))
+    assert counts.servable(query, facets=False) is None
+    assert counts.servable(ListQuery(equals=(("severity", ("high",)),)), facets=True) is None
+    assert (await store.list_decisions(query)).total == scanned_total(store.path, query)
+
+
+def test_a_window_is_split_into_whole_days_and_partial_days():
+    p = counts.plan("2026-03-01T10:30:00.000000+00:00", "2026-03-04T02:00:00.000000+00:00")
+    assert p.buckets == [(10, "2026-03-02", "2026-03-04")]
+    assert p.scans == [
+        ("2026-03-01T10:30:00.000000+00:00", "2026-03-02T00:00:00.000000+00:00"),
+        ("2026-03-04T00:00:00.000000+00:00", "2026-03-04T02:00:00.000000+00:00"),
+    ]
+    assert counts.plan(None, None).buckets == [(0, None, None)]
+    short = counts.plan("2026-03-01T10:05:00.000000+00:00", "2026-03-02T10:00:00.000000+00:00")
+    assert short.buckets == [] and len(short.scans) == 1
+    open_end = counts.plan("2026-03-01T00:00:00.000000+00:00", None)
+    assert open_end == counts.Plan([(10, "2026-03-01", None)], [])
+    # Another offset names the same instant: the day is UTC's.
+    assert counts.plan("2026-03-01T02:00:00+02:00", "2026-03-03T00:00:00Z").buckets == [
+        (10, "2026-03-01", "2026-03-03")
+    ]
+
+
+def test_rebuild_recounts_after_a_replace_that_fired_no_trigger(tmp_path):
+    path = tmp_path / "r.db"
+    from cavra_ingest.migrate import apply_migrations
+
+    apply_migrations(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    insert = (
+        "INSERT OR REPLACE INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack,"
+        " action_type, rule_id, decision, severity, timestamp, payload)"
+        " VALUES ('x', 's', 'a', 'ai', 'p', 'w', 'r', ?, 'low', '2026-03-01T00:00:00.000000+00:00', '{}')"
+    )
+    db.execute(insert, ("allow",))
+    counts.catch_up(db)
+    db.execute(insert, ("block",))  # REPLACE deletes without firing delete triggers
+    counts.rebuild(db)
+    rows = db.execute(
+        "SELECT decision, n FROM activity_decision_counts WHERE span = 0 AND field = 'severity' AND tenant = '*'"
+    )
+    assert dict(rows.fetchall()) == {"block": 1}
+    db.close()
+
+
+async def test_a_window_query_reads_only_its_buckets(store):
+    # The counts' primary key (span, bucket, ...) bounds each part of a window: no scan of the whole table.
+    query = dataclasses.replace(ListQuery(), since=moment(3.5), until=moment(60))
+    sql, params = counts.total_statements(query, "", 0)[0]
+    with sqlite3.connect(store.path) as db:
+        steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    assert all("SCAN" not in step for step in steps), steps
+
+
+def test_recount_command_rebuilds_the_decision_counts(tmp_path):
+    from cavra_ingest.migrate import apply_migrations
+    from cavra_ingest.recount import recount_sqlite
+
+    path = tmp_path / "rc.db"
+    apply_migrations(path)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
+            " rule_id, decision, severity, timestamp, payload)"
+            " VALUES ('x', 's', 'a', 'ai', 'p', 'w', 'r', 'allow', 'low', '2026-03-01T00:00:00.000000+00:00', '{}')"
+        )
+        db.execute("UPDATE activity_decision_counts_state SET counted_rowid = 1")  # counted, yet no counts
+    recount_sqlite(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute(counts.STATE).fetchone() == (1, 1)
+        rows = db.execute("SELECT span, tenant, n FROM activity_decision_counts WHERE field = 'severity'")
+        assert sorted(rows.fetchall()) == [(0, "", 1), (0, "*", 1), (10, "", 1)]
