@@ -335,9 +335,9 @@ def histogram_statements(query: ListQuery, counted: int) -> list[tuple[str, list
 
 
 def bounds_statements(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
-    """Statements yielding (earliest, latest) rows of an all-time query: its first and last counted days are
-    found in the counts and only those two days are read (walking the time index from the day's edge), plus
-    the rows not counted yet."""
+    """Statements yielding (earliest, latest) rows of an all-time query, reading two days and the uncounted rows."""
+    # The first and last counted days come from the counts; only those two days are read, walking the time
+    # index from the day's edge to the first match. Rows not counted yet are read by rowid.
     ((arm, params),) = _arms(Plan([(DAY, None, None)], []), query)
     where, values = _scan_where(query, None, None)
     filters = where.removeprefix(" WHERE ")
