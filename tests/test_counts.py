@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from cavra_ingest.keys import STORE_KEY
 from cavra_ingest.models import DecisionIn, normalize
 from cavra_ingest.store import counts
 from cavra_ingest.store.base import FACET_FIELDS, Facets, ListQuery, facets_from_rows
@@ -259,3 +260,99 @@ def test_recount_command_rebuilds_the_decision_counts(tmp_path):
         assert db.execute(counts.STATE).fetchone() == (1, 1)
         rows = db.execute("SELECT span, tenant, n FROM activity_decision_counts WHERE field = 'severity'")
         assert sorted(rows.fetchall()) == [(0, "", 1), (0, "*", 1), (10, "", 1)]
+
+
+def scanned_histogram(path: Path, query: ListQuery) -> list[tuple[str, str, int]]:
+    """The day histogram without counts: the listing's own statement over the rows."""
+    sql, params = DECISIONS.histogram(query, counts.DAY)
+    with sqlite3.connect(path) as db:
+        return sorted(db.execute(sql, params).fetchall())
+
+
+async def test_day_histograms_from_the_counts_equal_a_scan(store):
+    rng = random.Random(23)
+    for start in range(0, 400, 50):
+        await store.write([accepted(record(rng, n)) for n in range(start, start + 50)])
+    with sqlite3.connect(store.path) as db:
+        # Behind the writer's back: counted only by the reads' own scan of rows above the watermark.
+        db.execute(
+            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
+            " rule_id, decision, severity, timestamp, payload, tenant_id)"
+            " VALUES ('cavra-h', 's', 'a', 'ai', 'p', 'w', 'r', 'block', 'low', '2026-03-02T23:59:59Z', '{}', 'acme')"
+        )
+        db.execute("DELETE FROM activity_decisions WHERE decision_id >= 'd-00390' AND decision_id < 'd-00400'")
+    assert state(store.path) == (400, 401)
+    served = [q for q in queries(rng) if counts.servable(q, facets=True) is not None]
+    assert len(served) > 40
+    for query in served:
+        assert sorted(await store.histogram(query, counts.DAY)) == scanned_histogram(store.path, query), query
+        if query.since is None and query.until is None:
+            sql, params = DECISIONS.bounds(query)
+            with sqlite3.connect(store.path) as db:
+                assert await store.time_bounds(query) == db.execute(sql, params).fetchone(), query
+
+
+async def test_the_histogram_endpoint_answers_whole_days_from_the_counts(make_client, monkeypatch):
+    from .test_auth import bearer, secret
+
+    client = await make_client("sqlite", auth_cache_s=60.0)
+    admin = await secret(client, ["admin"])
+    acme = await secret(client, ["read"], "acme")
+    rng = random.Random(29)
+    response = await client.post("/decisions", json=[record(rng, n) for n in range(300)], headers=bearer(admin))
+    assert response.status == 200, await response.text()
+    store = client.app[STORE_KEY]
+    with sqlite3.connect(store.path) as db:
+        db.execute(
+            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
+            " rule_id, decision, severity, timestamp, payload, tenant_id)"
+            " VALUES ('cavra-h', 's', 'a', 'ai', 'p', 'w', 'r', 'warn', 'low', '2026-03-03T12:00:00Z', '{}', 'acme')"
+        )
+    calls: list[ListQuery] = []
+    statements = counts.histogram_statements
+    monkeypatch.setattr(
+        counts, "histogram_statements", lambda query, counted: calls.append(query) or statements(query, counted)
+    )
+    cases = [
+        ("interval=1d", admin, True),
+        ("interval=7d&decision=block&decision=warn", admin, True),
+        ("interval=1d&tenant_id=globex&since=2026-03-01T06:30:00Z&until=2026-03-03T20:00:00Z", admin, True),
+        ("interval=1d&decision=allow", acme, True),  # the token's tenant is forced: still keyed
+        ("interval=1d&repository=acme/a", admin, False),  # a field the counts are not keyed by
+        ("interval=1d&q=rule.1", admin, False),
+        ("interval=6h", admin, False),
+        ("decision=block", admin, False),  # auto over 3 days: 3h buckets, scanned; the bounds from the counts
+    ]
+    for url, token, from_counts in cases:
+        calls.clear()
+        got = await (await client.get(f"/decisions/histogram?{url}", headers=bearer(token))).json()
+        assert bool(calls) == from_counts, url
+        with monkeypatch.context() as m:
+            m.setattr(counts, "servable", lambda *args, **kwargs: None)  # the scan path, for the truth
+            want = await (await client.get(f"/decisions/histogram?{url}", headers=bearer(token))).json()
+        assert got == want and got["total"] > 0, url
+    # The forced tenant: the acme token sees what the administrator sees filtered to acme.
+    mine = await (await client.get("/decisions/histogram?interval=1d", headers=bearer(acme))).json()
+    theirs = await (await client.get("/decisions/histogram?interval=1d&tenant_id=acme", headers=bearer(admin))).json()
+    everyone = await (await client.get("/decisions/histogram?interval=1d", headers=bearer(admin))).json()
+    assert mine == theirs and 0 < mine["total"] < everyone["total"]
+
+
+async def test_a_day_histogram_reads_only_its_count_rows(store):
+    query = ListQuery(equals=(("decision", ("block",)),), since=moment(3.5), until=moment(60))
+    sql, params = counts.histogram_statements(query, 0)[0]
+    with sqlite3.connect(store.path) as db:
+        steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    assert any("activity_decision_counts" in step for step in steps)
+    assert all("SCAN" not in step for step in steps), steps
+
+
+def test_auto_prefers_whole_days_from_two_weeks():
+    from cavra_ingest.histogram import auto_interval
+
+    start = START
+    assert auto_interval(start, start + timedelta(days=13, hours=23)) == ("6h", 6 * 3600)
+    assert auto_interval(start, start + timedelta(days=14)) == ("1d", 86400)
+    assert auto_interval(start, start + timedelta(days=59)) == ("1d", 86400)
+    assert auto_interval(start, start + timedelta(days=61)) == ("7d", 7 * 86400)
+    assert auto_interval(start, start + timedelta(days=2)) == ("1h", 3600)

@@ -314,6 +314,57 @@ def facet_counts(query: ListQuery, top: int | None) -> list[tuple[str, list[Any]
     return statements
 
 
+def histogram_statements(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
+    """Statements yielding (day, outcome, count) rows: whole days from the counts, the rest scanned."""
+    p = plan(query.since, query.until)
+    if p.buckets == [(ALL_TIME, None, None)]:
+        # All time, but as its days: every day bucket of every tenant.
+        p = Plan([(DAY, None, None)], [])
+    statements = [
+        (
+            f"SELECT bucket, decision, sum(n) FROM activity_decision_counts WHERE field = ? AND {arm} GROUP BY 1, 2",
+            [TOTAL_FIELD, *params],
+        )
+        for arm, params in _arms(p, query)
+    ]
+    statements += [
+        (f"SELECT substr(timestamp, 1, {DAY}), decision, count(*) FROM activity_decisions{w} GROUP BY 1, 2", ps)
+        for w, ps in _scans(query, p, counted)
+    ]
+    return statements
+
+
+def bounds_statements(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
+    """Statements yielding (earliest, latest) rows of an all-time query, reading two days and the uncounted rows."""
+    # The first and last counted days come from the counts; only those two days are read, walking the time
+    # index from the day's edge to the first match. Rows not counted yet are read by rowid.
+    ((arm, params),) = _arms(Plan([(DAY, None, None)], []), query)
+    where, values = _scan_where(query, None, None)
+    filters = where.removeprefix(" WHERE ")
+    # Every time with the day's prefix lies in [day, day || the highest code point).
+    edge = (
+        "(SELECT timestamp FROM activity_decisions WHERE timestamp >= d.{0} AND timestamp < d.{0} || char(1114111)"
+        " AND {1} ORDER BY timestamp {2} LIMIT 1)"
+    )
+    days = (
+        f"SELECT min(bucket) AS lo, max(bucket) AS hi FROM activity_decision_counts WHERE field = ? AND {arm} AND n > 0"
+    )
+    sql = f"SELECT {edge.format('lo', filters, 'ASC')}, {edge.format('hi', filters, 'DESC')} FROM ({days}) AS d"
+    unseen, unseen_values = _scan_where(query, None, None, above=counted)
+    return [
+        (sql, [*values, *values, TOTAL_FIELD, *params]),
+        (f"SELECT min(timestamp), max(timestamp) FROM activity_decisions{unseen}", unseen_values),
+    ]
+
+
+def merge_histogram_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str, int]]:
+    """Sum (day, outcome, count) rows from the counts and the scans; drop the zeros deletions leave."""
+    sums: dict[tuple[str, str], int] = {}
+    for day, outcome, n in rows:
+        sums[(day, outcome)] = sums.get((day, outcome), 0) + n
+    return [(day, outcome, n) for (day, outcome), n in sums.items() if n]
+
+
 def merge_facet_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str | None, int]]:
     """Sum (field, encoded value, count) rows into facets_from_rows' (field, value, count)."""
     sums: dict[tuple[str, str], int] = {}

@@ -530,11 +530,20 @@ class SqliteStore:
         return bool(rows)
 
     async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
+        if unit_chars == counts.DAY and counts.servable(query, facets=True) is not None:
+            # Whole-day buckets over keyed filters: each day's outcomes from the counts (counts.py).
+            return counts.merge_histogram_rows(await self._counted(lambda c: counts.histogram_statements(query, c)))
         async with self._heavy_reader() as db:
             sql, params = (await self._searching(db, query)).histogram(query, unit_chars)
             return [(row[0], row[1], row[2]) for row in await db.execute_fetchall(sql, params)]
 
     async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
+        if query.since is None and query.until is None and counts.servable(query, facets=True) is not None:
+            # All time over keyed filters: the first and last days from the counts, then only those days read.
+            rows = await self._counted(lambda c: counts.bounds_statements(query, c))
+            firsts = [row[0] for row in rows if row[0] is not None]
+            lasts = [row[1] for row in rows if row[1] is not None]
+            return min(firsts, default=None), max(lasts, default=None)
         async with self._heavy_reader() as db:
             sql, params = (await self._searching(db, query)).bounds(query)
             row = list(await db.execute_fetchall(sql, params))[0]
