@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from .models import Accepted
+from .replies import RejectionReply
 from .settings import Settings
 from .sink import Sink, SinkHealth, Unavailable, WriterStats
 from .store.base import WriteItem, WriteResult
@@ -38,15 +39,8 @@ class Envelope(msgspec.Struct, array_like=True):
     items: list[Accepted]
 
 
-class Rejection(msgspec.Struct):
-    """A record the database refused after its 202: published on the dead-letter subject and kept in PostgreSQL."""
-
-    decision_id: str
-    session_id: str
-    tenant_id: str | None
-    status: str
-    detail: str
-    rejected_at: str
+# What the dead-letter subject carries: the same shape `GET /ingest/rejections` lists.
+Rejection = RejectionReply
 
 
 ENVELOPE_ENCODER = msgspec.msgpack.Encoder()
