@@ -6,21 +6,10 @@ from typing import Any
 
 import msgspec
 
-from .models import DECISION_SCHEMA, DecisionRecord, Timestamp, utc_text
+from .models import DECISION_DEFAULTS, DECISION_SCHEMA, DecisionRecord, Timestamp, utc_text
 
 # CAVRA leaves these null or absent; a stored decision read back for a summary takes SPEC §1's defaults.
-DECISION_DEFAULTS = {
-    "agent_id": "unknown-agent",
-    "actor": "ai-agent",
-    "repository": "local",
-    "action_type": "unknown",
-    "target": "",
-    "requested_operation": "",
-    "policy_pack": "cavra-ai-agent-baseline",
-    "rule_id": "runtime.default",
-    "severity": "low",
-    "correlation_id": "",
-}
+STORED_DEFAULTS = {**DECISION_DEFAULTS, "correlation_id": ""}
 
 
 def utc_or_same(value: Any) -> Any:
@@ -43,7 +32,7 @@ def decision_from_stored(data: dict[str, Any]) -> DecisionRecord | None:
     decision_id, session_id = data.get("decision_id"), data.get("session_id")
     if not isinstance(decision_id, str) or not isinstance(session_id, str) or not isinstance(data.get("decision"), str):
         return None
-    fields = {**DECISION_DEFAULTS, **without_nulls(data)}
+    fields = {**STORED_DEFAULTS, **without_nulls(data)}
     policy_pack = str(fields["policy_pack"])
     refs = fields.get("evidence_refs")
     if isinstance(refs, str):

@@ -29,6 +29,19 @@ EvidenceRefs = Annotated[list[EvidenceRef], Meta(max_length=256)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
 JsonObject = dict[str, Any]
 
+# SPEC §1's defaults for fields a client (or CAVRA, with a null) leaves out; policy_id defaults to policy_pack.
+DECISION_DEFAULTS: dict[str, str] = {
+    "agent_id": "unknown-agent",
+    "actor": "ai-agent",
+    "repository": "local",
+    "action_type": "unknown",
+    "target": "",
+    "requested_operation": "",
+    "policy_pack": "cavra-ai-agent-baseline",
+    "rule_id": "runtime.default",
+    "severity": "low",
+}
+
 # Optional descriptive strings that are kept only when non-empty (SPEC §1).
 INTENT_FIELDS = (
     "declared_intent",
@@ -272,23 +285,23 @@ def normalize(item: DecisionIn, ignored: list[str]) -> Accepted:
         refs = []
     elif isinstance(refs, str):
         refs = [refs]
-    policy_pack = _nonempty(item.policy_pack, "cavra-ai-agent-baseline")
+    policy_pack = _nonempty(item.policy_pack, DECISION_DEFAULTS["policy_pack"])
     record = DecisionRecord(
         schema_version=DECISION_SCHEMA,
         decision_id=decision_id,
         session_id=item.session_id,
         timestamp=timestamp,
         decision=item.decision,
-        agent_id=_nonempty(item.agent_id, "unknown-agent"),
-        actor=_nonempty(item.actor, "ai-agent"),
-        repository=_nonempty(item.repository, "local"),
-        action_type=_nonempty(item.action_type, "unknown"),
+        agent_id=_nonempty(item.agent_id, DECISION_DEFAULTS["agent_id"]),
+        actor=_nonempty(item.actor, DECISION_DEFAULTS["actor"]),
+        repository=_nonempty(item.repository, DECISION_DEFAULTS["repository"]),
+        action_type=_nonempty(item.action_type, DECISION_DEFAULTS["action_type"]),
         target=item.target or "",
         requested_operation=item.requested_operation or "",
         policy_pack=policy_pack,
         policy_id=_nonempty(item.policy_id, policy_pack),
-        rule_id=_nonempty(item.rule_id, "runtime.default"),
-        severity=item.severity or "low",
+        rule_id=_nonempty(item.rule_id, DECISION_DEFAULTS["rule_id"]),
+        severity=item.severity or DECISION_DEFAULTS["severity"],
         reason=item.reason,
         approver_group=item.approver_group,
         evidence_refs=refs,

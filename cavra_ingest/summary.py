@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .models import SESSION_SCHEMA, DecisionRecord, SessionIn, SessionRecord, StateChange
+from .models import DECISION_DEFAULTS, SESSION_SCHEMA, DecisionRecord, SessionIn, SessionRecord, StateChange
 
 # The session lifecycle: which state may follow which. Staying in the same state is always allowed (a
 # retried request); `completed` and `failed` only move on to `archived`, and `archived` is final.
@@ -22,10 +22,10 @@ def empty_session(session_id: str, now: str) -> SessionRecord:
     return SessionRecord(
         schema_version=SESSION_SCHEMA,
         session_id=session_id,
-        agent_id="unknown-agent",
-        actor="ai-agent",
-        repository="local",
-        policy_pack="cavra-ai-agent-baseline",
+        agent_id=DECISION_DEFAULTS["agent_id"],
+        actor=DECISION_DEFAULTS["actor"],
+        repository=DECISION_DEFAULTS["repository"],
+        policy_pack=DECISION_DEFAULTS["policy_pack"],
         state="active",
         started_at=now,
         updated_at=now,
