@@ -108,7 +108,7 @@ def _sqlite_batch(db: sqlite3.Connection, ids: list[str]) -> None:
 async def recount_postgres(
     dsn: str, schema: str, *, session_id: str | None = None, batch_sessions: int = DEFAULT_BATCH_SESSIONS
 ) -> int:
-    """Recount every session (or one) of a PostgreSQL schema under the writers' advisory lock."""
+    """Recount every session (or one) of a PostgreSQL schema, holding each batch's session rows as writers do."""
     import asyncpg
 
     from .store.postgres import LOCK_SESSION_ROWS, WRITE_LOCK, numbered, schema_name

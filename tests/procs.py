@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,40 +118,55 @@ def acknowledged(status: int, body: Any, sent: list[dict[str, Any]]) -> list[str
     return [sent[0]["decision_id"]]
 
 
-def check_file(db: Path, descriptive: bool = True) -> dict[str, Any]:
-    """Check integrity and that every session summary equals a recount of its decisions.
+SUMMARY_COLUMNS = (
+    "SELECT session_id, decision_count, blocked_count, approval_required_count, started_at, updated_at,"
+    " agent_id, payload FROM activity_sessions"
+)
+
+
+def assert_summaries_recount(
+    payloads: Iterable[str | bytes], sessions: list[Any], *, descriptive: bool = True
+) -> set[str]:
+    """Assert every summary row (SUMMARY_COLUMNS) equals a recount of the stored decisions; return their ids.
 
     `descriptive=False` skips agent_id, which POST /sessions may set apart from the decisions.
     """
+    ids: set[str] = set()
+    by_session: dict[str, list[DecisionRecord]] = {}
+    for payload in payloads:
+        record = msgspec.json.decode(payload, type=DecisionRecord)
+        ids.add(record.decision_id)
+        by_session.setdefault(record.session_id, []).append(record)
+    assert {row[0] for row in sessions} >= set(by_session)
+    for session_id, count, blocked, approval, started, updated, agent, payload in sessions:
+        if session_id not in by_session:
+            # Made by POST /sessions alone: no decisions, so nothing counted.
+            assert (count, blocked, approval) == (0, 0, 0), session_id
+            continue
+        expected = recount(session_id, by_session[session_id])
+        stored = msgspec.json.decode(payload)
+        assert (count, blocked, approval, started, updated, agent, stored["evidence_refs"]) == (
+            expected.decision_count,
+            expected.blocked_count,
+            expected.approval_required_count,
+            expected.started_at,
+            expected.updated_at,
+            expected.agent_id if descriptive else agent,
+            expected.evidence_refs,
+        ), session_id
+        assert stored.get("last_decision_id") == expected.last_decision_id, session_id
+    return ids
+
+
+def check_file(db: Path, descriptive: bool = True) -> dict[str, Any]:
+    """Check integrity and that every session summary equals a recount of its decisions."""
     conn = sqlite3.connect(db)
     try:
         integrity = conn.execute("PRAGMA integrity_check").fetchall()
         assert integrity == [("ok",)], integrity
-        ids = {row[0] for row in conn.execute("SELECT decision_id FROM activity_decisions")}
-        by_session: dict[str, list[DecisionRecord]] = {}
-        for (payload,) in conn.execute("SELECT payload FROM activity_decisions"):
-            record = msgspec.json.decode(payload, type=DecisionRecord)
-            by_session.setdefault(record.session_id, []).append(record)
-        sessions = conn.execute(
-            "SELECT session_id, decision_count, blocked_count, approval_required_count, started_at, updated_at,"
-            " agent_id, payload FROM activity_sessions"
-        ).fetchall()
-        assert {row[0] for row in sessions} >= set(by_session)
-        for session_id, count, blocked, approval, started, updated, agent, payload in sessions:
-            if session_id not in by_session:
-                # Made by POST /sessions alone: no decisions, so nothing counted.
-                assert (count, blocked, approval) == (0, 0, 0), session_id
-                continue
-            expected = recount(session_id, by_session[session_id])
-            assert (count, blocked, approval, started, updated, agent) == (
-                expected.decision_count,
-                expected.blocked_count,
-                expected.approval_required_count,
-                expected.started_at,
-                expected.updated_at,
-                expected.agent_id if descriptive else agent,
-            ), session_id
-            assert msgspec.json.decode(payload)["evidence_refs"] == expected.evidence_refs
+        payloads = [row[0] for row in conn.execute("SELECT payload FROM activity_decisions")]
+        sessions = conn.execute(SUMMARY_COLUMNS).fetchall()
+        ids = assert_summaries_recount(payloads, sessions, descriptive=descriptive)
         return {"ids": ids, "sessions": len(sessions)}
     finally:
         conn.close()
