@@ -131,14 +131,20 @@ def visible_payload(request: web.Request, payload: bytes) -> bool:
     return visible(principal, scope.tenant_id, scope.workspace_id)
 
 
+def bound_columns(request: web.Request) -> dict[str, str]:
+    """The tenant (and workspace) a bound caller is confined to, as column -> value; {} for a free one."""
+    principal = principal_of(request)
+    bound = {"tenant_id": principal.tenant_id} if principal.tenant_id is not None else {}
+    if bound and principal.workspace_id is not None:
+        bound["workspace_id"] = principal.workspace_id
+    return bound
+
+
 def scope_query(request: web.Request, query: ListQuery) -> ListQuery:
     """Force a bound caller's tenant (and workspace) into a listing; naming another one is a 403."""
-    principal = principal_of(request)
-    if principal.tenant_id is None:
+    bound = bound_columns(request)
+    if not bound:
         return query
-    bound = {"tenant_id": principal.tenant_id}
-    if principal.workspace_id is not None:
-        bound["workspace_id"] = principal.workspace_id
     equals = []
     for name, values in query.equals:
         if name in bound:

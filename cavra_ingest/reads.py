@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from .auth import scope_query, visible_payload
+from .auth import bound_columns, scope_query, visible_payload
 from .cors import ORIGINS_KEY
 from .errors import ApiError
 from .guards import cancel_on_disconnect
@@ -99,15 +99,17 @@ async def stored_values(request: web.Request, table: str, filters: Iterable[str]
     """Find the out-of-enum filter values that stored rows hold (CAVRA stores any string, e.g. `informational`).
 
     A value no row holds stays a 400 naming the allowed values. Values are checked one at a time and the
-    first unheld one ends the search: a typo costs one look-up, however many values the query repeats.
+    first unheld one ends the search: a typo costs one look-up, however many values the query repeats. A bound
+    caller's look-ups see its own tenant's rows only, so a 400 or 200 tells nothing of other tenants' values.
     """
     held: dict[str, frozenset[str]] = {}
     store = request.app[STORE_KEY]
+    within = bound_columns(request)
     for name in sorted(frozenset(filters) & ENUMS.keys()):
         strays = sorted({v for v in request.query.getall(name, []) if v and v not in ENUMS[name] and "\x00" not in v})
         found: list[str] = []
         for value in strays:
-            if not await store.holds(table, name, value):
+            if not await store.holds(table, name, value, within):
                 return {**held, name: frozenset(found)}
             found.append(value)
         if found:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,9 @@ from aiohttp.test_utils import TestClient
 from cavra_ingest import auth, openapi
 from cavra_ingest.auditlog import AUDIT_KEY
 from cavra_ingest.auth import Bucket, Guard, required_scope
-from cavra_ingest.keys import SETTINGS_KEY
+from cavra_ingest.keys import SETTINGS_KEY, STORE_KEY
 from cavra_ingest.settings import Settings
+from cavra_ingest.store.postgres import PostgresStore
 from cavra_ingest.tokens import Token, new_token, token_store
 
 from .conftest import MakeClient, decision
@@ -390,3 +392,25 @@ def test_openapi_marks_protected_operations() -> None:
             assert "security" not in operation
         else:
             assert operation["security"] and "401" in operation["responses"], (method, path)
+
+
+async def test_out_of_enum_values_are_looked_up_within_the_callers_tenant(
+    secured: tuple[TestClient, Callers],
+) -> None:
+    """A stray value stored by CAVRA in tenant two's rows is no oracle for tenant one's token."""
+    client, who = secured
+    store = client.app[STORE_KEY]
+    update = "UPDATE activity_decisions SET severity = 'informational' WHERE decision_id = 'd-two'"
+    if isinstance(store, PostgresStore):
+        await store.pool.execute(update)
+    else:
+        with sqlite3.connect(client.app[SETTINGS_KEY].store_path) as db:
+            db.execute(update)
+    for token, status, total in ((who.two, 200, 1), (who.admin, 200, 1), (who.one, 400, None)):
+        response = await client.get("/decisions", params={"severity": "informational"}, headers=bearer(token))
+        assert response.status == status, await response.text()
+        body = await response.json()
+        if total is None:
+            assert "must be one of" in body["detail"]
+        else:
+            assert [item["decision_id"] for item in body["items"]] == ["d-two"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -146,8 +146,11 @@ class Store(Protocol):
 
     async def facets(self, query: ListQuery, top: int) -> Facets: ...
 
-    async def holds(self, table: str, field: str, value: str) -> bool:
-        """Say whether any stored row of `decisions` or `sessions` has this value in this filter field."""
+    async def holds(self, table: str, field: str, value: str, within: Mapping[str, str] | None = None) -> bool:
+        """Say whether any stored row of `decisions` or `sessions` has this value in this filter field.
+
+        `within` (column -> value, e.g. a bound caller's tenant) confines the look-up to those rows.
+        """
         ...
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +136,11 @@ class JsonStore:
         found = self._sessions.get(session_id)
         return ENCODER.encode(found) if found else None
 
-    async def holds(self, table: str, field: str, value: str) -> bool:
+    async def holds(self, table: str, field: str, value: str, within: Mapping[str, str] | None = None) -> bool:
+        wanted = {field: value, **(within or {})}
         if table == "sessions":
-            return any(getattr(s, field, None) == value for s in self._sessions.values())
-        return any(fields.get(field) == value for fields, _ in self._decisions.values())
+            return any(all(getattr(s, k, None) == v for k, v in wanted.items()) for s in self._sessions.values())
+        return any(all(fields.get(k) == v for k, v in wanted.items()) for fields, _ in self._decisions.values())
 
     async def list_decisions(self, query: ListQuery) -> Page:
         rows = [(fields, payload) for fields, payload in self._decisions.values()]

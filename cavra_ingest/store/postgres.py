@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -303,8 +303,10 @@ class PostgresStore:
         sql, params = DECISIONS.facets(query, FACET_FIELDS)
         return facets_from_rows(await self._heavy_fetch(sql, params), top)
 
-    async def holds(self, table: str, field: str, value: str) -> bool:
-        return await self.pool.fetchval(numbered(holds_sql(table, field)), value) is not None
+    async def holds(self, table: str, field: str, value: str, within: Mapping[str, str] | None = None) -> bool:
+        within = within or {}
+        sql = numbered(holds_sql(table, field, within))
+        return await self.pool.fetchval(sql, value, *within.values()) is not None
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
         return keyset_chunks(lambda chunk: self._list(DECISIONS, chunk, heavy=True), query, chunk_size)

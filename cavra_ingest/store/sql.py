@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -41,10 +41,14 @@ SESSION_COLUMNS = {name: name for name in SESSION_FILTERS}
 TABLES = {"decisions": ("activity_decisions", DECISION_COLUMNS), "sessions": ("activity_sessions", SESSION_COLUMNS)}
 
 
-def holds_sql(table: str, field: str) -> str:
-    """Return a statement finding one row with `field = ?` (table and column from the allow-lists)."""
+def holds_sql(table: str, field: str, within: Iterable[str] = ()) -> str:
+    """Return a statement finding one row with `field = ?` and each `within` column `= ?` after it.
+
+    Table and columns come from the allow-lists; `within` confines the look-up to a bound caller's tenant.
+    """
     name, columns = TABLES[table]
-    return f"SELECT 1 FROM {name} WHERE {columns[field]} = ? LIMIT 1"
+    where = " AND ".join(f"{columns[column]} = ?" for column in (field, *within))
+    return f"SELECT 1 FROM {name} WHERE {where} LIMIT 1"
 
 
 # SQLite's expression for a row's searchable text (search.SEARCH_FIELDS, joined by newlines); payload fields

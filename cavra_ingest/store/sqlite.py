@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -524,9 +524,10 @@ class SqliteStore:
                 await db.execute("COMMIT")
         return rows
 
-    async def holds(self, table: str, field: str, value: str) -> bool:
+    async def holds(self, table: str, field: str, value: str, within: Mapping[str, str] | None = None) -> bool:
+        within = within or {}
         async with self._reader() as db:
-            rows = list(await db.execute_fetchall(holds_sql(table, field), (value,)))
+            rows = list(await db.execute_fetchall(holds_sql(table, field, within), (value, *within.values())))
         return bool(rows)
 
     async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
