@@ -76,6 +76,7 @@ async def post_decisions(request: web.Request) -> web.Response:
         reservation = quotas.reserve(principal.token_id, principal.daily_quota, records)
 
     results: list[WriteResult] = []
+    created = 0
     try:
         async with guard_write(request):
             body = await read_body(request, allow_ndjson=True)
@@ -95,8 +96,13 @@ async def post_decisions(request: web.Request) -> web.Response:
                 assert isinstance(item, Accepted)
                 item.quota = reservation.charge
         results = await sink.commit(accepted) if accepted else []
+        created = sum(result.status in COUNTED for result in results)
+    except asyncio.CancelledError:
+        # The client left; the writer may still commit its records: count them all until the next read corrects it.
+        created = reservation.records if reservation is not None else 0
+        raise
     finally:
-        quotas.settle(reservation, sum(result.status in COUNTED for result in results))
+        quotas.settle(reservation, created)
     request.app[METRICS_KEY].count_records(request, checked, (result.status for result in results))
     if not batch:
         only = checked[0]

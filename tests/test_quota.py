@@ -274,3 +274,36 @@ async def test_migration_015_upgrades_a_postgres_schema_with_tokens(tmp_path: Pa
     finally:
         await conn.close()
         await drop_schema(schema)
+
+
+async def test_records_committed_during_a_usage_read_are_never_missed() -> None:
+    import asyncio
+
+    from cavra_ingest.errors import ApiError
+    from cavra_ingest.quota import Quotas
+
+    class SlowUsage:
+        """A store whose read took its snapshot before this server's commit and answers later."""
+
+        def __init__(self) -> None:
+            self.started = asyncio.Event()
+            self.gate = asyncio.Event()
+
+        async def usage(self, token_id: str, day: str) -> int:
+            self.started.set()
+            await self.gate.wait()
+            return 0
+
+    store = SlowUsage()
+    quotas = Quotas(store, cache_s=10.0)  # type: ignore[arg-type]
+    reading = asyncio.ensure_future(quotas.check("tok", 10))
+    await store.started.wait()
+    held = quotas.reserve("tok", 10, 4)
+    quotas.settle(held, 4)
+    store.gate.set()
+    await reading
+    # The read said 0, but 4 were created while it ran: the count is 4, not 0.
+    with pytest.raises(ApiError) as refused:
+        await quotas.check("tok", 10, 7)
+    assert refused.value.status == 429 and "(4 so far" in refused.value.detail
+    await quotas.check("tok", 10, 6)
