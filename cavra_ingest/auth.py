@@ -22,6 +22,7 @@ from .errors import ApiError, Problem
 from .keys import SETTINGS_KEY
 from .middleware import Handler, json_reply
 from .models import ENCODER, Accepted, BoundSessionIn, SessionIn, now_text
+from .quota import QUOTAS_KEY, Quotas
 from .replies import Whoami
 from .settings import Settings
 from .store.base import ListQuery
@@ -61,6 +62,8 @@ class Principal:
     workspace_id: str | None = None
     name: str | None = None
     rate_per_s: float | None = None
+    # Decisions it may create per UTC day (quota.py); None: no quota.
+    daily_quota: int | None = None
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
@@ -267,8 +270,10 @@ class Guard:
         if not token.usable(now_text()):
             raise unauthorized("token has expired", invalid=True)
         await self._touch(token.id)
+        # A token's own quota, else the server-wide default for tokens without one (0: none).
+        quota = token.daily_quota if token.daily_quota is not None else self.settings.default_daily_quota or None
         return Principal(
-            token.id, frozenset(token.scopes), token.tenant_id, token.workspace_id, token.name, token.rate_per_s
+            token.id, frozenset(token.scopes), token.tenant_id, token.workspace_id, token.name, token.rate_per_s, quota
         )
 
     async def _touch(self, token_id: str) -> None:
@@ -335,6 +340,7 @@ async def guard_context(app: web.Application) -> AsyncIterator[None]:
     if tokens is not None:
         await tokens.open()
     app[GUARD_KEY] = Guard(settings, tokens)
+    app[QUOTAS_KEY] = Quotas(tokens, settings.quota_cache_s)
     try:
         yield
     finally:
@@ -345,6 +351,9 @@ async def guard_context(app: web.Application) -> AsyncIterator[None]:
 async def whoami(request: web.Request) -> web.Response:
     """Say which token is calling and which tenant it sees (the console shows it)."""
     principal = principal_of(request)
+    used = None
+    if principal.daily_quota is not None and principal.token_id is not None:
+        used = await request.app[QUOTAS_KEY].used(principal.token_id)
     reply = Whoami(
         authenticated=principal.token_id is not None,
         token_id=principal.token_id,
@@ -352,6 +361,8 @@ async def whoami(request: web.Request) -> web.Response:
         scopes=sorted(principal.scopes),
         tenant_id=principal.tenant_id,
         workspace_id=principal.workspace_id,
+        daily_quota=principal.daily_quota,
+        used_today=used,
     )
     return json_reply(reply)
 

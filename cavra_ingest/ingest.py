@@ -14,8 +14,9 @@ from .keys import SETTINGS_KEY, SINK_KEY
 from .metrics import METRICS_KEY
 from .middleware import json_reply
 from .models import Accepted
+from .quota import COUNTED, QUOTAS_KEY, Reservation
 from .replies import batch_reply, decision_reply
-from .store import WriteItem
+from .store import WriteItem, WriteResult
 from .validate import TimeWindow, check_decisions, check_session
 
 JSON_TYPES = frozenset({"application/json"})
@@ -58,30 +59,50 @@ async def post_decisions(request: web.Request) -> web.Response:
     """Validate, commit and report decisions; a 2xx means every accepted one is committed."""
     settings = request.app[SETTINGS_KEY]
     sink = request.app[SINK_KEY]
+    quotas = request.app[QUOTAS_KEY]
     principal = principal_of(request)
     # Shed before reading and decoding the body: under a burst that is most of the cost.
     charge(request, 0)
+    await quotas.check(principal.token_id, principal.daily_quota)
     sink.admit(1)
+    reservation: Reservation | None = None
 
     def admit(records: int) -> None:
+        nonlocal reservation
         # The token's own rate first: one tenant's flood is refused before it can fill the shared queue.
         charge(request, records)
         sink.admit(records)
+        # Last: nothing may refuse the request between holding its records against the quota and the `finally`.
+        reservation = quotas.reserve(principal.token_id, principal.daily_quota, records)
 
-    async with guard_write(request):
-        body = await read_body(request, allow_ndjson=True)
-        checked, batch = check_decisions(
-            body,
-            ndjson=request.content_type in NDJSON_TYPES,
-            request_max_records=settings.request_max_records,
-            record_max_bytes=settings.max_record_bytes,
-            admit=admit,
-            window=TimeWindow(settings.max_future_skew_s, settings.max_past_age_s),
-        )
-        del body
-    checked = [stamp(principal, item) if isinstance(item, Accepted) else item for item in checked]
-    accepted: list[WriteItem] = [item for item in checked if isinstance(item, Accepted)]
-    results = await sink.commit(accepted) if accepted else []
+    results: list[WriteResult] = []
+    created = 0
+    try:
+        async with guard_write(request):
+            body = await read_body(request, allow_ndjson=True)
+            checked, batch = check_decisions(
+                body,
+                ndjson=request.content_type in NDJSON_TYPES,
+                request_max_records=settings.request_max_records,
+                record_max_bytes=settings.max_record_bytes,
+                admit=admit,
+                window=TimeWindow(settings.max_future_skew_s, settings.max_past_age_s),
+            )
+            del body
+        checked = [stamp(principal, item) if isinstance(item, Accepted) else item for item in checked]
+        accepted: list[WriteItem] = [item for item in checked if isinstance(item, Accepted)]
+        if reservation is not None:
+            for item in accepted:
+                assert isinstance(item, Accepted)
+                item.quota = reservation.charge
+        results = await sink.commit(accepted) if accepted else []
+        created = sum(result.status in COUNTED for result in results)
+    except asyncio.CancelledError:
+        # The client left; the writer may still commit its records: count them all until the next read corrects it.
+        created = reservation.records if reservation is not None else 0
+        raise
+    finally:
+        quotas.settle(reservation, created)
     request.app[METRICS_KEY].count_records(request, checked, (result.status for result in results))
     if not batch:
         only = checked[0]

@@ -207,6 +207,13 @@ class SessionIn(Struct, forbid_unknown_fields=True):
     changed_by: str | None = None
 
 
+class QuotaCharge(Struct, array_like=True):
+    """Whose daily quota a record counts against, and which UTC day (`YYYY-MM-DD`, fixed at admission)."""
+
+    token_id: str
+    day: str
+
+
 class Accepted(Struct):
     """A validated decision on its way to the store."""
 
@@ -217,6 +224,8 @@ class Accepted(Struct):
     ignored_fields: list[str]
     # The tenant of the token that wrote it (None: an unbound token or open mode); planning.py checks ownership.
     writer_tenant: str | None = None
+    # Set for a token with a daily quota: the store adds the record to that token's usage when it creates it.
+    quota: QuotaCharge | None = None
 
 
 class BoundSessionIn(SessionIn):

@@ -359,9 +359,10 @@ def secure(operations: dict[tuple[str, str], dict[str, Any]]) -> None:
         operation["security"] = [{"bearer": [scope]}]
         operation["responses"] = {**AUTH_ERRORS, **operation["responses"]}
         if scope == "ingest":
-            operation["responses"]["429"] = json_body(
-                ref("Error"), "over the token's rate (--rate)", **{"Retry-After": RETRY_AFTER["Retry-After"]}
-            )
+            over = "over the token's rate (--rate)"
+            if (method, path) == ("POST", "/decisions"):
+                over += " or its daily quota (--daily-quota; the whole request is refused, Retry-After: to 00:00 UTC)"
+            operation["responses"]["429"] = json_body(ref("Error"), over, **{"Retry-After": RETRY_AFTER["Retry-After"]})
 
 
 secure(OPERATIONS)

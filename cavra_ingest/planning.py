@@ -3,6 +3,7 @@ summaries they fold into. Every store runs it inside its write transaction on wh
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,13 @@ def decision_ids(items: list[WriteItem]) -> list[str]:
 def session_ids(items: list[WriteItem]) -> list[str]:
     """Return the session ids a batch touches, for one summary look-up."""
     return list({item.record.session_id if isinstance(item, Accepted) else item.session_id: None for item in items})
+
+
+def quota_usage(inserts: list[Accepted]) -> list[tuple[str, str, int]]:
+    """Count the created records per (token, day) with a quota, in key order: PostgreSQL writers lock the usage
+    rows in one order, so two of them never deadlock on them."""
+    counted = Counter((item.quota.token_id, item.quota.day) for item in inserts if item.quota is not None)
+    return [(token_id, day, records) for (token_id, day), records in sorted(counted.items())]
 
 
 def same_content(stored: bytes, item: Accepted) -> bool:

@@ -248,6 +248,10 @@ class Whoami(Struct):
     scopes: list[str]
     tenant_id: str | None
     workspace_id: str | None
+    # Decisions the token may create per UTC day, and how many it created today (as stored, at most
+    # CAVRA_QUOTA_CACHE_S old); both null without a quota.
+    daily_quota: int | None = None
+    used_today: int | None = None
 
 
 class InclusionProof(Struct):

@@ -45,6 +45,8 @@ MAY_BE_ZERO = frozenset(
         "sqlite_busy_timeout_ms",
         "retry_after_s",
         "auth_cache_s",
+        "quota_cache_s",
+        "default_daily_quota",
         "min_free_disk_bytes",
         "max_future_skew_s",
         "max_past_age_s",
@@ -102,6 +104,10 @@ class Settings:
     auth_cache_s: float = 1.0
     # A rate-limited token may burst this many seconds' worth of its rate at once.
     rate_burst_s: float = 1.0
+    # Daily record quotas (quota.py): how long a token's stored usage is reused before it is read again, and
+    # the quota of tokens created without `--daily-quota` (0: none).
+    quota_cache_s: float = 1.0
+    default_daily_quota: int = 0
 
     # Exact origins (comma-separated) whose pages may read the API; empty: no CORS (cavra_ingest/cors.py).
     cors_origins: str = ""

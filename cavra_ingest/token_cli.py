@@ -23,6 +23,9 @@ def add_token_parser(commands: Any) -> None:
     create.add_argument("--name", help="a label for `token list` (default: the token id)")
     create.add_argument("--expires-in", metavar="DURATION", help="e.g. 90d, 12h, 30m (default: never)")
     create.add_argument("--rate", type=float, metavar="N", help="cap ingest at N records per second")
+    create.add_argument(
+        "--daily-quota", type=int, metavar="N", help="cap the decisions it creates at N per UTC day (default: none)"
+    )
     actions.add_parser("list", help="list tokens (never their secrets)")
     revoke = actions.add_parser("revoke", help="revoke a token by id; effective within a second")
     revoke.add_argument("id")
@@ -50,12 +53,13 @@ def _row(token: Token) -> list[str]:
         (token.expires_at or "never")[:19],
         (token.last_used_at or "never")[:19],
         f"{token.rate_per_s:g}/s" if token.rate_per_s else "",
+        f"{token.daily_quota}/day" if token.daily_quota else "",
         state,
     ]
 
 
 def _table(tokens: list[Token]) -> str:
-    head = ["ID", "NAME", "SCOPES", "TENANT", "WORKSPACE", "CREATED", "EXPIRES", "LAST USED", "RATE", "STATE"]
+    head = ["ID", "NAME", "SCOPES", "TENANT", "WORKSPACE", "CREATED", "EXPIRES", "LAST USED", "RATE", "QUOTA", "STATE"]
     rows = [head, *(_row(token) for token in tokens)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
@@ -82,11 +86,14 @@ async def _run(args: argparse.Namespace) -> str:
                 workspace_id=args.workspace,
                 expires_in=args.expires_in,
                 rate_per_s=args.rate,
+                daily_quota=args.daily_quota,
             )
             await tokens.create(token, secret)
             bound = f"tenant {token.tenant_id}" if token.tenant_id else "every tenant"
             if token.workspace_id:
                 bound += f", workspace {token.workspace_id}"
+            if token.daily_quota:
+                bound += f", at most {token.daily_quota} decisions per UTC day"
             return (
                 f"created token {token.id} ({token.name}) with scopes {', '.join(token.scopes)} for {bound}, "
                 f"expires {token.expires_at or 'never'}, in {settings.store_label}\n"

@@ -47,6 +47,8 @@ class Token(Struct, omit_defaults=True):
     expires_at: str | None = None
     revoked_at: str | None = None
     last_used_at: str | None = None
+    # Decisions the token may create per UTC day (None: no quota of its own).
+    daily_quota: int | None = None
 
     def usable(self, now: str) -> bool:
         """Say whether the token may authenticate at `now` (not revoked, not expired)."""
@@ -79,6 +81,7 @@ def new_token(
     workspace_id: str | None = None,
     expires_in: str | None = None,
     rate_per_s: float | None = None,
+    daily_quota: int | None = None,
 ) -> tuple[Token, str]:
     """Build a checked token record and its secret (not yet stored)."""
     wanted = sorted(set(scopes))
@@ -91,6 +94,8 @@ def new_token(
         raise TokenError("a workspace-bound token needs a tenant too (--tenant)")
     if rate_per_s is not None and not rate_per_s > 0:
         raise TokenError("rate must be a positive number of records per second")
+    if daily_quota is not None and daily_quota < 1:
+        raise TokenError("daily quota must be a positive number of records per UTC day")
     created = datetime.now(UTC)
     token_id = new_id("tok_")
     token = Token(
@@ -101,23 +106,28 @@ def new_token(
         tenant_id=tenant_id,
         workspace_id=workspace_id,
         rate_per_s=rate_per_s,
+        daily_quota=daily_quota,
         expires_at=utc_text(created + parse_duration(expires_in)) if expires_in else None,
     )
     return token, new_secret()
 
 
 INSERT_TOKEN = """
-INSERT INTO api_tokens (id, name, secret_hash, scopes, tenant_id, workspace_id, rate_per_s, created_at, expires_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO api_tokens (id, name, secret_hash, scopes, tenant_id, workspace_id, rate_per_s, created_at, expires_at,
+    daily_quota)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 TOKEN_COLUMNS = (
-    "id, name, scopes, created_at, tenant_id, workspace_id, rate_per_s, expires_at, revoked_at, last_used_at"
+    "id, name, scopes, created_at, tenant_id, workspace_id, rate_per_s, expires_at, revoked_at, last_used_at,"
+    " daily_quota"
 )
 SELECT_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
 FIND_TOKEN = f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE secret_hash = ?"
 COUNT_TOKENS = "SELECT count(*) FROM api_tokens"
 REVOKE_TOKEN = "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
 TOUCH_TOKEN = "UPDATE api_tokens SET last_used_at = ? WHERE id = ?"
+# A point read on the primary key (migration 015); the stores add to the row as they create records.
+SELECT_USAGE = "SELECT records FROM token_usage WHERE token_id = ? AND day = ?"
 
 
 def token_from_row(row: Sequence[Any]) -> Token:
@@ -132,6 +142,7 @@ def token_from_row(row: Sequence[Any]) -> Token:
         expires_at=row[7],
         revoked_at=row[8],
         last_used_at=row[9],
+        daily_quota=row[10],
     )
 
 
@@ -146,6 +157,7 @@ def token_row(token: Token, secret_hash: str) -> tuple[Any, ...]:
         token.rate_per_s,
         token.created_at,
         token.expires_at,
+        token.daily_quota,
     )
 
 
@@ -167,6 +179,10 @@ class TokenStore(Protocol):
     async def revoke(self, token_id: str) -> bool: ...
 
     async def touch(self, token_id: str) -> None: ...
+
+    async def usage(self, token_id: str, day: str) -> int:
+        """Return the decisions the token created on this UTC day (`YYYY-MM-DD`), as committed."""
+        ...
 
 
 class SqliteTokens:
@@ -219,6 +235,10 @@ class SqliteTokens:
     async def touch(self, token_id: str) -> None:
         await self._write(TOUCH_TOKEN, (now_text(), token_id))
 
+    async def usage(self, token_id: str, day: str) -> int:
+        rows = await self._rows(SELECT_USAGE, (token_id, day))
+        return int(rows[0][0]) if rows else 0
+
 
 class PostgresTokens:
     """Tokens in the PostgreSQL schema, through a small pool of their own."""
@@ -265,6 +285,9 @@ class PostgresTokens:
 
     async def touch(self, token_id: str) -> None:
         await self._pool.execute(self._sql(TOUCH_TOKEN), now_text(), token_id)
+
+    async def usage(self, token_id: str, day: str) -> int:
+        return int(await self._pool.fetchval(self._sql(SELECT_USAGE), token_id, day) or 0)
 
 
 def token_store(settings: Settings) -> TokenStore | None:

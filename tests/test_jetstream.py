@@ -288,3 +288,37 @@ async def test_postgres_outage_backlog_drains_after_it_returns(topology):
         await check_schema(POSTGRES_URL, topology.schema)
     finally:
         await outage.close()
+
+
+async def test_quota_charges_travel_with_the_records_to_the_worker(topology):
+    from datetime import UTC, datetime
+
+    from cavra_ingest.quota import utc_day
+    from cavra_ingest.tokens import PostgresTokens, new_token
+
+    token, secret = new_token(["ingest", "read"], tenant_id="ten-q", daily_quota=5)
+    tokens = PostgresTokens(POSTGRES_URL, topology.schema)
+    await tokens.open()
+    try:
+        await tokens.create(token, secret)
+        replica = await topology.start("serve")
+        await topology.start("worker")
+        headers = {"Authorization": f"Bearer {secret}"}
+        first = [decision(session_id="s-quota") for _ in range(3)]
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.post(f"{replica.url}/decisions", json=first) as response:
+                assert response.status == 202
+            await topology.committed({d["decision_id"] for d in first})
+            # The worker added them to the token's usage in the transaction that created them.
+            assert await tokens.usage(token.id, utc_day(datetime.now(UTC))) == 3
+            async with http.post(f"{replica.url}/decisions", json=[decision(session_id="s-quota")] * 3) as response:
+                assert response.status == 429 and "daily quota of 5" in (await response.json())["detail"]
+            rest = [decision(session_id="s-quota") for _ in range(2)]
+            async with http.post(f"{replica.url}/decisions", json=rest) as response:
+                assert response.status == 202
+            await topology.committed({d["decision_id"] for d in rest})
+            async with http.post(f"{replica.url}/decisions", json=decision(session_id="s-quota")) as response:
+                assert response.status == 429
+        assert await tokens.usage(token.id, utc_day(datetime.now(UTC))) == 5
+    finally:
+        await tokens.close()

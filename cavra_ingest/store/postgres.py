@@ -11,7 +11,7 @@ import asyncpg
 
 from ..auditlog import QUEUE_LEAVES
 from ..migrate import apply_postgres_migrations
-from ..planning import decision_ids, plan_batch, session_ids
+from ..planning import decision_ids, plan_batch, quota_usage, session_ids
 from ..search import MIN_TERM_CHARS, like_pattern
 from ..settings import Settings
 from .base import (
@@ -27,6 +27,7 @@ from .base import (
     keyset_chunks,
 )
 from .sql import (
+    ADD_TOKEN_USAGE,
     DECISION_COLUMNS,
     POSTGRES_SEARCH_TEXT,
     SELECT_DECISION,
@@ -159,6 +160,7 @@ class PostgresStore:
         # The search indexer's own connection: it never takes one the writer or the readers are waiting for.
         self._indexer: asyncpg.Connection | None = None
         self._upsert_session = numbered(UPSERT_SESSION)
+        self._add_usage = numbered(ADD_TOKEN_USAGE)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
@@ -250,6 +252,10 @@ class PostgresStore:
         unused = sorted(placeholders - plan.sessions.keys())
         if unused:
             await conn.execute(DROP_PLACEHOLDERS, unused)
+        # Last, so a token's usage row stays locked only until COMMIT: writers of one token queue on it that long.
+        usage = quota_usage(plan.inserts)
+        if usage:
+            await conn.executemany(self._add_usage, usage)
         return plan.results
 
     async def _one(self, sql: str, key: str) -> bytes | None:

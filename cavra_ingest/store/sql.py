@@ -17,6 +17,11 @@ INSERT INTO activity_decisions (
     rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id, workspace_id
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+# A token's created records per UTC day (015), added in the transaction that creates them.
+ADD_TOKEN_USAGE = """
+INSERT INTO token_usage (token_id, day, records) VALUES (?, ?, ?)
+ON CONFLICT (token_id, day) DO UPDATE SET records = token_usage.records + excluded.records
+"""
 UPSERT_SESSION = """
 INSERT INTO activity_sessions (
     session_id, agent_id, actor, repository, policy_pack, state, started_at, updated_at,

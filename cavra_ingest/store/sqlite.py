@@ -19,7 +19,7 @@ import msgspec
 from ..auditlog import append_leaves_sqlite
 from ..migrate import apply_migrations
 from ..models import ENCODER, SessionRecord
-from ..planning import decision_ids, plan_batch, session_ids
+from ..planning import decision_ids, plan_batch, quota_usage, session_ids
 from ..search import trigrams
 from ..settings import Settings
 from . import cache, counts
@@ -36,6 +36,7 @@ from .base import (
     keyset_chunks,
 )
 from .sql import (
+    ADD_TOKEN_USAGE,
     DECISION_COLUMNS,
     INSERT_DECISION,
     SELECT_DECISION,
@@ -360,6 +361,10 @@ class SqliteStore:
                 db.executemany(INSERT_DECISION, [decision_row(item) for item in plan.inserts])
                 if self.audit_log:
                     append_leaves_sqlite(db, plan.inserts)
+                # Only records created here count against a quota: duplicates and refusals never reach it.
+                usage = quota_usage(plan.inserts)
+                if usage:
+                    db.executemany(ADD_TOKEN_USAGE, usage)
             counts_only = [s for s in plan.sessions.values() if described.get(s.session_id) == _described(s)]
             if counts_only:
                 db.executemany(UPDATE_SESSION_COUNTS, [_counts_row(s) for s in counts_only])
