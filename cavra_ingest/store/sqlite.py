@@ -217,7 +217,7 @@ def create_with_page_size(path: Path, page_size: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     create_private(path)
     if path.stat().st_size:
-        return  # SQLite keeps a file's page size until a VACUUM outside WAL mode (docs/operations.md)
+        return  # a file keeps its page size until a VACUUM outside WAL mode (docs/performance.md)
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA page_size={int(page_size)}")
