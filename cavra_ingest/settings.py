@@ -35,8 +35,9 @@ TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_FORMATS = ("text", "json")
-PAGE_SIZES = frozenset(1 << n for n in range(9, 17))
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# SQLite's page sizes: powers of two from 512 to 65536.
+PAGE_SIZES = frozenset(1 << n for n in range(9, 17))
 # Fields that may be 0; every other number must be positive.
 # Zero means "none" or "off" for these; every other number must be positive.
 MAY_BE_ZERO = frozenset(
