@@ -61,8 +61,15 @@ FROM activity_decisions GROUP BY session_id
 CHUNK = 500_000
 
 
-def preload(path: Path, rows: int, *, ids: str = "random", sessions: int = 5000, agents: int = 300) -> None:
+def preload(
+    path: Path, rows: int, *, ids: str = "random", sessions: int = 5000, agents: int = 300, page_size: int = 0
+) -> None:
     """Create a migrated database at path holding `rows` decisions and their session summaries."""
+    if page_size:
+        # Only a new file takes a page size: set before the migrations create the tables.
+        with sqlite3.connect(path) as con:
+            con.execute(f"PRAGMA page_size={int(page_size)}")
+            con.execute("VACUUM")
     apply_migrations(path)
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=OFF")
@@ -112,8 +119,9 @@ def main() -> None:
     parser.add_argument("db", type=Path)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--ids", choices=["random", "ordered"], default="random")
+    parser.add_argument("--page-size", type=int, default=0, help="page size of the new file (default SQLite's)")
     args = parser.parse_args()
-    preload(args.db, args.rows, ids=args.ids)
+    preload(args.db, args.rows, ids=args.ids, page_size=args.page_size)
 
 
 if __name__ == "__main__":

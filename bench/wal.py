@@ -10,8 +10,10 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -25,6 +27,14 @@ from .rows import decision
 DECODER = msgspec.json.Decoder(DecisionIn)
 
 
+def fresh(path: Path, template: Path | None) -> None:
+    """Remove the scratch file and its WAL; copy the template in its place when there is one."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if template is not None:
+        shutil.copyfile(template, path)
+
+
 async def measure(
     path: Path,
     batch: int,
@@ -34,16 +44,21 @@ async def measure(
     composite_index: bool = False,
     synchronous: str = "FULL",
     page_size: int = 0,
+    audit_log: bool = False,
+    prepare: Callable[[sqlite3.Connection], None] | None = None,
+    template: Path | None = None,
 ) -> dict[str, float]:
-    """Commit warmup batches, then count WAL growth over `transactions` batches with checkpoints off."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    """Commit warmup batches, then count WAL growth over `transactions` batches with checkpoints off.
+
+    `template`: a (pre-loaded) file to start from, copied, instead of an empty one.
+    """
+    fresh(path, template)
     if page_size:
         # Only a new file takes a page size, so it is set before the migrations create the tables.
         with sqlite3.connect(path) as con:
             con.execute(f"PRAGMA page_size={page_size}")
             con.execute("PRAGMA journal_mode=WAL")
-    store = SqliteStore(path, synchronous=synchronous)
+    store = SqliteStore(path, synchronous=synchronous, audit_log=audit_log)
     await store.open()
     db = store._writer
     assert db is not None
@@ -55,6 +70,8 @@ async def measure(
     try:
         if composite_index:
             db.execute(COMPOSITE_INDEX)
+        if prepare is not None:
+            prepare(db)
         for _ in range(warmup):
             await store.write(accepted_batch())  # type: ignore[arg-type]
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -87,6 +104,8 @@ def main() -> None:
     parser.add_argument("--composite-index", action="store_true")
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--page-size", type=int, default=0, help="page size of the new file (default SQLite's)")
+    parser.add_argument("--audit-log", action="store_true", help="write audit-log leaves (the server's default)")
+    parser.add_argument("--template", type=Path, help="start from a copy of this pre-loaded file (bench/preload.py)")
     args = parser.parse_args()
     for batch in args.batch:
         transactions = max(1, args.decisions // batch)
@@ -99,6 +118,8 @@ def main() -> None:
                 composite_index=args.composite_index,
                 synchronous=args.synchronous,
                 page_size=args.page_size,
+                audit_log=args.audit_log,
+                template=args.template,
             )
         )
         print(json.dumps(result))

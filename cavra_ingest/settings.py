@@ -36,6 +36,8 @@ FALSE = frozenset({"0", "false", "no", "off"})
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# SQLite's page sizes: powers of two from 512 to 65536.
+PAGE_SIZES = frozenset(1 << n for n in range(9, 17))
 # Fields that may be 0; every other number must be positive.
 # Zero means "none" or "off" for these; every other number must be positive.
 MAY_BE_ZERO = frozenset(
@@ -85,6 +87,10 @@ class Settings:
     sqlite_busy_timeout_ms: int = 2000
     # The writer's page cache in MiB, or `auto`: sized to the file's random-key indexes (store/cache.py).
     sqlite_cache_mb: str = "auto"
+    # Page size in bytes of a NEW SQLite file (an existing file keeps its own). 2048 writes ~1/3 less WAL
+    # per decision in small transactions, but ~1 KiB records then fill a page each: a larger file and slower
+    # reads of many rows (docs/performance.md), so SQLite's default stays.
+    sqlite_page_size: int = 4096
     retry_after_s: int = 1
     # `serve` runs on uvloop when it is installed (the `bench` extra): less event-loop CPU per request.
     uvloop: bool = True
@@ -272,6 +278,9 @@ def check(values: Mapping[str, object]) -> list[str]:
             parse_cache_mb(cache_mb)
         except ValueError as exc:
             problems.append(f"{names['sqlite_cache_mb']}: {exc}")
+    page_size = values.get("sqlite_page_size")
+    if isinstance(page_size, int) and page_size not in PAGE_SIZES:
+        problems.append(f"{names['sqlite_page_size']}: expected a power of two from 512 to 65536, got {page_size!r}")
     port = values.get("port")
     if isinstance(port, int) and port > 65535:
         problems.append(f"CAVRA_PORT: expected a port number 0..65535, got {port!r}")

@@ -94,7 +94,9 @@ async def check_all(store: SqliteStore, path: Path, rng: random.Random) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
+async def store(tmp_path: Path, monkeypatch):
+    # Every batch folds, so the answers below come from the counts; waiting rows have a test of their own.
+    monkeypatch.setattr(counts, "FOLD_ROWS", 1)
     s = SqliteStore(tmp_path / "c.db")
     await s.open()
     yield s
@@ -151,8 +153,8 @@ async def test_cavra_overwriting_and_deleting_counted_rows_moves_their_counts(st
 
 async def test_a_backlog_is_folded_in_by_the_writer_before_reading(store, monkeypatch):
     rng = random.Random(13)
-    monkeypatch.setattr(counts, "CATCH_UP_ROWS", 5)  # chunks of 7 take the DELTA path
-    monkeypatch.setattr(counts, "CATCH_UP_CHUNK", 7)
+    monkeypatch.setattr(counts, "CATCH_UP_ROWS", 5)
+    monkeypatch.setattr(counts, "CATCH_UP_CHUNK", 7)  # several chunks, one transaction each
     with sqlite3.connect(store.path) as db:
         rows = [accepted(record(rng, n)) for n in range(50)]
         from cavra_ingest.store.sql import INSERT_DECISION, decision_row
@@ -162,6 +164,27 @@ async def test_a_backlog_is_folded_in_by_the_writer_before_reading(store, monkey
     total = (await store.list_decisions(ListQuery())).total
     assert total == 50
     assert state(store.path) == (50, 50)
+    await check_all(store, store.path, rng)
+
+
+async def test_the_writer_folds_once_enough_decisions_wait_and_reads_count_them_until_then(store, monkeypatch):
+    rng = random.Random(29)
+    monkeypatch.setattr(counts, "FOLD_ROWS", 100)
+    await store.write([accepted(record(rng, n)) for n in range(60)])
+    assert state(store.path) == (0, 60)  # waiting: read from the table in each read's snapshot
+    await check_all(store, store.path, rng)
+    for tenant in ("acme", None):
+        histogram_query = ListQuery(equals=(("tenant_id", (tenant,)),) if tenant else ())
+        assert sorted(await store.histogram(histogram_query, counts.DAY)) == scanned_histogram(
+            store.path, histogram_query
+        )
+    await store.write([accepted(record(rng, n)) for n in range(60, 99)])
+    assert state(store.path) == (0, 99)
+    await store.write([accepted(record(rng, 99))])  # the hundredth waiting decision: all are folded
+    assert state(store.path) == (100, 100)
+    await check_all(store, store.path, rng)
+    await store.write([accepted(record(rng, n)) for n in range(100, 130)])
+    assert state(store.path) == (100, 130)
     await check_all(store, store.path, rng)
 
 

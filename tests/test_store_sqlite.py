@@ -73,6 +73,41 @@ def test_a_bad_cache_size_is_refused_at_start(text):
     assert Settings.from_env({"CAVRA_SQLITE_CACHE_MB": "512"}).sqlite_cache_mb == "512"
 
 
+async def test_a_new_file_takes_the_page_size_and_an_existing_file_keeps_its_own(tmp_path):
+    import os
+
+    from cavra_ingest.settings import Settings
+
+    assert Settings.from_env({}).sqlite_page_size == 4096
+    path = tmp_path / "p.db"
+    created = SqliteStore(path, page_size=2048)
+    await created.open()
+    await created.close()
+    assert os.stat(path).st_mode & 0o777 == 0o600  # created private, as the migrations create a file
+    again = SqliteStore(path, page_size=8192)
+    await again.open()
+    try:
+        assert again._writer is not None
+        assert again._writer.execute("PRAGMA page_size").fetchone()[0] == 2048
+        assert again._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        await again.close()
+    default = SqliteStore.from_settings(Settings.from_env({"CAVRA_ACTIVITY_DB": str(tmp_path / "d.db")}))
+    await default.open()
+    await default.close()
+    with sqlite3.connect(tmp_path / "d.db") as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
+@pytest.mark.parametrize("text", ["0", "1000", "131072", "big"])
+def test_a_bad_page_size_is_refused_at_start(text):
+    from cavra_ingest.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="CAVRA_SQLITE_PAGE_SIZE"):
+        Settings.from_env({"CAVRA_SQLITE_PAGE_SIZE": text})
+    assert Settings.from_env({"CAVRA_SQLITE_PAGE_SIZE": "2048"}).sqlite_page_size == 2048
+
+
 def test_warm_up_reads_the_random_key_indexes_only_into_a_cache_that_holds_them(tmp_path):
     from cavra_ingest.migrate import apply_migrations
     from cavra_ingest.store import cache

@@ -5,9 +5,9 @@ window is its whole days, and the decisions of the partial days at its edges are
 index (hour buckets were measured: +20-30 µs of writer CPU per decision, and with thousands of agents
 and repositories an hour holds about as many count rows as decisions, so they saved no reading).
 
-Decisions inserted behind the writer's back (CAVRA writing into the file) have a rowid above
-`counted_rowid`: every read counts them from the table in the same snapshot, and the writer folds them in
-with its next batch (or at open).
+Decisions not folded yet (the writer's own until FOLD_ROWS of them wait, and those CAVRA inserts into the
+file) have a rowid above `counted_rowid`: every read counts them from the table in the same snapshot, and
+the writer folds them all in with a later batch (or at open).
 """
 
 from __future__ import annotations
@@ -30,32 +30,27 @@ WINDOW_SPANS = ((DAY, timedelta(days=1)),)
 KEYED = frozenset({"tenant_id", "decision"})
 # More unseen rows than this and a read asks the writer to fold them in first, rather than count them.
 CATCH_UP_ROWS = 1000
+# The writer folds new decisions into the counts once this many wait above the watermark, in the transaction
+# of the batch that reaches it. Folding every batch cost ~30 µs of CPU and ~9 KiB of WAL per decision at
+# 32-decision transactions (most count rows a small batch touches are its own); reads count the waiting
+# rows from the table in their snapshot meanwhile (bench/storecost.py, docs/performance.md). Below
+# CATCH_UP_ROWS, so a read never waits for the writer to fold the writer's own rows.
+FOLD_ROWS = 512
 # Rowids folded per transaction when catching up, so another writer (CAVRA) is never locked out long.
 CATCH_UP_CHUNK = 200_000
 
 # Each decision counts in its day, in all time under its tenant, and in all time under ANY_TENANT: with
 # thousands of agents and ten tenants, summing all tenants' rows made unfiltered facets 400 ms at 5 M.
 ANY_TENANT = "*"  # real tenants are keyed '' (NULL) or '=...', so this names none of them
-_SPANS = f"SELECT {DAY} AS span, 0 AS rollup UNION ALL SELECT {ALL_TIME}, 0 UNION ALL SELECT {ALL_TIME}, 1"
-_TENANT = f"CASE WHEN s.rollup THEN '{ANY_TENANT}' ELSE ifnull('=' || d.tenant_id, '') END"
 _FIELDS = " UNION ALL ".join(f"SELECT '{name}' AS field" for name in COUNTED_FIELDS)
 _VALUE = (
     "CASE f.field "
     + " ".join(f"WHEN '{name}' THEN d.{name}" for name in COUNTED_FIELDS[:-1])
     + f" ELSE d.{COUNTED_FIELDS[-1]} END"
 )
-# Every decision with rowid in (?, ?] adds one to its key in each span and field.
-FOLD = f"""
-INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)
-SELECT s.span, substr(d.timestamp, 1, s.span), {_TENANT}, d.decision, f.field,
-       ifnull('=' || {_VALUE}, ''), count(*)
-FROM activity_decisions AS d, ({_SPANS}) AS s, ({_FIELDS}) AS f
-WHERE d.rowid > ? AND d.rowid <= ?
-GROUP BY 1, 2, 3, 4, 5, 6
-ON CONFLICT DO UPDATE SET n = n + excluded.n
-"""
-# Catching up on many rows: group them once per day into a temporary table, then add that to the day
-# buckets and, grouped again, to the all-time ones (half the sorting of FOLD's cross join).
+# Every decision with rowid in (?, ?] adds one to its key in each span and field: grouped once per day into
+# a temporary table, which is added to the day buckets and, grouped again, to the all-time ones. Half the
+# time of one cross join of the rows with the three spans, measured at 32 and at 512 rows.
 DELTA = f"""
 CREATE TEMP TABLE counts_delta AS
 SELECT substr(d.timestamp, 1, {DAY}) AS bucket, ifnull('=' || d.tenant_id, '') AS tenant, d.decision AS decision,
@@ -89,19 +84,19 @@ def decode(key: str) -> str | None:
     return None if key == "" else key[1:]
 
 
-def fold_new(db: sqlite3.Connection, chunk: int | None = None) -> int:
-    """Inside the caller's write transaction, count decisions above the watermark; return rows left."""
+def fold_new(db: sqlite3.Connection, chunk: int | None = None, *, at_least: int = 1) -> int:
+    """Inside the caller's write transaction, count decisions above the watermark; return rows left.
+
+    With fewer than `at_least` waiting, nothing is folded (and their number is returned).
+    """
     counted, newest = db.execute(STATE).fetchone()
     newest = newest or 0
-    if newest <= counted:
-        return 0
+    if newest - counted < max(at_least, 1):
+        return max(newest - counted, 0)
     upto = newest if chunk is None else min(newest, counted + chunk)
-    if upto - counted < CATCH_UP_ROWS:
-        db.execute(FOLD, (counted, upto))
-    else:
-        db.execute(DELTA, (counted, upto))
-        for sql in ADD_DELTA:
-            db.execute(sql)
+    db.execute(DELTA, (counted, upto))
+    for sql in ADD_DELTA:
+        db.execute(sql)
     db.execute(SET_STATE, (upto,))
     return newest - upto
 

@@ -17,7 +17,7 @@ import aiosqlite
 import msgspec
 
 from ..auditlog import append_leaves_sqlite
-from ..migrate import apply_migrations
+from ..migrate import apply_migrations, create_private
 from ..models import ENCODER, SessionRecord
 from ..planning import decision_ids, plan_batch, quota_usage, session_ids
 from ..search import trigrams
@@ -213,6 +213,21 @@ def _counts_row(s: SessionRecord) -> tuple[Any, ...]:
     )
 
 
+def create_with_page_size(path: Path, page_size: int) -> None:
+    """Give a file with no page yet (missing or empty) its page size; leave any other file as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
+    if path.stat().st_size:
+        return  # a file keeps its page size until a VACUUM outside WAL mode (docs/performance.md)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute(f"PRAGMA page_size={int(page_size)}")
+        # Switching to WAL writes the first page, which fixes the page size before any table exists.
+        db.execute("PRAGMA journal_mode=WAL")
+    finally:
+        db.close()
+
+
 def _last_key(rows: list[Any]) -> tuple[str, str] | None:
     return (rows[-1][0], rows[-1][1]) if rows else None
 
@@ -233,8 +248,11 @@ class SqliteStore:
         heavy_timeout_s: float = 30.0,
         search_index: bool = True,
         cache_mb: int | None = None,
+        page_size: int | None = None,
     ) -> None:
         self.path = path
+        # Taken only by a file that has no page yet; None leaves SQLite's default (4096).
+        self.page_size = page_size
         # Each created decision also becomes an audit-log leaf in its own transaction (auditlog.py).
         self.audit_log = audit_log
         # Exports, facets and counts get connections of their own, so they can never take the ones point
@@ -267,10 +285,13 @@ class SqliteStore:
             heavy_timeout_s=settings.heavy_query_timeout_s,
             search_index=settings.search_index,
             cache_mb=cache.parse(settings.sqlite_cache_mb),
+            page_size=settings.sqlite_page_size,
         )
 
     async def migrate(self) -> list[str]:
-        """Apply pending migrations to the file (created if missing)."""
+        """Apply pending migrations to the file (created if missing, with the configured page size)."""
+        if self.page_size is not None:
+            await asyncio.to_thread(create_with_page_size, self.path, self.page_size)
         return await asyncio.to_thread(apply_migrations, self.path)
 
     async def open(self) -> None:
@@ -371,8 +392,9 @@ class SqliteStore:
             if len(counts_only) < len(plan.sessions):
                 changed = [s for s in plan.sessions.values() if described.get(s.session_id) != _described(s)]
                 db.executemany(UPSERT_SESSION, [session_row(s) for s in changed])
-            # This batch's decisions, and any another program inserted since, join the counts (counts.py).
-            counts.fold_new(db)
+            # Decisions waiting for the counts (this batch's, and any another program inserted) join them
+            # once there are enough to share count rows; until then reads count them from the table.
+            counts.fold_new(db, at_least=counts.FOLD_ROWS)
             if abandoned.is_set():
                 raise StoreUnavailable("batch abandoned before commit")
             db.execute("COMMIT")
