@@ -28,13 +28,12 @@ SECURITY_HEADERS = {
 }
 
 
-_WITHOUT_CSP = {name: value for name, value in SECURITY_HEADERS.items() if name != "Content-Security-Policy"}
-
-
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Add the security headers without overriding a page's own, stricter, Content-Security-Policy."""
-    headers = response.headers
-    headers.update(_WITHOUT_CSP if "Content-Security-Policy" in headers else SECURITY_HEADERS)
+    for name, value in SECURITY_HEADERS.items():
+        if name == "Content-Security-Policy" and name in response.headers:
+            continue
+        response.headers[name] = value
 
 
 @web.middleware
