@@ -40,10 +40,12 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 async def allowed_hosts(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse requests whose Host header is not allowed (a DNS-rebinding page names its own host)."""
     hosts = request.app[HOSTS_KEY]
+    if not hosts:  # CAVRA_ALLOWED_HOSTS unset: any Host (the default)
+        return await handler(request)
     host = (request.host or "").lower()
     # "name:port" must match as given; a bare "name" allows any port (IPv6 literals keep their brackets).
     bare = host.rsplit(":", 1)[0] if host.rfind(":") > host.rfind("]") else host
-    if hosts and host not in hosts and bare not in hosts:
+    if host not in hosts and bare not in hosts:
         raise ApiError(421, "this server does not answer for that Host")
     return await handler(request)
 
