@@ -28,7 +28,8 @@ WORK = HERE / "work"
 RESULTS = HERE / "results"
 LUA = HERE / "lua" / "decisions.lua"
 SERVER_CORE, LOAD_CORE = "0", "1"
-PORT = 8097
+# CAVRA_BENCH_PORT: another port, so that two benchmarks on one machine do not meet.
+PORT = int(os.environ.get("CAVRA_BENCH_PORT", "8097"))
 TICK = os.sysconf("SC_CLK_TCK")
 SESSIONS, AGENTS = 5000, 300
 

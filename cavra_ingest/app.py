@@ -24,7 +24,7 @@ from . import (
 )
 from .auditlog import AUDIT_KEY
 from .console import add_console_routes
-from .guards import BUDGET_KEY, HOSTS_KEY, BodyBudget, allowed_hosts, host_set, security_headers
+from .guards import BUDGET_KEY, DISK_KEY, HOSTS_KEY, BodyBudget, DiskFloor, allowed_hosts, host_set, security_headers
 from .keys import SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .metrics import METRICS_KEY, Metrics, metrics_view
 from .middleware import json_errors
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[METRICS_KEY] = Metrics.create(app)
     app[HOSTS_KEY] = host_set(settings)
     app[BUDGET_KEY] = BodyBudget(settings.max_inflight_body_bytes)
+    app[DISK_KEY] = DiskFloor(settings)
     app.on_response_prepare.append(security_headers)
     # Before the runtime, so its closing line comes after the writer drained and the store closed.
     app.cleanup_ctx.append(logs.lifecycle)

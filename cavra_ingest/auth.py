@@ -7,6 +7,7 @@ Handlers ask `principal_of(request)` who is calling and `visible(...)` whether a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import logging
 import math
@@ -89,6 +90,7 @@ def required_scope(method: str, path: str | None) -> str | None:
     return "admin"
 
 
+@functools.lru_cache(maxsize=16)  # asked on every request served without tokens
 def is_loopback(host: str) -> bool:
     """Say whether binding `host` keeps the server reachable from this machine only."""
     if host == "localhost":

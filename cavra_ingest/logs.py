@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from .metrics import METRICS_KEY
 from .middleware import Handler
 
 REQUEST_ID_HEADER = "X-Request-ID"
+ACCESS = "%s %s %d"
 # A client's id is echoed and logged, so only a short token of safe characters is taken as it is.
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -30,6 +32,42 @@ DRAIN_FROM_KEY = web.AppKey("drain_from", list)
 STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
 
 
+class RequestIds:
+    """Made request ids: a random prefix per process and a counter, 32 hex characters like a uuid4's hex
+    but without a uuid4 per request (its random bytes and object cost more than the rest of the id)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        # A forked child would repeat its parent's ids: it takes a prefix of its own.
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+REQUEST_IDS = RequestIds()
+
+
+class SecondFormatter(logging.Formatter):
+    """formatTime with one strftime per second of log lines, not one per line (an access line per request)."""
+
+    _cached: tuple[int, str | None, str] = (-1, None, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second, fmt, text = self._cached
+        if second != int(record.created) or fmt != datefmt:
+            second, fmt = int(record.created), datefmt
+            text = time.strftime(datefmt or self.default_time_format, self.converter(record.created))
+            self._cached = (second, fmt, text)
+        if datefmt or not self.default_msec_format:
+            return text
+        return self.default_msec_format % (text, record.msecs)
+
+
 class RequestIdFilter(logging.Filter):
     """Stamp each record with the id of the request being handled, if any."""
 
@@ -38,7 +76,7 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(SecondFormatter):
     """One JSON object per line: time, level, logger, message, request id and any `extra` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -57,7 +95,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(SecondFormatter):
     """Readable lines for a terminal; extra fields follow as key=value."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -102,7 +140,7 @@ def configure(log_format: str = "text", level: str = "INFO", stream: Any = None)
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request an id (echoed back), then count it and write its access line."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = given if CLIENT_ID.fullmatch(given) else uuid.uuid4().hex
+    rid = given if given and CLIENT_ID.fullmatch(given) else REQUEST_IDS.next()
     token = request_id.set(rid)
     started = time.perf_counter()
     status = 500
@@ -122,19 +160,19 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         app = request.app
         if METRICS_KEY in app:
             app[METRICS_KEY].observe_request(request, status, seconds)
-        if app[SETTINGS_KEY].access_log:
-            access_log.info(
-                "%s %s %d",
-                request.method,
-                request.path,
-                status,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "remote": request.remote,
-                },
+        if app[SETTINGS_KEY].access_log and access_log.isEnabledFor(logging.INFO):
+            method, path = request.method, request.path
+            extra = {
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "remote": request.remote,
+            }
+            # What access_log.info() does, less looking up the calling file and line: no format shows them.
+            args = (method, path, status)
+            access_log.handle(
+                access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, ACCESS, args, None, None, extra)
             )
         request_id.reset(token)
 

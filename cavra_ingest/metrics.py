@@ -10,7 +10,8 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -41,6 +42,11 @@ class Metrics:
     store_errors: Counter
     queue_depth: Gauge
     queue_capacity: Gauge
+    # Labelled children by their label values: `labels()` validates and converts its arguments on every
+    # call, which costs more than the increment itself on the per-request path.
+    _request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = field(default_factory=dict)
+    _record_children: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _routes: dict[Any, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, app: web.Application) -> Metrics:
@@ -103,11 +109,38 @@ class Metrics:
         return metrics
 
     def observe_request(self, request: web.Request, status: int, seconds: float) -> None:
-        route = route_of(request)
-        self.requests.labels(route, request.method, str(status)).inc()
-        self.request_seconds.labels(route, request.method).observe(seconds)
-        if status in (429, 503):
-            self.shed.labels(str(status)).inc()
+        route = self.route_of(request)
+        key = (route, request.method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            shed = self.shed.labels(str(status)) if status in (429, 503) else None
+            children = (
+                self.requests.labels(route, key[1], str(status)),
+                self.request_seconds.labels(route, key[1]),
+                shed,
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2].inc()
+
+    def route_of(self, request: web.Request) -> str:
+        """`route_of`, remembered per resource (its template never changes)."""
+        match_info = request.match_info
+        resource = match_info.route.resource
+        if resource is None or match_info.http_exception is not None:
+            return UNMATCHED
+        route = self._routes.get(resource)
+        if route is None:
+            route = self._routes[resource] = route_of(request)
+        return route
+
+    def _records(self, outcome: str, tenant: str) -> Any:
+        child = self._record_children.get((outcome, tenant))
+        if child is None:
+            child = self._record_children[(outcome, tenant)] = self.records.labels(outcome, tenant)
+        return child
 
     def observe_batch(self, records: int, seconds: float, failed: bool) -> None:
         """Writer observer: called once per transaction attempt."""
@@ -126,11 +159,11 @@ class Metrics:
         for item in checked:
             received += 1
             rejected += isinstance(item, Problem)
-        self.records.labels("received", tenant).inc(received)
+        self._records("received", tenant).inc(received)
         if rejected:
-            self.records.labels("rejected", tenant).inc(rejected)
+            self._records("rejected", tenant).inc(rejected)
         for status in statuses:
-            self.records.labels(status, tenant).inc()
+            self._records(status, tenant).inc()
 
 
 METRICS_KEY = web.AppKey("metrics", Metrics)

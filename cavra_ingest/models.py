@@ -273,8 +273,8 @@ def _nonempty(value: str | None, default: str) -> str:
     return value if value else default
 
 
-def normalize(item: DecisionIn, ignored: list[str]) -> Accepted:
-    """Apply SPEC §1 defaults and return the record with its stored JSON."""
+def normalize(item: DecisionIn, ignored: list[str], received_at: str | None = None) -> Accepted:
+    """Apply SPEC §1 defaults and return the record with its stored JSON (`received_at`: default now)."""
     generated: list[str] = []
     decision_id = item.decision_id
     if decision_id is None:
@@ -320,7 +320,7 @@ def normalize(item: DecisionIn, ignored: list[str]) -> Accepted:
         context=item.context,
         metadata=item.metadata,
         labels=item.labels,
-        received_at=now_text(),
+        received_at=received_at or now_text(),
     )
     for name in INTENT_FIELDS:
         value = getattr(item, name)

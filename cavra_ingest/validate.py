@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from .errors import ApiError, Problem, validation_detail
-from .models import SESSION_DECODER, Accepted, SessionIn, decode_decision, normalize
+from .models import SESSION_DECODER, Accepted, SessionIn, decode_decision, normalize, utc_text
 
 ARRAY_DECODER = msgspec.json.Decoder(list[msgspec.Raw])
 # JSON can carry a NUL only escaped: without these bytes in the body there is none to look for.
@@ -140,8 +140,14 @@ def check_time(item: Any, window: TimeWindow, now: datetime) -> Problem | None:
     return None
 
 
-def validate(raw: RawRecord, max_bytes: int, check_nul: bool = False, window: TimeWindow | None = None) -> Checked:
-    """Decode and normalise one record, or return its problem."""
+def validate(
+    raw: RawRecord,
+    max_bytes: int,
+    check_nul: bool = False,
+    window: TimeWindow | None = None,
+    now: datetime | None = None,
+) -> Checked:
+    """Decode and normalise one record, or return its problem; `now` is the server clock at receipt."""
     if len(raw) > max_bytes:
         return Problem(422, f"record exceeds {max_bytes} bytes", "$")
     try:
@@ -150,10 +156,11 @@ def validate(raw: RawRecord, max_bytes: int, check_nul: bool = False, window: Ti
         return decode_failure(exc)
     if check_nul and (refused := reject_nul(item)) is not None:
         return refused
+    now = now or datetime.now(UTC)
     try:
-        if window is not None and (late := check_time(item, window, datetime.now(UTC))) is not None:
+        if window is not None and (late := check_time(item, window, now)) is not None:
             return late
-        return normalize(item, ignored)
+        return normalize(item, ignored, received_at=utc_text(now))
     except OverflowError:
         # A date-time at the very edge of year 1 or 9999 whose offset takes it out of range in UTC.
         return Problem(422, "$.timestamp: out of range once converted to UTC", "$.timestamp")
@@ -177,7 +184,9 @@ def check_decisions(
     # Refused before validation when the writer cannot take them: decoding would be wasted.
     admit(len(raws))
     check_nul = NUL_ESCAPE in body  # only then is the per-record walk needed
-    return [validate(raw, record_max_bytes, check_nul, window) for raw in raws], batch
+    # One reading of the clock per request: every record of a body is received at the same moment.
+    now = datetime.now(UTC)
+    return [validate(raw, record_max_bytes, check_nul, window, now) for raw in raws], batch
 
 
 def check_session(body: bytes) -> SessionIn:

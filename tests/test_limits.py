@@ -241,6 +241,42 @@ async def test_below_the_disk_floor_writes_get_503_and_reads_work(make_client: M
     assert (await client.get("/healthz")).status == 200
 
 
+def test_free_disk_space_is_read_at_most_once_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cavra_ingest import guards
+    from cavra_ingest.errors import ApiError
+
+    free = [10_000]
+    reads: list[object] = []
+
+    def disk_usage(folder: object) -> Any:
+        reads.append(folder)
+        return type("Usage", (), {"free": free[0]})()
+
+    monkeypatch.setattr(guards.shutil, "disk_usage", disk_usage)
+    now = [100.0]
+    floor = guards.DiskFloor(Settings(activity_db=str(tmp_path / "a.db"), min_free_disk_bytes=5_000), lambda: now[0])
+    floor.check()
+    free[0] = 1_000  # the disk fills up
+    floor.check()  # within the second: the last reading stands
+    assert len(reads) == 1
+    now[0] += guards.DISK_CHECK_INTERVAL_S
+    with pytest.raises(ApiError) as refused:
+        floor.check()
+    assert refused.value.status == 503 and len(reads) == 2
+    with pytest.raises(ApiError):
+        floor.check()  # still refused from the cached reading, without another read
+    assert len(reads) == 2
+
+
+async def test_the_records_of_one_body_share_their_received_at(client: TestClient) -> None:
+    sent = [decision(session_id="s-batch-recv"), decision(session_id="s-batch-recv")]
+    response = await client.post("/decisions", json=sent)
+    assert response.status == 200, await response.text()
+    await drain(client)
+    stored = [await (await client.get(f"/decisions/{item['decision_id']}")).json() for item in sent]
+    assert stored[0]["received_at"] == stored[1]["received_at"]
+
+
 async def test_a_huge_array_of_numbers_stops_at_the_record_limit(client: TestClient) -> None:
     """8 MiB of `1,`: a 413 naming the limit, decided after 5001 elements, not 4 million."""
     body = b"[" + b"1," * (4 * 1024 * 1024 - 2) + b"1]"

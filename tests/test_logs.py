@@ -116,3 +116,20 @@ async def test_a_served_process_logs_json_start_access_and_what_it_drained(tmp_p
     assert "stopping: draining the writer" in messages
     stopped = lines[-1]
     assert stopped["message"] == "stopped" and stopped["records"] == 3 and stopped["drained_records"] == 0
+
+
+def test_made_request_ids_are_32_hex_characters_and_never_repeat() -> None:
+    made = [logs.REQUEST_IDS.next() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in made)
+
+
+def test_formatted_time_changes_with_the_second_it_caches() -> None:
+    formatter = logs.TextFormatter("%(asctime)s %(message)s")
+    formatter.converter = __import__("time").gmtime
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    record.created, record.msecs = 0.25, 250.0
+    assert formatter.format(record) == "1970-01-01 00:00:00,250 m"
+    record.created, record.msecs = 1.5, 500.0
+    assert formatter.format(record) == "1970-01-01 00:00:01,500 m"
+    assert formatter.formatTime(record, "%H:%M:%S") == "00:00:01"
