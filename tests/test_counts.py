@@ -379,3 +379,26 @@ def test_auto_prefers_whole_days_from_two_weeks():
     assert auto_interval(start, start + timedelta(days=59)) == ("1d", 86400)
     assert auto_interval(start, start + timedelta(days=61)) == ("7d", 7 * 86400)
     assert auto_interval(start, start + timedelta(days=2)) == ("1h", 3600)
+
+
+async def test_rowids_freed_by_deleting_the_newest_counted_rows_are_counted_when_reused(store):
+    """SQLite gives a new row max(rowid) + 1: deleting the newest counted rows hands their rowids out again,
+    below the watermark. The delete lowers the watermark with them, so the reused rowids are counted."""
+    rng = random.Random(17)
+    await store.write([accepted(record(rng, n)) for n in range(300)])
+    assert state(store.path) == (300, 300)
+    with sqlite3.connect(store.path) as db:
+        db.execute("DELETE FROM activity_decisions WHERE rowid > 250")  # CAVRA, or a prune of backfilled rows
+    assert state(store.path) == (250, 250)
+    await store.write([accepted(record(rng, n)) for n in range(1000, 1040)])
+    with sqlite3.connect(store.path) as db:
+        # And CAVRA inserting into freed rowids itself, after deleting again below the watermark.
+        db.execute("DELETE FROM activity_decisions WHERE rowid > 280")
+        db.execute(
+            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
+            " action_type, target, rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id)"
+            " VALUES ('cavra-2', 's-1', 'agent-9', 'ai', 'acme/a', 'baseline', 'write_file', '', 'rule.9', 'block',"
+            " 'high', '2026-03-02T10:30:00Z', NULL, '{}', 'acme')"
+        )
+    assert state(store.path) == (280, 281)
+    await check_all(store, store.path, rng)
