@@ -15,11 +15,40 @@ export function withQuery(path, params) {
   return query ? `${path}?${query}` : path;
 }
 
+function request(url) {
+  return fetch(url, { headers: { Accept: "application/json", ...authHeaders() }, cache: "no-store" });
+}
+
+// Calls boot.js starts before the views exist, by URL: each answer is handed out once, while fresh.
+const ahead = new Map();
+const FRESH_MS = 10_000;
+
+export function prefetch(path, params) {
+  const url = withQuery(path, params);
+  const response = request(url);
+  response.catch(() => {}); // whoever takes it sees the failure
+  ahead.set(url, { at: performance.now(), response });
+  return response;
+}
+
+function take(url) {
+  const early = ahead.get(url);
+  ahead.delete(url);
+  return early && performance.now() - early.at < FRESH_MS ? early.response : null;
+}
+
+// A promise that never rejects: { body } or { error }, so an answer can wait for its view unobserved.
+export function settled(promise) {
+  return promise.then((body) => ({ body }), (error) => ({ error }));
+}
+
 export async function getJson(path, params) {
   let response;
   try {
-    const headers = { Accept: "application/json", ...authHeaders() };
-    response = await fetch(withQuery(path, params), { headers, cache: "no-store" });
+    const url = withQuery(path, params);
+    response = await take(url);
+    // Asked before a token was given: ask again with it (a 401 now means the token is refused).
+    if (!response || response.status === 401) response = await request(url);
   } catch {
     throw new ApiError(0, "The API did not answer (network error). Is the server running?");
   }
