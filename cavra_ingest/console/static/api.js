@@ -1,5 +1,6 @@
 // Talks to the public JSON API only: whatever the console shows, a script can fetch the same way.
 import { askForToken, authHeaders } from "./auth.js";
+import { take } from "./early.js";
 
 export class ApiError extends Error {
   constructor(status, detail, parameter = null) {
@@ -17,24 +18,6 @@ export function withQuery(path, params) {
 
 function request(url) {
   return fetch(url, { headers: { Accept: "application/json", ...authHeaders() }, cache: "no-store" });
-}
-
-// Calls boot.js starts before the views exist, by URL: each answer is handed out once, while fresh.
-const ahead = new Map();
-const FRESH_MS = 10_000;
-
-export function prefetch(path, params) {
-  const url = withQuery(path, params);
-  const response = request(url);
-  response.catch(() => {}); // whoever takes it sees the failure
-  ahead.set(url, { at: performance.now(), response });
-  return response;
-}
-
-function take(url) {
-  const early = ahead.get(url);
-  ahead.delete(url);
-  return early && performance.now() - early.at < FRESH_MS ? early.response : null;
 }
 
 // A promise that never rejects: { body } or { error }, so an answer can wait for its view unobserved.

@@ -97,8 +97,8 @@ export function histogramParams(state, since, now = new Date()) {
 }
 
 // What the decisions view must show first (its page with the total, and the facets), when those URLs do not
-// depend on the moment they are asked (a preset window starts "now"): boot.js starts them early. The chart
-// is asked for once they are drawn: on a busy server it would only slow them down.
+// depend on the moment they are asked (a preset window starts "now"): boot.js starts them early (early.js
+// the default view's). The chart is asked for once they are drawn: on a busy server it would slow them.
 export function firstCalls(state) {
   if (state.view !== "decisions" || state.range in RANGES) return [];
   const { since } = resolveRange(state);
