@@ -889,10 +889,12 @@ def test_a_new_page_asks_for_its_page_and_facets_together_and_once_each(
     page.goto(server.url(f"/console{view}"))
     expect(page.locator("#facet-groups button.facet").first).to_be_visible()
     expect(page.locator("#histogram rect.hb").first).to_be_attached()
-    calls = [url.split("?")[0] for url in page.evaluate(API_CALLS)]
+    # A live poll (`count=false`) may come on a slow machine; every other call is made once.
+    calls = [url.split("?")[0] for url in page.evaluate(API_CALLS) if "count=false" not in url]
     assert sorted(calls) == ["/console/config", "/decisions", "/decisions/facets", "/decisions/histogram"]
     timings = page.evaluate(
-        "Object.fromEntries(performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch')"
+        "Object.fromEntries(performance.getEntriesByType('resource')"
+        ".filter(e => e.initiatorType === 'fetch' && !e.name.includes('count=false'))"
         ".map(e => [e.name.replace(location.origin, '').split('?')[0], [e.startTime, e.responseEnd]]))"
     )
     assert timings["/decisions/facets"][0] < timings["/decisions"][1]
