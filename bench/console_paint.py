@@ -106,8 +106,16 @@ def main() -> None:
     args = parser.parse_args()
     with sqlite3.connect(args.db) as db:
         rows = db.execute("SELECT max(rowid) FROM activity_decisions").fetchone()[0]
-    report = {"command": " ".join(["python -m bench.console_paint", *sys.argv[1:]]), "rows": rows}
+    # The command as run from the checkout: no machine's own paths in the results.
+    db = args.db.resolve()
+    shown = db.relative_to(RESULTS.parent.parent) if db.is_relative_to(RESULTS.parent.parent) else Path(db.name)
+    report: dict[str, object] = {
+        "command": f"python -m bench.console_paint --db {shown} --runs {args.runs}",
+        "rows": rows,
+    }
     report.update(measure(args.db, args.runs))
+    # The machine is shared: how busy it was says how far to trust the figures.
+    report["load_average_1m"] = round(os.getloadavg()[0], 1)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"console-paint-{rows}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -201,12 +201,19 @@ def queries(v: dict[str, Any]) -> dict[str, ListQuery]:
     """The representative listings, by name."""
     day_end = v["moment"]
     day_start = (datetime.fromisoformat(day_end) - timedelta(days=1)).isoformat(timespec="microseconds")
+    # The worst window for day buckets: half of each of two days at its edges.
+    noon = datetime.fromisoformat(day_end).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    noon_start, noon_end = (
+        noon.isoformat(timespec="microseconds"),
+        (noon + timedelta(days=1)).isoformat(timespec="microseconds"),
+    )
     q = ListQuery
     return {
         "unfiltered": q(),
         "agent_id": q(equals=(("agent_id", (v["agent"],)),)),
         "repository": q(equals=(("repository", (v["repository"],)),)),
         "policy_pack": q(equals=(("policy_pack", (v["pack"],)),)),
+        "policy_pack, half the rows (4 of 8)": q(equals=(("policy_pack", tuple(PACKS[:4])),)),
         "decision=block": q(equals=(("decision", ("block",)),)),
         "decision=rare": q(equals=(("decision", (RARE_OUTCOME,)),)),
         "severity=critical": q(equals=(("severity", ("critical",)),)),
@@ -221,6 +228,7 @@ def queries(v: dict[str, Any]) -> dict[str, ListQuery]:
         "block+critical": q(equals=(("decision", ("block",)), ("severity", ("critical",)))),
         "block|require_approval": q(equals=(("decision", ("block", "require_approval")),)),
         "time range 1 day": q(since=day_start, until=day_end),
+        "time range 1 day, noon to noon": q(since=noon_start, until=noon_end),
         "tenant+block+1 day": q(
             equals=(("tenant_id", (v["tenant"],)), ("decision", ("block",))), since=day_start, until=day_end
         ),

@@ -12,6 +12,8 @@ from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILT
 
 ASSETS = {
     "app.js": "text/javascript",
+    "boot.js": "text/javascript",
+    "early.js": "text/javascript",
     "api.js": "text/javascript",
     "config.js": "text/javascript",
     "decisions.js": "text/javascript",
@@ -91,7 +93,23 @@ def test_every_module_is_imported_by_name_and_preloaded():
             todo.extend(imports[name])
     assert reached == set(imports), "modules nothing imports"
     page = (STATIC / "index.html").read_text()
-    assert set(re.findall(r'<link rel="modulepreload" href="/console/static/([^"]+)">', page)) == reached - {"app.js"}
+    # early.js is also a script of its own, async and first in the head: it imports nothing, so it runs (and
+    # makes the first API calls) as soon as it arrives, before the rest of the graph.
+    assert '<script type="module" async src="/console/static/early.js"></script>' in page
+    assert imports["early.js"] == set()
+    preloaded = re.findall(r'<link rel="modulepreload" href="/console/static/([^"]+)">', page)
+    assert set(preloaded) == reached - {"app.js", "early.js"}
+
+
+def test_the_early_calls_are_the_ones_the_views_make():
+    # early.js cannot import the views' code; its copies of their defaults are checked here (the browser test
+    # `test_a_new_page_asks_for_its_page_and_facets_together_and_once_each` checks the URLs end to end).
+    early = (STATIC / "early.js").read_text()
+    assert 'const TOKEN_KEY = "cavra.token";' in early
+    assert 'const KEY = "cavra.token";' in (STATIC / "auth.js").read_text()
+    assert "default_limit: 50," in (STATIC / "config.js").read_text()
+    assert "export const FACET_VALUES = 25;" in (STATIC / "state.js").read_text()
+    assert 'DEFAULT_CALLS = ["/decisions?limit=50", "/decisions/facets?top=25"]' in early
 
 
 @pytest.mark.parametrize(

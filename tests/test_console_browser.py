@@ -872,3 +872,34 @@ def test_times_switch_between_utc_and_local(browser: Browser, server: LiveServer
         expect(page.get_by_label("Times in")).to_have_value("local")
     finally:
         context.close()
+
+
+API_CALLS = (
+    "performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch')"
+    ".map(e => e.name.replace(location.origin, ''))"
+)
+
+
+@pytest.mark.parametrize("view", ["", "?decision=block&repository=acme/api"])
+def test_a_new_page_asks_for_its_page_and_facets_together_and_once_each(
+    page: Page, server: LiveServer, view: str
+) -> None:
+    # boot.js starts these calls before the views load; the views take its answers instead of asking again,
+    # and the facets are asked for with the page, not after it was drawn.
+    page.goto(server.url(f"/console{view}"))
+    expect(page.locator("#facet-groups button.facet").first).to_be_visible()
+    expect(page.locator("#histogram rect.hb").first).to_be_attached()
+    # A live poll (`count=false`) may come on a slow machine; every other call is made once.
+    calls = [url.split("?")[0] for url in page.evaluate(API_CALLS) if "count=false" not in url]
+    assert sorted(calls) == ["/console/config", "/decisions", "/decisions/facets", "/decisions/histogram"]
+    timings = page.evaluate(
+        "Object.fromEntries(performance.getEntriesByType('resource')"
+        ".filter(e => e.initiatorType === 'fetch' && !e.name.includes('count=false'))"
+        ".map(e => [e.name.replace(location.origin, '').split('?')[0], [e.startTime, e.responseEnd]]))"
+    )
+    assert timings["/decisions/facets"][0] < timings["/decisions"][1]
+    # The chart waits for the page and facets: on a busy server it would only slow them down.
+    assert timings["/decisions/histogram"][0] > timings["/decisions"][1]
+    if not view:
+        # The default view needs nothing from the config to be asked for: it does not wait for it.
+        assert timings["/decisions"][0] < timings["/console/config"][1]

@@ -76,6 +76,9 @@ def queries(rng: random.Random) -> list[ListQuery]:
         windows.append((moment(lo), moment(lo + rng.uniform(0, 50))))
     filters: list[tuple[tuple[str, tuple[str, ...]], ...]] = [(), (("decision", ("block",)),)]
     filters += [(("tenant_id", ("acme",)),), (("tenant_id", ("globex",)), ("decision", ("block", "warn")))]
+    # Facets also come from the pair rows of one paired filter (any values), with the keyed ones.
+    filters += [(("policy_pack", ("strict",)),), (("severity", ("high", "critical")), ("decision", ("block",)))]
+    filters += [(("tenant_id", ("acme",)), ("action_type", ("shell_command",)))]
     out = [ListQuery(equals=f, since=lo, until=hi) for lo, hi in windows for f in filters]
     # Totals also take one counted field, alone or with the keyed ones.
     out += [ListQuery(equals=(("severity", ("critical",)),)), ListQuery(equals=(("repository", ("acme/b", "x")),))]
@@ -93,10 +96,12 @@ async def check_all(store: SqliteStore, path: Path, rng: random.Random) -> None:
                 assert await store.facets(query, top) == scanned_facets(path, query, top), (query, top)
 
 
-@pytest.fixture
-async def store(tmp_path: Path, monkeypatch):
-    # Every batch folds, so the answers below come from the counts; waiting rows have a test of their own.
+@pytest.fixture(params=[1, 250])
+async def store(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    # Every batch folds the plain counts, so the answers below come from them (waiting rows have a test of
+    # their own); pair rows folded with every batch, or every 250 rows (reads then also count those waiting).
     monkeypatch.setattr(counts, "FOLD_ROWS", 1)
+    monkeypatch.setattr(counts, "PAIR_BATCH", request.param)
     s = SqliteStore(tmp_path / "c.db")
     await s.open()
     yield s
@@ -212,20 +217,36 @@ async def test_filters_the_counts_lack_are_scanned(store):
     await store.write([accepted(record(rng, n)) for n in range(100)])
     query = ListQuery(equals=(("agent_id", ("agent-1",)), ("severity", ("high",))))
     assert counts.servable(query, facets=False) is None
-    assert counts.servable(ListQuery(equals=(("severity", ("high",)),)), facets=True) is None
+    assert counts.servable(query, facets=True) is None
+    assert counts.servable(ListQuery(equals=(("rule_id", ("rule.1",)),)), facets=True) is None
+    two = ListQuery(equals=(("severity", ("high",)), ("policy_pack", ("strict",))))
+    assert counts.servable(two, facets=True) is None
     assert (await store.list_decisions(query)).total == scanned_total(store.path, query)
 
 
 def test_a_window_is_split_into_whole_days_and_partial_days():
     p = counts.plan("2026-03-01T10:30:00.000000+00:00", "2026-03-04T02:00:00.000000+00:00")
-    assert p.buckets == [(10, "2026-03-02", "2026-03-04")]
+    # 13.5 hours of March 1st: the whole day, less its first 10.5 hours; 2 hours of March 4th: scanned.
+    assert p.buckets == [(10, "2026-03-01", "2026-03-04")]
     assert p.scans == [
-        ("2026-03-01T10:30:00.000000+00:00", "2026-03-02T00:00:00.000000+00:00"),
-        ("2026-03-04T00:00:00.000000+00:00", "2026-03-04T02:00:00.000000+00:00"),
+        ("2026-03-01T00:00:00.000000+00:00", "2026-03-01T10:30:00.000000+00:00", -1),
+        ("2026-03-04T00:00:00.000000+00:00", "2026-03-04T02:00:00.000000+00:00", 1),
     ]
     assert counts.plan(None, None).buckets == [(0, None, None)]
     short = counts.plan("2026-03-01T10:05:00.000000+00:00", "2026-03-02T10:00:00.000000+00:00")
-    assert short.buckets == [] and len(short.scans) == 1
+    assert short.buckets == [(10, "2026-03-01", "2026-03-02")] and [sign for *_, sign in short.scans] == [-1, 1]
+    narrow = counts.plan("2026-03-01T20:00:00.000000+00:00", "2026-03-02T03:00:00.000000+00:00")
+    assert narrow.buckets == [] and [sign for *_, sign in narrow.scans] == [1, 1]
+    # No edge scans more than half a day, however the window falls.
+    late = counts.plan("2026-03-01T23:00:00.000000+00:00", "2026-03-02T23:00:00.000000+00:00")
+    assert late.buckets == [(10, "2026-03-02", "2026-03-03")]
+    assert late.scans == [
+        ("2026-03-01T23:00:00.000000+00:00", "2026-03-02T00:00:00.000000+00:00", 1),
+        ("2026-03-02T23:00:00.000000+00:00", "2026-03-03T00:00:00.000000+00:00", -1),
+    ]
+    inside = counts.plan("2026-03-01T01:00:00.000000+00:00", "2026-03-01T23:00:00.000000+00:00")
+    assert inside.buckets == [(10, "2026-03-01", "2026-03-02")] and len(inside.scans) == 2
+    assert counts.plan("2026-03-01T01:00:00Z", "2026-03-01T02:00:00Z").buckets == []
     open_end = counts.plan("2026-03-01T00:00:00.000000+00:00", None)
     assert open_end == counts.Plan([(10, "2026-03-01", None)], [])
     # Another offset names the same instant: the day is UTC's.
@@ -402,3 +423,79 @@ async def test_rowids_freed_by_deleting_the_newest_counted_rows_are_counted_when
         )
     assert state(store.path) == (280, 281)
     await check_all(store, store.path, rng)
+
+
+def grouped_facets(path: Path, query: ListQuery, top: int) -> Facets:
+    """Plain SQL: the matching rows, one GROUP BY per facet field, nothing of the store's."""
+    where = " AND ".join(f"{name} IN ({', '.join('?' * len(values))})" for name, values in query.equals) or "1"
+    params = [v for _, values in query.equals for v in values]
+    rows = []
+    with sqlite3.connect(path) as db:
+        for name in FACET_FIELDS:
+            sql = f"SELECT {name}, count(*) FROM activity_decisions WHERE {where} GROUP BY {name}"
+            rows += [(name, value, n) for value, n in db.execute(sql, params)]
+    return facets_from_rows(rows, top)
+
+
+async def test_facets_for_each_single_filter_equal_a_group_by(store):
+    """Every filter field the console offers, fast path or index path, against GROUP BY on the file,
+    also with rows another program wrote straight into it (counted at read time, then folded in)."""
+    rng = random.Random(23)
+    await store.write([accepted(record(rng, n)) for n in range(400)])
+    with sqlite3.connect(store.path) as db:
+        from cavra_ingest.store.sql import INSERT_DECISION, decision_row
+
+        db.executemany(INSERT_DECISION, [decision_row(accepted(record(rng, n))) for n in range(400, 430)])
+        db.execute(
+            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
+            " action_type, target, rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id)"
+            " VALUES ('cavra-2', 's-acme-1', 'agent-1', 'ai', NULL, 'strict', 'write_file', '', 'rule.9', 'block',"
+            " 'informational', '2026-03-02T10:30:00Z', NULL, '{}', 'acme')"
+        )
+    assert state(store.path) == (400, 431)
+    singles = {
+        "session_id": "s-acme-1",
+        "agent_id": "agent-1",
+        "repository": "acme/b",
+        "policy_pack": "strict",
+        "decision": "block",
+        "severity": "informational",
+        "action_type": "write_file",
+        "tenant_id": "acme",
+    }
+    for rounds in range(2):
+        for name, value in singles.items():
+            query = ListQuery(equals=((name, (value,)),))
+            fast = counts.servable(query, facets=True) is not None
+            assert fast == (name in {*counts.PAIRED, *counts.KEYED}), name
+            for top in (10, 1):
+                assert await store.facets(query, top) == grouped_facets(store.path, query, top), (name, top)
+        # The next batch folds the rows written behind the writer's back into the counts.
+        await store.write([accepted(record(rng, 1000 + rounds))])
+    assert state(store.path) == (433, 433)
+
+
+def test_pair_rows_count_each_facet_field_per_paired_value(tmp_path):
+    from cavra_ingest.migrate import apply_migrations
+
+    path = tmp_path / "p.db"
+    apply_migrations(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
+        " action_type, rule_id, decision, severity, timestamp, payload)"
+        " VALUES ('x', 's', 'a', 'ai', 'r', 'p', 'w', 'ru', 'allow', 'low', '2026-03-01T00:00:00.000000+00:00', '{}')"
+    )
+    counts.catch_up(db)
+    fields = {row[0] for row in db.execute("SELECT field FROM activity_decision_counts WHERE span = 0")}
+    # Each facet field per value of each paired field, but not per its own value; the plain rows stay.
+    assert {"repository|severity=low", "agent_id|action_type=w", "severity|action_type=w", "action_type"} <= fields
+    assert {"repository|policy_pack=p", "policy_pack|severity=low"} <= fields
+    assert "severity|severity=low" not in fields and not any(f.startswith("rule_id|") for f in fields)
+    # Pair rows for all time only, and for a decision without a tenant only under any tenant ('*': no
+    # filter asks for a NULL tenant); a day holds the plain fields' rows alone.
+    per_span = dict(db.execute("SELECT span, count(*) FROM activity_decision_counts GROUP BY span").fetchall())
+    assert per_span == {10: 7, 0: 2 * 7 + 3 * 4}
+    tenants = {row[0] for row in db.execute("SELECT tenant FROM activity_decision_counts WHERE field LIKE '%|%'")}
+    assert tenants == {"*"}
+    db.close()

@@ -1,13 +1,18 @@
-"""Decision counts per time bucket, tenant, outcome and field value (SQLite, migration 013).
+"""Decision counts per time bucket, tenant, outcome and field value (SQLite, migrations 013 and 017).
 
 Facets and totals over broad filters read these instead of the decisions: all time is one bucket, a
-window is its whole days, and the decisions of the partial days at its edges are scanned through the time
-index (hour buckets were measured: +20-30 µs of writer CPU per decision, and with thousands of agents
-and repositories an hour holds about as many count rows as decisions, so they saved no reading).
+window is its whole days, and the partial days at its edges are read through the time index: a partial
+day of more than half a day as its whole day less the rest, so no edge reads more than half a day (hour
+buckets were measured: +20-30 µs of writer CPU per decision, and with thousands of agents and
+repositories an hour holds about as many count rows as decisions, so they saved no reading).
 
-Decisions not folded yet (the writer's own until FOLD_ROWS of them wait, and those CAVRA inserts into the
-file) have a rowid above `counted_rowid`: every read counts them from the table in the same snapshot, and
-the writer folds them all in with a later batch (or at open).
+Facets over all time filtered by a policy pack, a severity or an action type (any values) read pair rows
+(017): each facet field counted among the decisions of each value of those fields.
+
+Decisions not folded yet (the writer's own until FOLD_ROWS of them wait, pair rows until PAIR_BATCH do,
+and those CAVRA inserts into the file) have a rowid above `counted_rowid` (`paired_rowid` for the pair
+rows): every read counts them from the table in the same snapshot, and the writer folds them in with a
+later batch (or at open).
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from .base import FACET_FIELDS, ListQuery
 # Fields counted per value; the decision facet and the total are sums over the `severity` rows.
 COUNTED_FIELDS = ("severity", "repository", "agent_id", "policy_pack", "action_type", "workspace_id", "rule_id")
 TOTAL_FIELD = "severity"
+# Facet fields are also counted per value of one of these: filters no index serves, whose broad values
+# (a policy pack on half the rows) would otherwise read every match. Their keys are `field|given=value`.
+PAIRED = ("policy_pack", "severity", "action_type")
+PAIR_FIELDS = tuple(name for name in FACET_FIELDS if name != "decision")
 # Bucket lengths as prefixes of the normalised timestamp: all time, a day.
 ALL_TIME, DAY = 0, 10
-WINDOW_SPANS = ((DAY, timedelta(days=1)),)
+ONE_DAY = timedelta(days=1)
 # Filters the counts are keyed by: any values of these, plus (totals only) any values of one counted field.
 KEYED = frozenset({"tenant_id", "decision"})
 # More unseen rows than this and a read asks the writer to fold them in first, rather than count them.
@@ -42,6 +51,7 @@ CATCH_UP_CHUNK = 200_000
 # Each decision counts in its day, in all time under its tenant, and in all time under ANY_TENANT: with
 # thousands of agents and ten tenants, summing all tenants' rows made unfiltered facets 400 ms at 5 M.
 ANY_TENANT = "*"  # real tenants are keyed '' (NULL) or '=...', so this names none of them
+_TENANT = f"CASE WHEN s.rollup THEN '{ANY_TENANT}' ELSE ifnull('=' || d.tenant_id, '') END"
 _FIELDS = " UNION ALL ".join(f"SELECT '{name}' AS field" for name in COUNTED_FIELDS)
 _VALUE = (
     "CASE f.field "
@@ -74,6 +84,42 @@ ADD_DELTA = (
 STATE = "SELECT counted_rowid, (SELECT max(rowid) FROM activity_decisions) FROM activity_decision_counts_state"
 SET_STATE = "UPDATE activity_decision_counts_state SET counted_rowid = ? WHERE id = 1"
 
+# Pair rows (017): each facet field among the decisions of each value of a paired field, for all time
+# (per tenant and any tenant, per outcome), keyed `field|given=value`. Per day they would cost each write
+# about as much again as every other count row; a window with a paired filter reads its decisions.
+# They have a watermark of their own and are folded only once PAIR_BATCH rows wait: grouped over 1,000
+# rows they cost about a third of what 32-row batches paid (bench/wal.py), and reads count the few rows
+# above the watermark from the table, as they do for the plain counts.
+PAIR_BATCH = 1000
+# More unseen rows than this and a pair read asks the writer to fold them in first.
+PAIR_READ_LAG = 10_000
+# Rowids per pair fold when catching up: each adds 24 rows to sort (12 pairs, 2 tenant keys).
+PAIR_CATCH_UP_CHUNK = 50_000
+_PAIRS = " UNION ALL ".join(
+    f"SELECT '{name}' AS field, '{given}' AS given" for given in PAIRED for name in PAIR_FIELDS if name != given
+)
+_PAIR_VALUE = (
+    "CASE f.field "
+    + " ".join(f"WHEN '{name}' THEN d.{name}" for name in PAIR_FIELDS[:-1])
+    + f" ELSE d.{PAIR_FIELDS[-1]} END"
+)
+_GIVEN = (
+    "CASE f.given " + " ".join(f"WHEN '{name}' THEN d.{name}" for name in PAIRED[:-1]) + f" ELSE d.{PAIRED[-1]} END"
+)
+# A decision without a tenant gets only the any-tenant row: no filter asks for the tenant NULL, so its own
+# all-time row would never be read (a single-tenant deployment writes half the pair rows).
+PAIR_FOLD = f"""
+INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)
+SELECT {ALL_TIME}, '', {_TENANT}, d.decision, f.field || '|' || f.given || '=' || {_GIVEN},
+       ifnull('=' || {_PAIR_VALUE}, ''), count(*)
+FROM activity_decisions AS d, (SELECT 0 AS rollup UNION ALL SELECT 1) AS s, ({_PAIRS}) AS f
+WHERE d.rowid > ? AND d.rowid <= ? AND {_GIVEN} IS NOT NULL AND (s.rollup OR d.tenant_id IS NOT NULL)
+GROUP BY 3, 4, 5, 6
+ON CONFLICT DO UPDATE SET n = n + excluded.n
+"""
+PAIR_STATE = "SELECT paired_rowid, (SELECT max(rowid) FROM activity_decisions) FROM activity_decision_counts_state"
+SET_PAIR_STATE = "UPDATE activity_decision_counts_state SET paired_rowid = ? WHERE id = 1"
+
 
 def encode(value: str | None) -> str:
     """Key a value: '' for NULL, '=' and the value otherwise."""
@@ -85,19 +131,32 @@ def decode(key: str) -> str | None:
 
 
 def fold_new(db: sqlite3.Connection, chunk: int | None = None, *, at_least: int = 1) -> int:
-    """Inside the caller's write transaction, count decisions above the watermark; return rows left.
+    """Inside the caller's write transaction, count decisions above the watermarks; return rows left.
 
-    With fewer than `at_least` waiting, nothing is folded (and their number is returned).
+    With fewer than `at_least` waiting, the plain counts fold nothing (and their number is returned); pair
+    rows are folded when PAIR_BATCH rows wait (or, catching up, whatever waits).
     """
+    left = _fold_pairs(db, chunk)
     counted, newest = db.execute(STATE).fetchone()
     newest = newest or 0
     if newest - counted < max(at_least, 1):
-        return max(newest - counted, 0)
+        return max(left, newest - counted, 0)
     upto = newest if chunk is None else min(newest, counted + chunk)
     db.execute(DELTA, (counted, upto))
     for sql in ADD_DELTA:
         db.execute(sql)
     db.execute(SET_STATE, (upto,))
+    return max(left, newest - upto)
+
+
+def _fold_pairs(db: sqlite3.Connection, chunk: int | None) -> int:
+    paired, newest = db.execute(PAIR_STATE).fetchone()
+    newest = newest or 0
+    if newest - paired < (PAIR_BATCH if chunk is None else 1):
+        return 0 if chunk is None else newest - paired
+    upto = newest if chunk is None else min(newest, paired + min(chunk, PAIR_CATCH_UP_CHUNK))
+    db.execute(PAIR_FOLD, (paired, upto))
+    db.execute(SET_PAIR_STATE, (upto,))
     return newest - upto
 
 
@@ -121,16 +180,18 @@ def rebuild(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")
     db.execute("DELETE FROM activity_decision_counts")
     db.execute(SET_STATE, (0,))
+    db.execute(SET_PAIR_STATE, (0,))
     db.execute("COMMIT")
     catch_up(db)
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """How one query is answered: bucket ranges in the counts, time ranges scanned in the decisions."""
+    """How one query is answered: bucket ranges in the counts, time ranges of decisions scanned to add
+    (sign 1) or to take away (sign -1: the rest of a day counted whole)."""
 
     buckets: list[tuple[int, str | None, str | None]]
-    scans: list[tuple[str | None, str | None]]
+    scans: list[tuple[str | None, str | None, int]]
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -141,52 +202,108 @@ def _text(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-def _floor(moment: datetime, span: int) -> datetime:
+def _floor(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def _mostly(start: datetime, stop: datetime) -> bool:
+    """Whether [start, stop), inside one day, is more than half of it: then its day minus the rest is cheaper."""
+    return (stop - start) * 2 > ONE_DAY
+
+
 def plan(since: str | None, until: str | None) -> Plan:
-    """Split `[since, until)` into whole days from the counts and partial days to scan."""
+    """Split `[since, until)` into day buckets and the partial days at its edges.
+
+    A partial day is scanned, or, when it is more than half its day, the day is counted whole and the
+    rest of it scanned and taken away: no edge scans more than half a day.
+    """
     if since is None and until is None:
         return Plan([(ALL_TIME, None, None)], [])
+    lo, hi = _parse(since), _parse(until)
+    if lo is not None and hi is not None and lo >= hi:
+        return Plan([], [])
+    scans: list[tuple[str | None, str | None, int]] = []
+
+    def edge(start: datetime, stop: datetime) -> tuple[datetime, datetime] | None:
+        """Cover [start, stop) inside one day; return the day to count whole, if that is the cheaper way."""
+        day = _floor(start)
+        if not _mostly(start, stop):
+            scans.append((_text(start), _text(stop), 1))
+            return None
+        if start > day:
+            scans.append((_text(day), _text(start), -1))
+        if stop < day + ONE_DAY:
+            scans.append((_text(stop), _text(day + ONE_DAY), -1))
+        return day, day + ONE_DAY
+
+    first = None if lo is None else (lo if _floor(lo) == lo else _floor(lo) + ONE_DAY)
+    end = None if hi is None else _floor(hi)
+    if first is not None and end is not None and first > end:
+        # Inside one day.
+        assert lo is not None and hi is not None
+        whole = edge(lo, hi)
+        return Plan([] if whole is None else [(DAY, _text(whole[0])[:DAY], _text(whole[1])[:DAY])], scans)
+    if lo is not None and first is not None and lo < first:
+        whole = edge(lo, first)
+        first = first if whole is None else whole[0]
+    if hi is not None and end is not None and end < hi:
+        whole = edge(end, hi)
+        end = end if whole is None else whole[1]
     buckets: list[tuple[int, str | None, str | None]] = []
-    scans: list[tuple[str | None, str | None]] = []
-
-    def cover(lo: datetime | None, hi: datetime | None, level: int) -> None:
-        if lo is not None and hi is not None and lo >= hi:
-            return
-        if level == len(WINDOW_SPANS):
-            scans.append((None if lo is None else _text(lo), None if hi is None else _text(hi)))
-            return
-        span, step = WINDOW_SPANS[level]
-        first = None if lo is None else (lo if _floor(lo, span) == lo else _floor(lo, span) + step)
-        end = None if hi is None else _floor(hi, span)
-        if first is not None and end is not None and first >= end:
-            cover(lo, hi, level + 1)
-            return
-        buckets.append(
-            (span, None if first is None else _text(first)[:span], None if end is None else _text(end)[:span])
-        )
-        if lo is not None and first is not None:
-            cover(lo, first, level + 1)
-        if hi is not None and end is not None:
-            cover(end, hi, level + 1)
-
-    cover(_parse(since), _parse(until), 0)
+    if first is None or end is None or first < end:
+        buckets.append((DAY, None if first is None else _text(first)[:DAY], None if end is None else _text(end)[:DAY]))
     return Plan(buckets, scans)
 
 
+def _given(query: ListQuery) -> tuple[str, tuple[str, ...]] | None:
+    """The paired filter of a query the counts answer, with its values."""
+    for name, values in query.equals:
+        if name in PAIRED:
+            return name, values
+    return None
+
+
 def servable(query: ListQuery, *, facets: bool) -> str | None:
-    """Say which counted field answers this query ('' for none needed), or None if counts cannot."""
+    """Say which counted field answers this query ('' for none needed), or None if counts cannot.
+
+    For facets over all time the field may be a paired one, whose filter the pair rows answer (the
+    histogram and time bounds, which read day rows, take only ''); for totals, any counted field.
+    """
     if query.min_blocked is not None or query.after is not None or query.terms or query.prefixes:
         # Counts are kept per exact value: a search or a prefix must read the rows.
         return None
     other = [name for name, _ in query.equals if name not in KEYED]
     if not other:
         return ""
-    if facets or len(other) > 1 or other[0] not in COUNTED_FIELDS:
+    if len(other) > 1 or other[0] not in (PAIRED if facets else COUNTED_FIELDS):
+        return None
+    if facets and (query.since is not None or query.until is not None):
+        # Pair rows are all-time rows only.
         return None
     return other[0]
+
+
+def pair_key(field: str, given: str, value: str) -> str:
+    """The `field` key of `field`'s counts among decisions whose `given` is `value`."""
+    return f"{field}|{given}={value}"
+
+
+def _total_field(given: str) -> str:
+    # Every decision is counted once in every field, so any field's rows add up to the total.
+    return "action_type" if given == TOTAL_FIELD else TOTAL_FIELD
+
+
+def _keys(query: ListQuery, field: str) -> list[str]:
+    """The `field` keys whose rows count `field` among the query's decisions (TOTAL_FIELD: the total)."""
+    given = _given(query)
+    if given is None:
+        return [field]
+    name, values = given
+    return [pair_key(_total_field(name) if field == TOTAL_FIELD else field, name, v) for v in values]
+
+
+def _in(values: Sequence[Any]) -> str:
+    return f"({', '.join('?' * len(values))})"
 
 
 def _arms(p: Plan, query: ListQuery) -> list[tuple[str, list[Any]]]:
@@ -204,13 +321,13 @@ def _arms(p: Plan, query: ListQuery) -> list[tuple[str, list[Any]]]:
             arm.append("bucket < ?")
             params.append(end)
         if "tenant_id" in given:
-            arm.append(f"tenant IN ({', '.join('?' * len(given['tenant_id']))})")
+            arm.append(f"tenant IN {_in(given['tenant_id'])}")
             params.extend(encode(v) for v in given["tenant_id"])
         elif span == ALL_TIME:
             arm.append("tenant = ?")
             params.append(ANY_TENANT)
         if "decision" in given:
-            arm.append(f"decision IN ({', '.join('?' * len(given['decision']))})")
+            arm.append(f"decision IN {_in(given['decision'])}")
             params.extend(given["decision"])
         arms.append((" AND ".join(arm), params))
     return arms
@@ -225,7 +342,7 @@ def _scan_where(
     clauses: list[str] = ["1"]
     params: list[Any] = []
     for name, values in query.equals:
-        clauses.append(f"+{name} IN ({', '.join('?' * len(values))})")
+        clauses.append(f"+{name} IN {_in(values)}")
         params.extend(values)
     plus = "+" if above is not None else ""
     if since is not None:
@@ -243,10 +360,10 @@ def _scan_where(
     return " WHERE " + " AND ".join(clauses), params
 
 
-def _scans(query: ListQuery, p: Plan, counted: int) -> list[tuple[str, list[Any]]]:
+def _scans(query: ListQuery, p: Plan, counted: int) -> list[tuple[str, list[Any], int]]:
     # Counted rows in the partial days; then rows not counted yet, wherever they fall in the window.
-    wheres = [_scan_where(query, since, until, upto=counted) for since, until in p.scans]
-    wheres.append(_scan_where(query, query.since, query.until, above=counted))
+    wheres = [(*_scan_where(query, since, until, upto=counted), sign) for since, until, sign in p.scans]
+    wheres.append((*_scan_where(query, query.since, query.until, above=counted), 1))
     return wheres
 
 
@@ -258,23 +375,26 @@ def total_statements(query: ListQuery, field: str, counted: int) -> list[tuple[s
         where, values = f"field = ? AND {arm}", [field or TOTAL_FIELD, *params]
         if field:
             wanted = dict(query.equals)[field]
-            where += f" AND value IN ({', '.join('?' * len(wanted))})"
+            where += f" AND value IN {_in(wanted)}"
             values.extend(encode(v) for v in wanted)
         statements.append((f"SELECT ifnull(sum(n), 0) FROM activity_decision_counts WHERE {where}", values))
-    statements += [(f"SELECT count(*) FROM activity_decisions{w}", ps) for w, ps in _scans(query, p, counted)]
+    statements += [
+        (f"SELECT {sign} * count(*) FROM activity_decisions{w}", ps) for w, ps, sign in _scans(query, p, counted)
+    ]
     return statements
 
 
 def facet_scans(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
-    """Statements yielding (field, value, count) rows of the decisions the counts do not hold."""
+    """Statements yielding (field, value, count) rows of the decisions the counts do not hold (or hold too many)."""
     picked = ", ".join(FACET_FIELDS)
-    grouped = " UNION ALL ".join(
-        f"SELECT '{name}', ifnull('=' || {name}, ''), count(*) FROM rows GROUP BY {name}" for name in FACET_FIELDS
-    )
-    return [
-        (f"WITH rows AS MATERIALIZED (SELECT {picked} FROM activity_decisions{w}) {grouped}", ps)
-        for w, ps in _scans(query, plan(query.since, query.until), counted)
-    ]
+    statements = []
+    for w, ps, sign in _scans(query, plan(query.since, query.until), counted):
+        grouped = " UNION ALL ".join(
+            f"SELECT '{name}', ifnull('=' || {name}, ''), {sign} * count(*) FROM rows GROUP BY {name}"
+            for name in FACET_FIELDS
+        )
+        statements.append((f"WITH rows AS MATERIALIZED (SELECT {picked} FROM activity_decisions{w}) {grouped}", ps))
+    return statements
 
 
 def facet_counts(query: ListQuery, top: int | None) -> list[tuple[str, list[Any]]]:
@@ -283,23 +403,36 @@ def facet_counts(query: ListQuery, top: int | None) -> list[tuple[str, list[Any]
     `top` may be given only when nothing else adds to the counts (no scanned rows): then the top values of
     the counts are the answer's. The outcomes are never cut, since the total is their sum. One statement
     per field: all-time rows of one field are read in value order, so they are summed without a sort.
+    With a paired filter, the rows are its values' pair rows, and its own facet is its values' totals.
     """
     arms = _arms(plan(query.since, query.until), query)
+    given = _given(query)
     statements = []
     for name in FACET_FIELDS:
-        column, field = ("'=' || decision", TOTAL_FIELD) if name == "decision" else ("value", name)
+        keys = _keys(query, TOTAL_FIELD if name == "decision" else name)
+        if name == "decision":
+            column = "'=' || decision"
+        elif given is not None and name == given[0]:
+            # The total keys differ only in the given value, after a prefix of one length.
+            column, keys = (
+                f"'=' || substr(field, {len(pair_key(_total_field(name), name, '')) + 1})",
+                _keys(query, TOTAL_FIELD),
+            )
+        else:
+            column = "value"
+        where = f"field IN {_in(keys)}"
         if len(arms) == 1:
             arm, values = arms[0]
             inner = (
                 f"SELECT {column} AS v, sum(n) AS total FROM activity_decision_counts"
-                f" WHERE field = ? AND {arm} GROUP BY {column}"
+                f" WHERE {where} AND {arm} GROUP BY {column}"
             )
-            params: list[Any] = [field, *values]
+            params: list[Any] = [*keys, *values]
         else:
-            parts = [f"SELECT {column} AS v, n FROM activity_decision_counts WHERE field = ? AND {a}" for a, _ in arms]
+            parts = [f"SELECT {column} AS v, n FROM activity_decision_counts WHERE {where} AND {a}" for a, _ in arms]
             rows = " UNION ALL ".join(parts) or "SELECT '' AS v, 0 AS n WHERE 0"
             inner = f"SELECT v, sum(n) AS total FROM ({rows}) GROUP BY v"
-            params = [v for _, values in arms for v in (field, *values)]
+            params = [v for _, values in arms for v in (*keys, *values)]
         sql = f"SELECT '{name}', v, total FROM ({inner}) WHERE total != 0"
         if top is not None and name != "decision":
             # Ties as facets_from_rows ranks them: by value ascending, NULL ('') first.
@@ -315,16 +448,21 @@ def histogram_statements(query: ListQuery, counted: int) -> list[tuple[str, list
     if p.buckets == [(ALL_TIME, None, None)]:
         # All time, but as its days: every day bucket of every tenant.
         p = Plan([(DAY, None, None)], [])
+    keys = _keys(query, TOTAL_FIELD)
     statements = [
         (
-            f"SELECT bucket, decision, sum(n) FROM activity_decision_counts WHERE field = ? AND {arm} GROUP BY 1, 2",
-            [TOTAL_FIELD, *params],
+            f"SELECT bucket, decision, sum(n) FROM activity_decision_counts WHERE field IN {_in(keys)} AND {arm}"
+            " GROUP BY 1, 2",
+            [*keys, *params],
         )
         for arm, params in _arms(p, query)
     ]
     statements += [
-        (f"SELECT substr(timestamp, 1, {DAY}), decision, count(*) FROM activity_decisions{w} GROUP BY 1, 2", ps)
-        for w, ps in _scans(query, p, counted)
+        (
+            f"SELECT substr(timestamp, 1, {DAY}), decision, {sign} * count(*) FROM activity_decisions{w} GROUP BY 1, 2",
+            ps,
+        )
+        for w, ps, sign in _scans(query, p, counted)
     ]
     return statements
 
@@ -334,6 +472,7 @@ def bounds_statements(query: ListQuery, counted: int) -> list[tuple[str, list[An
     # The first and last counted days come from the counts; only those two days are read, walking the time
     # index from the day's edge to the first match. Rows not counted yet are read by rowid.
     ((arm, params),) = _arms(Plan([(DAY, None, None)], []), query)
+    keys = _keys(query, TOTAL_FIELD)
     where, values = _scan_where(query, None, None)
     filters = where.removeprefix(" WHERE ")
     # Every time with the day's prefix lies in [day, day || the highest code point).
@@ -342,12 +481,13 @@ def bounds_statements(query: ListQuery, counted: int) -> list[tuple[str, list[An
         " AND {1} ORDER BY timestamp {2} LIMIT 1)"
     )
     days = (
-        f"SELECT min(bucket) AS lo, max(bucket) AS hi FROM activity_decision_counts WHERE field = ? AND {arm} AND n > 0"
+        "SELECT min(bucket) AS lo, max(bucket) AS hi FROM activity_decision_counts"
+        f" WHERE field IN {_in(keys)} AND {arm} AND n > 0"
     )
     sql = f"SELECT {edge.format('lo', filters, 'ASC')}, {edge.format('hi', filters, 'DESC')} FROM ({days}) AS d"
     unseen, unseen_values = _scan_where(query, None, None, above=counted)
     return [
-        (sql, [*values, *values, TOTAL_FIELD, *params]),
+        (sql, [*values, *values, *keys, *params]),
         (f"SELECT min(timestamp), max(timestamp) FROM activity_decisions{unseen}", unseen_values),
     ]
 

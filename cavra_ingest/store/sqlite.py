@@ -512,11 +512,14 @@ class SqliteStore:
 
     async def facets(self, query: ListQuery, top: int) -> Facets:
         """Count matches per facet field (from the counts when they answer the filter); keep the top values."""
-        if counts.servable(query, facets=True) is not None:
-            # The top values straight from the counts when no scanned row adds to them (the usual case).
+        field = counts.servable(query, facets=True)
+        if field is not None:
+            # The top values straight from the counts when no scanned row adds to them (the usual case); a
+            # paired filter's from its pair rows, which have a watermark of their own.
             parts = await self._counted(
                 lambda counted: counts.facet_scans(query, counted),
                 lambda scanned: counts.facet_counts(query, None if scanned else top),
+                pairs=bool(field),
             )
             return facets_from_rows(counts.merge_facet_rows(parts), top)
         async with self._heavy_reader() as db:
@@ -528,20 +531,24 @@ class SqliteStore:
         self,
         statements: Callable[[int], list[tuple[str, list[Any]]]],
         last: Callable[[bool], list[tuple[str, list[Any]]]] | None = None,
+        *,
+        pairs: bool = False,
     ) -> list[Any]:
         """Run count statements in one read snapshot, after folding in a backlog of uncounted rows.
 
-        `last`, told whether the statements returned any row, gives more statements to run.
+        `last`, told whether the statements returned any row, gives more statements to run. `pairs`: the
+        statements read pair rows, so the rows above the pairs' watermark are the uncounted ones.
         """
+        state, lag = (counts.PAIR_STATE, counts.PAIR_READ_LAG) if pairs else (counts.STATE, counts.CATCH_UP_ROWS)
         async with self._reader() as db:
-            counted, newest = (await db.execute_fetchall(counts.STATE))[0]  # type: ignore[index]
-        if (newest or 0) - counted > counts.CATCH_UP_ROWS and self._writer is not None:
+            counted, newest = (await db.execute_fetchall(state))[0]  # type: ignore[index]
+        if (newest or 0) - counted > lag and self._writer is not None:
             await self._on_writer(counts.catch_up, self._writer)
         async with self._reader() as db:
             # One snapshot: the watermark, the counts and the scans agree even while the writer commits.
             await db.execute("BEGIN")
             try:
-                counted = (await db.execute_fetchall(counts.STATE))[0][0]  # type: ignore[index]
+                counted = (await db.execute_fetchall(state))[0][0]  # type: ignore[index]
                 rows: list[Any] = []
                 for sql, params in statements(counted):
                     rows.extend(await db.execute_fetchall(sql, params))
@@ -558,7 +565,7 @@ class SqliteStore:
         return bool(rows)
 
     async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
-        if unit_chars == counts.DAY and counts.servable(query, facets=True) is not None:
+        if unit_chars == counts.DAY and counts.servable(query, facets=True) == "":
             # Whole-day buckets over keyed filters: each day's outcomes from the counts (counts.py).
             return counts.merge_histogram_rows(await self._counted(lambda c: counts.histogram_statements(query, c)))
         async with self._heavy_reader() as db:
@@ -566,7 +573,7 @@ class SqliteStore:
             return [(row[0], row[1], row[2]) for row in await db.execute_fetchall(sql, params)]
 
     async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
-        if query.since is None and query.until is None and counts.servable(query, facets=True) is not None:
+        if query.since is None and query.until is None and counts.servable(query, facets=True) == "":
             # All time over keyed filters: the first and last days from the counts, then only those days read.
             rows = await self._counted(lambda c: counts.bounds_statements(query, c))
             firsts = [row[0] for row in rows if row[0] is not None]

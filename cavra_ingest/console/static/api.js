@@ -1,5 +1,6 @@
 // Talks to the public JSON API only: whatever the console shows, a script can fetch the same way.
 import { askForToken, authHeaders } from "./auth.js";
+import { take } from "./early.js";
 
 export class ApiError extends Error {
   constructor(status, detail, parameter = null) {
@@ -15,11 +16,22 @@ export function withQuery(path, params) {
   return query ? `${path}?${query}` : path;
 }
 
+function request(url) {
+  return fetch(url, { headers: { Accept: "application/json", ...authHeaders() }, cache: "no-store" });
+}
+
+// A promise that never rejects: { body } or { error }, so an answer can wait for its view unobserved.
+export function settled(promise) {
+  return promise.then((body) => ({ body }), (error) => ({ error }));
+}
+
 export async function getJson(path, params) {
   let response;
   try {
-    const headers = { Accept: "application/json", ...authHeaders() };
-    response = await fetch(withQuery(path, params), { headers, cache: "no-store" });
+    const url = withQuery(path, params);
+    response = await take(url);
+    // Asked before a token was given: ask again with it (a 401 now means the token is refused).
+    if (!response || response.status === 401) response = await request(url);
   } catch {
     throw new ApiError(0, "The API did not answer (network error). Is the server running?");
   }

@@ -1,5 +1,6 @@
 // The Activity Explorer's router: URL state in, the view's module draws it. Each view lives in its own file.
 import { getJson } from "./api.js";
+import { booted } from "./boot.js";
 import { config, sharedFilters } from "./config.js";
 import { syncDetail, wireDetail } from "./dialog.js";
 import { buildForm, fillForm, wireForm } from "./filters.js";
@@ -84,6 +85,7 @@ async function loadConfig() {
 async function start() {
   ui.state = parseLocation(location.search);
   ui.prevStack = (history.state && history.state.prev) || [];
+  await booted;
   await loadConfig();
   ui.state = parseLocation(location.search); // again, now that the filter names are known
   $("store-kind").textContent = config.activity_mode;

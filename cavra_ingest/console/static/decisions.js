@@ -1,10 +1,10 @@
 // The decisions list: its rows, export links and facet sidebar. list.js fetches, pages and polls it.
-import { getJson, withQuery } from "./api.js";
+import { getJson, settled, withQuery } from "./api.js";
 import { loadHistogram } from "./histogram.js";
 import { config, isMulti } from "./config.js";
 import { filterLabel } from "./filters.js";
 import { DECISION_COLUMNS, badge, decisionRow, el } from "./render.js";
-import { filterParams, toSearch } from "./state.js";
+import { facetParams, toSearch } from "./state.js";
 import { $, navigate, ui, withFilters } from "./ui.js";
 
 let refocus = null; // the facet button to focus again once the sidebar is redrawn
@@ -20,33 +20,35 @@ export const decisionsList = {
     $("export-csv").href = withQuery("/decisions.csv", params);
     $("export-ndjson").href = withQuery("/decisions.ndjson", params);
   },
+  starting(gen, since) {
+    early = { gen, facets: settled(getJson("/decisions/facets", facetParams(ui.state, since))) };
+  },
   loaded(gen) {
     // Facets and the chart count the whole window (seconds at millions of rows): while live updates bring
-    // new rows, they refresh no more often than ten times what they last took. A new view always loads them.
+    // new rows, they refresh no more often than ten times what they last took. A new view always loads them:
+    // its facets from the call `starting` made beside its page, its chart once the page is drawn.
     const now = performance.now();
     if (gen === heavy.gen && now - heavy.at < heavy.took * 10) return;
     Object.assign(heavy, { gen, at: now });
-    Promise.all([loadFacets(gen), loadHistogram(gen)]).then(() => {
+    const started = early && early.gen === gen ? early : {};
+    early = null;
+    Promise.all([loadFacets(gen, started.facets), loadHistogram(gen)]).then(() => {
       heavy.took = performance.now() - now;
     });
   },
 };
 
 const heavy = { gen: -1, at: 0, took: 0 };
+let early = null; // { gen, facets }: the facets on their way for a new view
 
 // Values each facet shows before "Show more"; the rest of the fetched top values wait behind it.
 const FIRST_VALUES = 5;
-const FETCHED_VALUES = 25;
 const expanded = new Set();
 
 // GET /decisions/facets answers {total, top, facets: {field: [{value, count}]}}, most frequent first.
-async function loadFacets(gen) {
-  let body;
-  try {
-    const params = filterParams(ui.state, ui.shown.since);
-    params.set("top", String(FETCHED_VALUES));
-    body = await getJson("/decisions/facets", params);
-  } catch {
+async function loadFacets(gen, pending) {
+  const { body, error } = await (pending || settled(getJson("/decisions/facets", facetParams(ui.state, ui.shown.since))));
+  if (error) {
     if (gen === ui.generation) $("facets").hidden = true; // the table and its error banner say what went wrong
     return;
   }

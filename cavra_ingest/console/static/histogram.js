@@ -1,11 +1,11 @@
 // The chart above the decisions table: matches per time bucket as stacked outcome bars (plain SVG: a few
 // dozen rects need no library, and nothing here needs a style attribute the CSP would refuse).
 // Dragging across it, or picking bars with the keyboard, zooms the whole view to that window (URL state).
-import { getJson } from "./api.js";
+import { getJson, settled } from "./api.js";
 import { clock, clockText as inClock } from "./clock.js";
 import { config } from "./config.js";
 import { labelOf } from "./render.js";
-import { filterParams } from "./state.js";
+import { histogramParams } from "./state.js";
 import { $, navigate, ui, withFilters } from "./ui.js";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -33,14 +33,8 @@ function describe(bucket) {
 export async function loadHistogram(gen) {
   const box = $("histogram");
   if (ui.state.view !== "decisions") return;
-  const params = filterParams(ui.state, ui.shown.since);
-  // A preset window ends now, not at the latest match.
-  if (params.has("since") && !params.has("until")) params.set("until", new Date().toISOString());
-  params.set("interval", "auto");
-  let body;
-  try {
-    body = await getJson("/decisions/histogram", params);
-  } catch {
+  const { body, error } = await settled(getJson("/decisions/histogram", histogramParams(ui.state, ui.shown.since)));
+  if (error) {
     if (gen === ui.generation) box.hidden = true; // the table's own error banner says what went wrong
     return;
   }

@@ -6,7 +6,7 @@ import { showFirstRun } from "./firstrun.js";
 import { syncDetail } from "./dialog.js";
 import { el, headRow } from "./render.js";
 import { sessionsList } from "./sessions.js";
-import { filterParams, resolveRange, sameListing, toSearch } from "./state.js";
+import { filterParams, listParams as paramsOf, resolveRange, sameListing, toSearch } from "./state.js";
 import { clearError, markChecked, schedulePoll, showError } from "./status.js";
 import { $, navigate, ui, withFilters } from "./ui.js";
 
@@ -15,11 +15,7 @@ const LISTS = { decisions: decisionsList, sessions: sessionsList };
 const totals = new Map();
 
 function listParams(since, count) {
-  const params = filterParams(ui.state, since);
-  params.set("limit", ui.state.limit || String(config.default_limit));
-  if (ui.state.cursor) params.set("cursor", ui.state.cursor);
-  if (!count) params.set("count", "false");
-  return params;
+  return paramsOf(ui.state, since, count);
 }
 
 function signature(items) {
@@ -33,6 +29,8 @@ export async function loadList({ poll = false } = {}) {
   const { since } = resolveRange(state);
   const key = toSearch({ ...state, cursor: "", detail: "", since: state.range === "custom" ? state.since : "" });
   if (!poll) $("results").setAttribute("aria-busy", "true");
+  // A new view asks for what it shows beside the page (facets, chart) at once, not after the page.
+  if (!poll && list.starting) list.starting(gen, since);
   try {
     let body = await getJson(list.path, listParams(since, !poll && !state.cursor));
     if (gen !== ui.generation) return;

@@ -1,5 +1,5 @@
 // The whole view state lives in the console's URL; these functions convert between the two.
-import { allFilters, filtersFor } from "./config.js";
+import { allFilters, config, filtersFor } from "./config.js";
 
 export const RANGES = { "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3 };
 const VIEWS = ["decisions", "sessions", "session"];
@@ -68,6 +68,41 @@ export function filterParams(state, since) {
   if (range.until) q.set("until", range.until);
   if (state.q && state.view !== "sessions") q.set("q", state.q);
   return q;
+}
+
+// A listing page: the filters, page size and cursor; `count=false` unless the total is wanted.
+export function listParams(state, since, count) {
+  const params = filterParams(state, since);
+  params.set("limit", state.limit || String(config.default_limit));
+  if (state.cursor) params.set("cursor", state.cursor);
+  if (!count) params.set("count", "false");
+  return params;
+}
+
+// The facet sidebar fetches this many top values per field (it shows fewer until asked).
+export const FACET_VALUES = 25;
+
+export function facetParams(state, since) {
+  const params = filterParams(state, since);
+  params.set("top", String(FACET_VALUES));
+  return params;
+}
+
+export function histogramParams(state, since, now = new Date()) {
+  const params = filterParams(state, since);
+  // A preset window ends now, not at the latest match.
+  if (params.has("since") && !params.has("until")) params.set("until", now.toISOString());
+  params.set("interval", "auto");
+  return params;
+}
+
+// What the decisions view must show first (its page with the total, and the facets), when those URLs do not
+// depend on the moment they are asked (a preset window starts "now"): boot.js starts them early (early.js
+// the default view's). The chart is asked for once they are drawn: on a busy server it would slow them.
+export function firstCalls(state) {
+  if (state.view !== "decisions" || state.range in RANGES) return [];
+  const { since } = resolveRange(state);
+  return [["/decisions", listParams(state, since, !state.cursor)], ["/decisions/facets", facetParams(state, since)]];
 }
 
 export function sameListing(a, b) {
