@@ -234,7 +234,7 @@ async def test_migration_015_upgrades_a_file_with_tokens(tmp_path: Path) -> None
             "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at) VALUES "
             "('tok_old', 'old', 'h', 'ingest', '2026-01-01T00:00:00.000000+00:00')"
         )
-    assert apply_migrations(db) == ["015_token_quotas.sql"]
+    assert apply_migrations(db)[0] == "015_token_quotas.sql"  # then any later ones
     tokens = SqliteTokens(db)
     assert [(t.id, t.daily_quota) for t in await tokens.list()] == [("tok_old", None)]
     assert await tokens.usage("tok_old", "2026-01-01") == 0
@@ -263,7 +263,7 @@ async def test_migration_015_upgrades_a_postgres_schema_with_tokens(tmp_path: Pa
             "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at) VALUES "
             "('tok_old', 'old', 'h', 'ingest', '2026-01-01T00:00:00.000000+00:00')"
         )
-        assert await apply_postgres_migrations(conn) == ["015_token_quotas.sql"]
+        assert (await apply_postgres_migrations(conn))[0] == "015_token_quotas.sql"
         tokens = PostgresTokens(POSTGRES_URL, schema)
         await tokens.open()
         try:
