@@ -46,6 +46,28 @@ def record(rng: random.Random, n: int) -> dict[str, Any]:
     }
 
 
+# What CAVRA's own store fills in when it inserts a decision; tests override the fields they look at.
+CAVRA_ROW: dict[str, Any] = {
+    "session_id": "s",
+    "agent_id": "a",
+    "actor": "ai",
+    "policy_pack": "p",
+    "action_type": "w",
+    "rule_id": "r",
+    "decision": "allow",
+    "severity": "low",
+    "timestamp": "2026-03-01T00:00:00.000000+00:00",
+    "payload": "{}",
+}
+
+
+def cavra_insert(db: sqlite3.Connection, decision_id: str, **fields: Any) -> None:
+    """Insert a decision straight into the file, as CAVRA does: no writer, no counts, only the file's triggers."""
+    row = {"decision_id": decision_id, **CAVRA_ROW, **fields}
+    columns, marks = ", ".join(row), ", ".join("?" * len(row))
+    db.execute(f"INSERT INTO activity_decisions ({columns}) VALUES ({marks})", tuple(row.values()))
+
+
 def accepted(fields: dict[str, Any]) -> Any:
     return normalize(DECODER.decode(msgspec.json.encode({k: v for k, v in fields.items() if v is not None})), [])
 
@@ -127,11 +149,21 @@ async def test_rows_cavra_inserts_are_counted_at_once_and_folded_by_the_next_bat
     await store.write([accepted(record(rng, n)) for n in range(200)])
     with sqlite3.connect(store.path) as db:
         # CAVRA's own insert: a `Z` time (007's trigger normalises it), a NULL repository, an odd severity.
-        db.execute(
-            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
-            " action_type, target, rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id)"
-            " VALUES ('cavra-1', 's-1', 'agent-9', 'ai', NULL, 'baseline', 'write_file', '', 'rule.9', 'block',"
-            " 'informational', '2026-03-02T10:30:00Z', NULL, '{}', 'acme')"
+        cavra_insert(
+            db,
+            "cavra-1",
+            session_id="s-1",
+            agent_id="agent-9",
+            repository=None,
+            policy_pack="baseline",
+            action_type="write_file",
+            target="",
+            rule_id="rule.9",
+            decision="block",
+            severity="informational",
+            timestamp="2026-03-02T10:30:00Z",
+            correlation_id=None,
+            tenant_id="acme",
         )
     assert state(store.path) == (200, 201)
     await check_all(store, store.path, rng)
@@ -293,11 +325,7 @@ def test_recount_command_rebuilds_the_decision_counts(tmp_path):
     path = tmp_path / "rc.db"
     apply_migrations(path)
     with sqlite3.connect(path) as db:
-        db.execute(
-            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
-            " rule_id, decision, severity, timestamp, payload)"
-            " VALUES ('x', 's', 'a', 'ai', 'p', 'w', 'r', 'allow', 'low', '2026-03-01T00:00:00.000000+00:00', '{}')"
-        )
+        cavra_insert(db, "x")
         db.execute("UPDATE activity_decision_counts_state SET counted_rowid = 1")  # counted, yet no counts
     recount_sqlite(path)
     with sqlite3.connect(path) as db:
@@ -319,11 +347,7 @@ async def test_day_histograms_from_the_counts_equal_a_scan(store):
         await store.write([accepted(record(rng, n)) for n in range(start, start + 50)])
     with sqlite3.connect(store.path) as db:
         # Behind the writer's back: counted only by the reads' own scan of rows above the watermark.
-        db.execute(
-            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
-            " rule_id, decision, severity, timestamp, payload, tenant_id)"
-            " VALUES ('cavra-h', 's', 'a', 'ai', 'p', 'w', 'r', 'block', 'low', '2026-03-02T23:59:59Z', '{}', 'acme')"
-        )
+        cavra_insert(db, "cavra-h", decision="block", timestamp="2026-03-02T23:59:59Z", tenant_id="acme")
         db.execute("DELETE FROM activity_decisions WHERE decision_id >= 'd-00390' AND decision_id < 'd-00400'")
     assert state(store.path) == (400, 401)
     served = [q for q in queries(rng) if counts.servable(q, facets=True) is not None]
@@ -347,11 +371,7 @@ async def test_the_histogram_endpoint_answers_whole_days_from_the_counts(make_cl
     assert response.status == 200, await response.text()
     store = client.app[STORE_KEY]
     with sqlite3.connect(store.path) as db:
-        db.execute(
-            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, policy_pack, action_type,"
-            " rule_id, decision, severity, timestamp, payload, tenant_id)"
-            " VALUES ('cavra-h', 's', 'a', 'ai', 'p', 'w', 'r', 'warn', 'low', '2026-03-03T12:00:00Z', '{}', 'acme')"
-        )
+        cavra_insert(db, "cavra-h", decision="warn", timestamp="2026-03-03T12:00:00Z", tenant_id="acme")
     calls: list[ListQuery] = []
     statements = counts.histogram_statements
     monkeypatch.setattr(
@@ -415,11 +435,21 @@ async def test_rowids_freed_by_deleting_the_newest_counted_rows_are_counted_when
     with sqlite3.connect(store.path) as db:
         # And CAVRA inserting into freed rowids itself, after deleting again below the watermark.
         db.execute("DELETE FROM activity_decisions WHERE rowid > 280")
-        db.execute(
-            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
-            " action_type, target, rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id)"
-            " VALUES ('cavra-2', 's-1', 'agent-9', 'ai', 'acme/a', 'baseline', 'write_file', '', 'rule.9', 'block',"
-            " 'high', '2026-03-02T10:30:00Z', NULL, '{}', 'acme')"
+        cavra_insert(
+            db,
+            "cavra-2",
+            session_id="s-1",
+            agent_id="agent-9",
+            repository="acme/a",
+            policy_pack="baseline",
+            action_type="write_file",
+            target="",
+            rule_id="rule.9",
+            decision="block",
+            severity="high",
+            timestamp="2026-03-02T10:30:00Z",
+            correlation_id=None,
+            tenant_id="acme",
         )
     assert state(store.path) == (280, 281)
     await check_all(store, store.path, rng)
@@ -446,11 +476,21 @@ async def test_facets_for_each_single_filter_equal_a_group_by(store):
         from cavra_ingest.store.sql import INSERT_DECISION, decision_row
 
         db.executemany(INSERT_DECISION, [decision_row(accepted(record(rng, n))) for n in range(400, 430)])
-        db.execute(
-            "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
-            " action_type, target, rule_id, decision, severity, timestamp, correlation_id, payload, tenant_id)"
-            " VALUES ('cavra-2', 's-acme-1', 'agent-1', 'ai', NULL, 'strict', 'write_file', '', 'rule.9', 'block',"
-            " 'informational', '2026-03-02T10:30:00Z', NULL, '{}', 'acme')"
+        cavra_insert(
+            db,
+            "cavra-2",
+            session_id="s-acme-1",
+            agent_id="agent-1",
+            repository=None,
+            policy_pack="strict",
+            action_type="write_file",
+            target="",
+            rule_id="rule.9",
+            decision="block",
+            severity="informational",
+            timestamp="2026-03-02T10:30:00Z",
+            correlation_id=None,
+            tenant_id="acme",
         )
     assert state(store.path) == (400, 431)
     singles = {
@@ -481,11 +521,7 @@ def test_pair_rows_count_each_facet_field_per_paired_value(tmp_path):
     path = tmp_path / "p.db"
     apply_migrations(path)
     db = sqlite3.connect(path, isolation_level=None)
-    db.execute(
-        "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
-        " action_type, rule_id, decision, severity, timestamp, payload)"
-        " VALUES ('x', 's', 'a', 'ai', 'r', 'p', 'w', 'ru', 'allow', 'low', '2026-03-01T00:00:00.000000+00:00', '{}')"
-    )
+    cavra_insert(db, "x", repository="r", rule_id="ru")
     counts.catch_up(db)
     fields = {row[0] for row in db.execute("SELECT field FROM activity_decision_counts WHERE span = 0")}
     # Each facet field per value of each paired field, but not per its own value; the plain rows stay.
