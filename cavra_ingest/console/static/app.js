@@ -24,7 +24,7 @@ function sessionModule() {
         return session;
       })
       .catch(() => {
-        sessionView = null; // asked for again by the next poll or visit
+        sessionView = null; // tried again by the next poll or visit (a browser may keep the failure until a reload)
         showError(new ApiError(0, "The console could not load the session view. Is the server running?"), { stale: false });
         schedulePoll();
         return { loadSession() {}, openTimelineDetail() {} };

@@ -47,7 +47,7 @@ function chartModule() {
       module.wireHistogram();
       return module;
     }, () => {
-      chart = null; // fetched again with the next page; the table and facets do without it
+      chart = null; // tried again with the next page; the table and facets do without it
       return { loadHistogram() {} };
     });
   }
