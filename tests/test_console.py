@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from cavra_ingest import console
 from cavra_ingest.console import STATIC
 from cavra_ingest.models import OUTCOMES, SESSION_STATES, SEVERITIES
 from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
@@ -73,25 +74,57 @@ async def test_assets_have_their_content_type_and_an_etag(client, name, content_
     assert again.status == 304
 
 
+async def test_an_edited_asset_is_served_as_it_now_is(client, tmp_path, monkeypatch):
+    # Files are answered from memory; a changed file (another size or time) is read again, with a new ETag.
+    monkeypatch.setattr(console, "STATIC", tmp_path)
+    (tmp_path / "app.js").write_text("export const a = 1;\n")
+    first = await client.get("/console/static/app.js")
+    assert await first.text() == "export const a = 1;\n"
+    (tmp_path / "app.js").write_text("export const a = 12;\n")
+    second = await client.get("/console/static/app.js", headers={"If-None-Match": first.headers["ETag"]})
+    assert second.status == 200
+    assert await second.text() == "export const a = 12;\n"
+    assert second.headers["ETag"] != first.headers["ETag"]
+    # A weak validator of the same bytes still matches (a proxy may weaken it); so does "*".
+    for asked in (f"W/{second.headers['ETag']}", '"other", ' + second.headers["ETag"], "*"):
+        again = await client.get("/console/static/app.js", headers={"If-None-Match": asked})
+        assert again.status == 304
+        assert again.headers["Content-Security-Policy"] == second.headers["Content-Security-Policy"]
+
+
 async def test_every_vendored_file_is_listed_here():
     # A new static file must get a content type in console.CONTENT_TYPES and a line in ASSETS.
     assert {p.name for p in STATIC.iterdir()} == set(ASSETS) | {"index.html"}
 
 
-def test_every_module_is_imported_by_name_and_preloaded():
-    # The static route serves flat names only; index.html preloads the whole graph app.js imports.
-    imports = {
-        p.name: set(re.findall(r'^import .* from "\./([A-Za-z0-9_.-]+)";$', p.read_text(), re.MULTILINE))
-        for p in STATIC.glob("*.js")
-    }
-    reached, todo = set(), ["app.js"]
+def reach(imports: dict[str, set[str]], start: str) -> set[str]:
+    reached, todo = set(), [start]
     while todo:
         name = todo.pop()
         assert name in imports, f"{name} is imported but missing"
         if name not in reached:
             reached.add(name)
             todo.extend(imports[name])
-    assert reached == set(imports), "modules nothing imports"
+    return reached
+
+
+def test_every_module_is_imported_by_name_and_preloaded():
+    # The static route serves flat names only; index.html preloads the whole graph app.js imports, and only
+    # it: the session view's and the chart's modules are imported when first needed, after the first paint.
+    sources = {p.name: p.read_text() for p in STATIC.glob("*.js")}
+    imports = {
+        name: set(re.findall(r'^import .* from "\./([A-Za-z0-9_.-]+)";$', text, re.MULTILINE))
+        for name, text in sources.items()
+    }
+    later = {name: set(re.findall(r'import\("\./([A-Za-z0-9_.-]+)"\)', text)) for name, text in sources.items()}
+    reached = reach(imports, "app.js")
+    deferred = set().union(*later.values())
+    assert deferred == {"session.js", "sessiontools.js", "evidence.js", "histogram.js"}
+    assert not deferred & reached, "a deferred module is also imported up front"
+    every = set().union(*(reach(imports, name) for name in deferred))
+    # What the deferred modules import is the up-front graph or one another: all fetched at once.
+    assert every - reached <= deferred
+    assert reached | deferred == set(imports), "modules nothing imports"
     page = (STATIC / "index.html").read_text()
     # early.js is also a script of its own, async and first in the head: it imports nothing, so it runs (and
     # makes the first API calls) as soon as it arrives, before the rest of the graph.

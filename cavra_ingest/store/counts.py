@@ -506,3 +506,11 @@ def merge_facet_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str | Non
     for name, key, count in rows:
         sums[(name, key)] = sums.get((name, key), 0) + count
     return [(name, decode(key), count) for (name, key), count in sums.items() if count]
+
+
+def together(statements: list[tuple[str, list[Any]]]) -> list[tuple[str, list[Any]]]:
+    """Join statements yielding rows of the same shape into one: one trip to the reader's thread, not one each."""
+    if len(statements) < 2:
+        return statements
+    sql = " UNION ALL ".join(f"SELECT * FROM ({sql})" for sql, _ in statements)
+    return [(sql, [param for _, params in statements for param in params])]

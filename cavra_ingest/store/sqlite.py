@@ -517,8 +517,8 @@ class SqliteStore:
             # The top values straight from the counts when no scanned row adds to them (the usual case); a
             # paired filter's from its pair rows, which have a watermark of their own.
             parts = await self._counted(
-                lambda counted: counts.facet_scans(query, counted),
-                lambda scanned: counts.facet_counts(query, None if scanned else top),
+                lambda counted: counts.together(counts.facet_scans(query, counted)),
+                lambda scanned: counts.together(counts.facet_counts(query, None if scanned else top)),
                 pairs=bool(field),
             )
             return facets_from_rows(counts.merge_facet_rows(parts), top)

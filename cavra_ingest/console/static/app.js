@@ -1,19 +1,37 @@
 // The Activity Explorer's router: URL state in, the view's module draws it. Each view lives in its own file.
-import { getJson } from "./api.js";
+import { ApiError, getJson } from "./api.js";
 import { booted } from "./boot.js";
 import { config, sharedFilters } from "./config.js";
 import { syncDetail, wireDetail } from "./dialog.js";
 import { buildForm, fillForm, wireForm } from "./filters.js";
 import { buildPageSizes, loadList, wirePager } from "./list.js";
-import { loadSession, openTimelineDetail, wireTimeline } from "./session.js";
 import { wireClock } from "./clock.js";
 import { wireFirstRun } from "./firstrun.js";
-import { wireHistogram } from "./histogram.js";
 import { fillSearch, wireSearch } from "./search.js";
-import { wireSessionTools } from "./sessiontools.js";
 import { parseLocation, sameListing, toSearch } from "./state.js";
 import { onPoll, retryPause, schedulePoll, showError, stopPolling, wireStatus } from "./status.js";
 import { $, navigate, onRender, ui } from "./ui.js";
+
+// The session view's files are fetched when a session is first shown: the default view draws sooner without
+// them (the browser loads a page's files six at a time).
+let sessionView = null;
+function sessionModule() {
+  if (!sessionView) {
+    sessionView = Promise.all([import("./session.js"), import("./sessiontools.js"), import("./evidence.js")])
+      .then(([session, tools]) => {
+        session.wireTimeline();
+        tools.wireSessionTools();
+        return session;
+      })
+      .catch(() => {
+        sessionView = null; // tried again by the next poll or visit (a browser may keep the failure until a reload)
+        showError(new ApiError(0, "The console could not load the session view. Is the server running?"), { stale: false });
+        schedulePoll();
+        return { loadSession() {}, openTimelineDetail() {} };
+      });
+  }
+  return sessionView;
+}
 
 function render() {
   stopPolling();
@@ -43,8 +61,9 @@ function render() {
     syncDetail();
   } else {
     document.title = `Session ${state.id} · Activity Explorer`;
-    if (!again) return loadSession();
-    openTimelineDetail();
+    // Drawn only if this is still the view once its module is here.
+    if (!again) return sessionModule().then((session) => ui.state === state && session.loadSession());
+    sessionModule().then((session) => ui.state === state && session.openTimelineDetail());
   }
   schedulePoll();
 }
@@ -92,16 +111,13 @@ async function start() {
   buildForm();
   buildPageSizes();
   onRender(render);
-  onPoll(() => (ui.state.view === "session" ? loadSession({ poll: true }) : loadList({ poll: true })));
+  onPoll(() => (ui.state.view === "session" ? sessionModule().then((session) => session.loadSession({ poll: true })) : loadList({ poll: true })));
   wireForm();
   wirePager();
   wireDetail();
   wireStatus();
-  wireTimeline();
   wireSearch();
-  wireHistogram();
   wireFirstRun();
-  wireSessionTools();
   wireClock(() => {
     ui.shown = null; // draw again, every time in the chosen clock
     render();

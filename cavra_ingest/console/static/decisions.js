@@ -1,6 +1,5 @@
 // The decisions list: its rows, export links and facet sidebar. list.js fetches, pages and polls it.
 import { getJson, settled, withQuery } from "./api.js";
-import { loadHistogram } from "./histogram.js";
 import { config, isMulti } from "./config.js";
 import { filterLabel } from "./filters.js";
 import { DECISION_COLUMNS, badge, decisionRow, el } from "./render.js";
@@ -26,17 +25,34 @@ export const decisionsList = {
   loaded(gen) {
     // Facets and the chart count the whole window (seconds at millions of rows): while live updates bring
     // new rows, they refresh no more often than ten times what they last took. A new view always loads them:
-    // its facets from the call `starting` made beside its page, its chart once the page is drawn.
+    // its facets from the call `starting` made beside its page, its chart once the facets are drawn (asked
+    // for while the facets are still being counted, it only slowed them down).
     const now = performance.now();
     if (gen === heavy.gen && now - heavy.at < heavy.took * 10) return;
     Object.assign(heavy, { gen, at: now });
     const started = early && early.gen === gen ? early : {};
     early = null;
-    Promise.all([loadFacets(gen, started.facets), loadHistogram(gen)]).then(() => {
+    const chart = chartModule();
+    loadFacets(gen, started.facets).then(() => gen === ui.generation && chart.then((c) => c.loadHistogram(gen))).then(() => {
       heavy.took = performance.now() - now;
     });
   },
 };
+
+// The chart's file is fetched once the first page is drawn, not before it.
+let chart = null;
+function chartModule() {
+  if (!chart) {
+    chart = import("./histogram.js").then((module) => {
+      module.wireHistogram();
+      return module;
+    }, () => {
+      chart = null; // tried again with the next page; the table and facets do without it
+      return { loadHistogram() {} };
+    });
+  }
+  return chart;
+}
 
 const heavy = { gen: -1, at: 0, took: 0 };
 let early = null; // { gen, facets }: the facets on their way for a new view
