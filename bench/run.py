@@ -21,7 +21,7 @@ from typing import Any
 from cavra_ingest.migrate import apply_migrations
 
 from .ceiling import COMPOSITE_INDEX
-from .preload import build_counts, preload
+from .preload import build_counts, build_search_index, preload
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -337,6 +337,7 @@ def preloaded_db(rows: int, ids: str) -> Path:
         partial.unlink(missing_ok=True)
         preload(partial, rows, ids=ids)
         partial.rename(path)
+    build_search_index(path)
     return path
 
 
