@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 
 from aiohttp import web
 
@@ -62,11 +61,6 @@ def guard_write(request: web.Request) -> BodyReservation:
     return app[BUDGET_KEY].reserve(size, settings.retry_after_s)
 
 
-@functools.lru_cache(maxsize=8)
-def time_window(future_s: float, past_s: float) -> TimeWindow:
-    return TimeWindow(future_s, past_s)
-
-
 async def post_decisions(request: web.Request) -> web.Response:
     """Validate, commit and report decisions; a 2xx means every accepted one is committed."""
     settings = request.app[SETTINGS_KEY]
@@ -98,7 +92,7 @@ async def post_decisions(request: web.Request) -> web.Response:
                 request_max_records=settings.request_max_records,
                 record_max_bytes=settings.max_record_bytes,
                 admit=admit,
-                window=time_window(settings.max_future_skew_s, settings.max_past_age_s),
+                window=TimeWindow(settings.max_future_skew_s, settings.max_past_age_s),
             )
             del body
         checked = [stamp(principal, item) if isinstance(item, Accepted) else item for item in checked]

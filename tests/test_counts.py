@@ -60,6 +60,20 @@ CAVRA_ROW: dict[str, Any] = {
     "payload": "{}",
 }
 
+# What only CAVRA writes: a `Z` time (007's trigger normalises it), NULL repository and correlation id, a
+# severity outside the enum.
+ODD_CAVRA_ROW: dict[str, Any] = {
+    "repository": None,
+    "action_type": "write_file",
+    "target": "",
+    "rule_id": "rule.9",
+    "decision": "block",
+    "severity": "informational",
+    "timestamp": "2026-03-02T10:30:00Z",
+    "correlation_id": None,
+    "tenant_id": "acme",
+}
+
 
 def cavra_insert(db: sqlite3.Connection, decision_id: str, **fields: Any) -> None:
     """Insert a decision straight into the file, as CAVRA does: no writer, no counts, only the file's triggers."""
@@ -149,22 +163,7 @@ async def test_rows_cavra_inserts_are_counted_at_once_and_folded_by_the_next_bat
     await store.write([accepted(record(rng, n)) for n in range(200)])
     with sqlite3.connect(store.path) as db:
         # CAVRA's own insert: a `Z` time (007's trigger normalises it), a NULL repository, an odd severity.
-        cavra_insert(
-            db,
-            "cavra-1",
-            session_id="s-1",
-            agent_id="agent-9",
-            repository=None,
-            policy_pack="baseline",
-            action_type="write_file",
-            target="",
-            rule_id="rule.9",
-            decision="block",
-            severity="informational",
-            timestamp="2026-03-02T10:30:00Z",
-            correlation_id=None,
-            tenant_id="acme",
-        )
+        cavra_insert(db, "cavra-1", session_id="s-1", agent_id="agent-9", policy_pack="baseline", **ODD_CAVRA_ROW)
     assert state(store.path) == (200, 201)
     await check_all(store, store.path, rng)
     facets = await store.facets(ListQuery(equals=(("tenant_id", ("acme",)),)), 100)
@@ -476,22 +475,7 @@ async def test_facets_for_each_single_filter_equal_a_group_by(store):
         from cavra_ingest.store.sql import INSERT_DECISION, decision_row
 
         db.executemany(INSERT_DECISION, [decision_row(accepted(record(rng, n))) for n in range(400, 430)])
-        cavra_insert(
-            db,
-            "cavra-2",
-            session_id="s-acme-1",
-            agent_id="agent-1",
-            repository=None,
-            policy_pack="strict",
-            action_type="write_file",
-            target="",
-            rule_id="rule.9",
-            decision="block",
-            severity="informational",
-            timestamp="2026-03-02T10:30:00Z",
-            correlation_id=None,
-            tenant_id="acme",
-        )
+        cavra_insert(db, "cavra-2", session_id="s-acme-1", agent_id="agent-1", policy_pack="strict", **ODD_CAVRA_ROW)
     assert state(store.path) == (400, 431)
     singles = {
         "session_id": "s-acme-1",

@@ -3,6 +3,7 @@ in the store (shared by servers, kept across restarts), only created records cou
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 import subprocess
@@ -15,9 +16,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from cavra_ingest.errors import ApiError
 from cavra_ingest.keys import SETTINGS_KEY
 from cavra_ingest.migrate import apply_migrations, migrations_dir
-from cavra_ingest.quota import QUOTAS_KEY, seconds_to_midnight, utc_day
+from cavra_ingest.quota import QUOTAS_KEY, Quotas, seconds_to_midnight, utc_day
 from cavra_ingest.tokens import SqliteTokens, token_store
 
 from .conftest import MakeClient, decision
@@ -277,11 +279,6 @@ async def test_migration_015_upgrades_a_postgres_schema_with_tokens(tmp_path: Pa
 
 
 async def test_records_committed_during_a_usage_read_are_never_missed() -> None:
-    import asyncio
-
-    from cavra_ingest.errors import ApiError
-    from cavra_ingest.quota import Quotas
-
     class SlowUsage:
         """A store whose read took its snapshot before this server's commit and answers later."""
 
@@ -307,3 +304,19 @@ async def test_records_committed_during_a_usage_read_are_never_missed() -> None:
         await quotas.check("tok", 10, 7)
     assert refused.value.status == 429 and "(4 so far" in refused.value.detail
     await quotas.check("tok", 10, 6)
+
+
+async def test_usage_that_cannot_be_read_is_a_503_and_nothing_is_written(make_client: MakeClient) -> None:
+    """The quota is not waived when its count is unreadable: the request is refused, retryably, before queueing."""
+    client = await make_client("sqlite", quota_cache_s=0.0)
+    token = await secret(client, ["ingest", "read"], "ten-one", daily_quota=100)
+    assert (await client.post("/decisions", json=decision(), headers=bearer(token))).status == 200
+    with sqlite3.connect(client.app[SETTINGS_KEY].store_path) as db:
+        db.execute("ALTER TABLE token_usage RENAME TO token_usage_away")
+    refused = await client.post("/decisions", json=decision(), headers=bearer(token))
+    assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+    assert "daily usage could not be read" in (await refused.json())["detail"]
+    with sqlite3.connect(client.app[SETTINGS_KEY].store_path) as db:
+        db.execute("ALTER TABLE token_usage_away RENAME TO token_usage")
+    assert await total(client, token) == 1
+    assert (await client.post("/decisions", json=decision(), headers=bearer(token))).status == 200
