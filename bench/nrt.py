@@ -99,7 +99,7 @@ class LoggedStore(SqliteStore):
             return 0
         moved = db.execute(MERGE, (upto,)).rowcount
         db.execute(TRIM, (upto,))
-        counts.fold_new(db)
+        counts.fold_new(db, pairs_at_least=counts.PAIR_BATCH)
         db.execute("COMMIT")
         return moved
 

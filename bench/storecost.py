@@ -81,7 +81,7 @@ def variants() -> dict[str, tuple[Callable[[], object], Callable[[sqlite3.Connec
     table: dict[str, tuple[Callable[[], object], Callable[[sqlite3.Connection], None] | None, bool]] = {
         "base": (nothing, None, False),
         "+audit-log": (nothing, None, True),
-        "-counts": (lambda: patched(counts, "fold_new", lambda db, chunk=None: 0), None, False),
+        "-counts": (lambda: patched(counts, "fold_new", lambda db, *args, **kwargs: 0), None, False),
         "counts-every-batch": (lambda: patched(counts, "FOLD_ROWS", 1), None, False),
         "counts-at-256": (lambda: patched(counts, "FOLD_ROWS", 256), None, False),
         "counts-at-1024": (lambda: patched(counts, "FOLD_ROWS", 1024), None, False),

@@ -25,7 +25,7 @@ from . import (
 from .auditlog import AUDIT_KEY
 from .console import add_console_routes
 from .guards import BUDGET_KEY, DISK_KEY, HOSTS_KEY, BodyBudget, DiskFloor, allowed_hosts, host_set, security_headers
-from .keys import SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
+from .keys import COUNTS_HEALTH_KEY, SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .metrics import METRICS_KEY, Metrics, metrics_view
 from .middleware import json_errors
 from .runtime import Runtime, running
@@ -45,6 +45,8 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
             app[AUDIT_KEY] = runtime.audit
         if runtime.indexer is not None:
             app[SEARCH_HEALTH_KEY] = runtime.indexer.health
+        if runtime.folder is not None:
+            app[COUNTS_HEALTH_KEY] = runtime.folder.health
         yield
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .settings import Settings
-from .sink import SearchHealth, Sink
+from .sink import CountsHealth, SearchHealth, Sink
 from .store import Store
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -16,3 +16,4 @@ STORE_KEY = web.AppKey("store", Store)
 SINK_KEY = web.AppKey("sink", Sink)
 # Reports the background search indexer's progress for /healthz (absent when it does not run).
 SEARCH_HEALTH_KEY: web.AppKey[Callable[[], SearchHealth]] = web.AppKey("search_health")
+COUNTS_HEALTH_KEY: web.AppKey[Callable[[], CountsHealth]] = web.AppKey("counts_health")

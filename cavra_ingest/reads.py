@@ -17,7 +17,7 @@ from .auth import bound_columns, scope_query, visible_payload
 from .cors import ORIGINS_KEY
 from .errors import ApiError
 from .guards import cancel_on_disconnect
-from .keys import SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
+from .keys import COUNTS_HEALTH_KEY, SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
 from .middleware import json_reply
 from .models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
 from .replies import ConsoleConfig, ConsoleEnums, ConsoleFilters, DecisionPage, Health, SessionPage, Timeline, stored
@@ -282,6 +282,7 @@ async def healthz(request: web.Request) -> web.Response:
         queue_capacity=health.queue_capacity,
         writer=health.stats,
         search=request.app[SEARCH_HEALTH_KEY]() if SEARCH_HEALTH_KEY in request.app else None,
+        counts=request.app[COUNTS_HEALTH_KEY]() if COUNTS_HEALTH_KEY in request.app else None,
     )
     return json_reply(reply, 503 if health.closing else 200)
 

@@ -9,7 +9,7 @@ from msgspec import Struct
 
 from .errors import CODES, ApiError, Problem
 from .models import ENCODER, Accepted, DecisionRecord, SessionRecord
-from .sink import SearchHealth, WriterStats
+from .sink import CountsHealth, SearchHealth, WriterStats
 from .store.base import WriteResult
 
 
@@ -92,6 +92,8 @@ class Health(Struct):
     writer: WriterStats
     # The background search indexer, when it runs (SQLite, PostgreSQL).
     search: SearchHealth | None = None
+    # The background folder of the decision counts (SQLite).
+    counts: CountsHealth | None = None
 
 
 class ConsoleFilters(Struct):

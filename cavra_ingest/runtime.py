@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from workers.indexer import SearchIndexer
+from workers.indexer import CountsFolder, Follower, SearchIndexer
 from workers.writer import BatchWriter
 
 from .auditlog import AuditLog, CheckpointLoop, open_log
@@ -24,6 +24,8 @@ class Runtime:
     audit: AuditLog | None = None
     # The background search indexer (SQLite's FTS5 table, PostgreSQL's pg_trgm table), unless search_index is off.
     indexer: SearchIndexer | None = None
+    # The background folder of the decision counts' backlog (SQLite).
+    folder: CountsFolder | None = None
     # JetStream mode (CAVRA_BROKER_URL): decisions are published, not written; None in the embedded mode.
     broker: BrokerSink | None = None
 
@@ -42,19 +44,29 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
             drain_deadline_s=settings.drain_deadline_s,
         )
         writer.start()
+        followers: list[Follower] = []
+        folder = None
+        fold = getattr(store, "fold_counts", None)
+        if fold is not None:
+            folder = CountsFolder(
+                fold, batch_rows=settings.counts_fold_rows, interval_s=settings.counts_fold_interval_s
+            )
+            followers.append(folder)
         indexer = None
         step = getattr(store, "index_search", None)
         if settings.search_index and step is not None:
             indexer = SearchIndexer(
                 step, batch_rows=settings.search_index_batch_rows, interval_s=settings.search_index_interval_s
             )
-            indexer.start()
+            followers.append(indexer)
+        for follower in followers:
+            follower.start()
         try:
             async with audit_log(settings, store) as audit, broker_sink(settings, writer) as broker:
-                yield Runtime(settings, store, writer, audit=audit, indexer=indexer, broker=broker)
+                yield Runtime(settings, store, writer, audit=audit, indexer=indexer, folder=folder, broker=broker)
         finally:
-            if indexer is not None:
-                await indexer.stop()
+            for follower in followers:
+                await follower.stop()
             await writer.stop()
     finally:
         await store.close()

@@ -152,6 +152,10 @@ class Settings:
     search_index_batch_rows: int = 20_000
     search_index_interval_s: float = 0.5
     search_max_chars: int = 256
+    # The background counts folder (SQLite): decisions per transaction when it folds a backlog the writer's
+    # batches leave to it (each step holds the writer for ~0.5 s at 5 M decisions), and how often it looks.
+    counts_fold_rows: int = 5_000
+    counts_fold_interval_s: float = 1.0
     search_max_terms: int = 8
     # Buckets one `GET /decisions/histogram` may return (an explicit interval over a longer window is a 400).
     histogram_max_buckets: int = 2000

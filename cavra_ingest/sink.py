@@ -34,6 +34,17 @@ class SearchHealth(Struct):
     indexed_upto: int | None = None
 
 
+class CountsHealth(Struct):
+    """How far the background folder has come with a backlog of decisions the counts have not seen (a new or
+    upgraded file, rows written straight into it); reads count those from the table meanwhile."""
+
+    lag_rows: int
+    # Seconds since the folder was last caught up (0 when it is).
+    lag_s: float
+    # SQLite: the last rowid counted.
+    counted_upto: int | None = None
+
+
 class SinkHealth(Struct):
     closing: bool
     queued_records: int

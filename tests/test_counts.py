@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from cavra_ingest.app import RUNTIME_KEY
 from cavra_ingest.keys import STORE_KEY
 from cavra_ingest.models import DecisionIn, normalize
 from cavra_ingest.store import counts
@@ -80,6 +81,10 @@ def cavra_insert(db: sqlite3.Connection, decision_id: str, **fields: Any) -> Non
     row = {"decision_id": decision_id, **CAVRA_ROW, **fields}
     columns, marks = ", ".join(row), ", ".join("?" * len(row))
     db.execute(f"INSERT INTO activity_decisions ({columns}) VALUES ({marks})", tuple(row.values()))
+
+
+def without_id(fields: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if name != "decision_id"}
 
 
 def accepted(fields: dict[str, Any]) -> Any:
@@ -187,20 +192,39 @@ async def test_cavra_overwriting_and_deleting_counted_rows_moves_their_counts(st
     await check_all(store, store.path, rng)
 
 
-async def test_a_backlog_is_folded_in_by_the_writer_before_reading(store, monkeypatch):
+async def test_a_backlog_is_read_from_the_table_and_folded_by_the_background_folder_in_steps(store, monkeypatch):
     rng = random.Random(13)
-    monkeypatch.setattr(counts, "CATCH_UP_ROWS", 5)
-    monkeypatch.setattr(counts, "CATCH_UP_CHUNK", 7)  # several chunks, one transaction each
+    monkeypatch.setattr(counts, "READ_LAG_ROWS", 5)  # reads of this backlog go to a heavy reader
+    monkeypatch.setattr(counts, "PAIR_READ_LAG", 5)
+    monkeypatch.setattr(counts, "BATCH_FOLD_MAX", 40)  # a batch leaves a backlog over 40 to the folder
     with sqlite3.connect(store.path) as db:
-        rows = [accepted(record(rng, n)) for n in range(50)]
-        from cavra_ingest.store.sql import INSERT_DECISION, decision_row
-
-        db.executemany(INSERT_DECISION, [decision_row(item) for item in rows])
+        for n in range(50):
+            cavra_insert(db, f"cavra-{n:03d}", **without_id(record(rng, n)))
     assert state(store.path) == (0, 50)
-    total = (await store.list_decisions(ListQuery())).total
-    assert total == 50
-    assert state(store.path) == (50, 50)
+    heavy = []
+    lend = store._heavy_reader
+    monkeypatch.setattr(store, "_heavy_reader", lambda: heavy.append(1) or lend())
+    await check_all(store, store.path, rng)  # exact, and no read folded anything
+    assert heavy and state(store.path) == (0, 50)
+    await store.write([accepted(record(rng, 50))])  # 51 waiting: more than a batch folds
+    assert state(store.path) == (0, 51)
+    steps = []
+    while True:
+        left, upto = await store.fold_counts(20)
+        steps.append((left, upto))
+        if not left:
+            break
+    # Twenty decisions per transaction, each step's watermark committed on its own.
+    assert [upto for _, upto in steps] == [20, 40, 51] and state(store.path) == (51, 51)
+    with sqlite3.connect(store.path) as db:
+        # Fewer pair rows waiting than a batch folds are no backlog: reads count them, as between batches.
+        paired = 51 if counts.PAIR_BATCH <= 51 else 0
+        assert db.execute(counts.PAIR_STATE).fetchone() == (paired, 51)
+    heavy.clear()
     await check_all(store, store.path, rng)
+    # Caught up: the plain readers again (but for pair reads, while their 51 waiting rows exceed the lag of 5).
+    assert bool(heavy) == (paired == 0)
+    assert await store.fold_counts(20) == (0, 51)  # nothing waits: no write transaction at all
 
 
 async def test_the_writer_folds_once_enough_decisions_wait_and_reads_count_them_until_then(store, monkeypatch):
@@ -224,8 +248,36 @@ async def test_the_writer_folds_once_enough_decisions_wait_and_reads_count_them_
     await check_all(store, store.path, rng)
 
 
-async def test_open_builds_the_counts_of_a_file_that_has_none(tmp_path):
+async def test_a_server_on_a_file_without_counts_starts_at_once_and_its_folder_builds_them(make_client, monkeypatch):
+    from .test_auth import bearer, secret
+
+    monkeypatch.setattr(counts, "FOLD_ROWS", 10)  # so that 120 waiting decisions are a backlog
+    monkeypatch.setattr(counts, "PAIR_BATCH", 10)
+    client = await make_client("sqlite", counts_fold_rows=50, counts_fold_interval_s=60.0)
+    runtime = client.app[RUNTIME_KEY]
+    admin = await secret(client, ["admin"])
     rng = random.Random(17)
+    store = client.app[STORE_KEY]
+    with sqlite3.connect(store.path) as db:
+        # As a file upgraded to 013 and 017 looks: decisions, no counts yet.
+        for n in range(120):
+            cavra_insert(db, f"cavra-{n:03d}", **without_id(record(rng, n)))
+    steps = []
+    step = runtime.folder.step
+    monkeypatch.setattr(runtime.folder, "step", lambda rows: steps.append(rows) or step(rows))
+    await runtime.folder.catch_up()  # the loop's first look was before the rows: the same steps, awaited
+    assert steps == [50, 50, 50]  # to 50, 100, 120 decisions
+    assert state(store.path) == (120, 120) and runtime.folder.upto == 120
+    health = await (await client.get("/healthz")).json()
+    assert health["counts"] == {"lag_rows": 0, "lag_s": 0.0, "counted_upto": 120}
+    await check_all(store, store.path, rng)
+    facets = await (await client.get("/decisions/facets", headers=bearer(admin))).json()
+    assert facets["total"] == 120
+
+
+async def test_open_leaves_a_backlog_to_the_folder_and_reads_stay_exact(tmp_path, monkeypatch):
+    monkeypatch.setattr(counts, "FOLD_ROWS", 10)
+    rng = random.Random(19)
     first = SqliteStore(tmp_path / "o.db")
     await first.open()
     await first.write([accepted(record(rng, n)) for n in range(120)])
@@ -233,10 +285,13 @@ async def test_open_builds_the_counts_of_a_file_that_has_none(tmp_path):
     with sqlite3.connect(tmp_path / "o.db") as db:
         # As a file upgraded to 013 looks: decisions, no counts yet.
         db.execute("DELETE FROM activity_decision_counts")
-        db.execute("UPDATE activity_decision_counts_state SET counted_rowid = 0")
+        db.execute("UPDATE activity_decision_counts_state SET counted_rowid = 0, paired_rowid = 0")
     again = SqliteStore(tmp_path / "o.db")
     await again.open()
     try:
+        assert state(again.path) == (0, 120)  # open does not wait for a fold
+        await check_all(again, again.path, rng)
+        assert (await again.fold_counts(1000))[0] == 0
         assert state(again.path) == (120, 120)
         await check_all(again, again.path, rng)
     finally:

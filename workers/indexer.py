@@ -1,4 +1,5 @@
-"""The search indexer: follows the decisions table by rowid and indexes new rows for `q` in large batches."""
+"""Followers of the decisions table by rowid: the search indexer (new rows indexed for `q` in large batches)
+and the counts folder (a backlog of decisions the writer's batches leave to it, folded a step at a time)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,32 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from cavra_ingest.sink import SearchHealth
+from cavra_ingest.sink import CountsHealth, SearchHealth
 
 log = logging.getLogger(__name__)
 
-# Indexes up to N rows; returns the rows still waiting and, where the store has one, its position (rowid).
+# Handles up to N rows; returns the rows still waiting and, where the store has one, its position (rowid).
 IndexStep = Callable[[int], Awaitable[tuple[int, int | None]]]
 
 
-class SearchIndexer:
-    """Index what is new, batch after batch until caught up, then look again after `interval_s`."""
+class Follower:
+    """Handle what is new, batch after batch until caught up, then look again after `interval_s`."""
+
+    # What the follower does, for its task's name and its log.
+    doing = "following"
 
     def __init__(self, step: IndexStep, *, batch_rows: int, interval_s: float) -> None:
         self.step = step
         self.batch_rows = batch_rows
         self.interval_s = interval_s
         self.pending = 0
-        self.indexed_upto: int | None = None
+        self.upto: int | None = None
         self._behind_since: float | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="cavra-search-indexer")
+        self._task = asyncio.create_task(self._run(), name=f"cavra-{self.doing.replace(' ', '-')}")
 
     async def stop(self) -> None:
         """Let the batch in progress finish, then end the loop."""
@@ -38,13 +42,13 @@ class SearchIndexer:
             await self._task
 
     async def catch_up(self) -> None:
-        """Index until nothing is left (tests and benchmarks call this; the loop does the same)."""
+        """Step until nothing is left (tests and benchmarks call this; the loop does the same)."""
         while not await self._once():
             pass
 
     async def _once(self) -> bool:
-        """Index one batch; return True when caught up."""
-        self.pending, self.indexed_upto = await self.step(self.batch_rows)
+        """Handle one batch; return True when caught up."""
+        self.pending, self.upto = await self.step(self.batch_rows)
         if self.pending == 0:
             self._behind_since = None
             return True
@@ -58,8 +62,8 @@ class SearchIndexer:
             try:
                 caught_up = await self._once()
             except Exception:
-                # Search still answers (it scans what is not indexed); try again after the pause.
-                log.exception("search indexing failed")
+                # Reads still answer (they read what is not handled yet from the table); try again after the pause.
+                log.exception("%s failed", self.doing)
                 caught_up = True
             if caught_up:
                 try:
@@ -67,6 +71,20 @@ class SearchIndexer:
                 except TimeoutError:
                     pass
 
+    def lag_s(self) -> float:
+        """Seconds since the follower was last caught up (0 when it is)."""
+        return 0.0 if self._behind_since is None else round(time.monotonic() - self._behind_since, 3)
+
+
+class SearchIndexer(Follower):
+    doing = "search indexing"
+
     def health(self) -> SearchHealth:
-        lag_s = 0.0 if self._behind_since is None else time.monotonic() - self._behind_since
-        return SearchHealth(self.pending, round(lag_s, 3), self.indexed_upto)
+        return SearchHealth(self.pending, self.lag_s(), self.upto)
+
+
+class CountsFolder(Follower):
+    doing = "counts folding"
+
+    def health(self) -> CountsHealth:
+        return CountsHealth(self.pending, self.lag_s(), self.upto)

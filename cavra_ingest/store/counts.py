@@ -37,14 +37,19 @@ ALL_TIME, DAY = 0, 10
 ONE_DAY = timedelta(days=1)
 # Filters the counts are keyed by: any values of these, plus (totals only) any values of one counted field.
 KEYED = frozenset({"tenant_id", "decision"})
-# More unseen rows than this and a read asks the writer to fold them in first, rather than count them.
-CATCH_UP_ROWS = 1000
+# More unseen rows than this and a read runs on a heavy reader (its statement time limit applies): it counts
+# them from the table, as it counts the few that wait between folds; it never waits for a fold.
+READ_LAG_ROWS = 1000
 # The writer folds new decisions into the counts once this many wait above the watermark, in the transaction
 # of the batch that reaches it. Folding every batch cost ~30 µs of CPU and ~9 KiB of WAL per decision at
 # 32-decision transactions (most count rows a small batch touches are its own); reads count the waiting
 # rows from the table in their snapshot meanwhile (bench/storecost.py, docs/performance.md). Below
-# CATCH_UP_ROWS, so a read never waits for the writer to fold the writer's own rows.
+# READ_LAG_ROWS, so the writer's own waiting rows never send a read to a heavy reader.
 FOLD_ROWS = 512
+# A batch folds no more waiting rows than this in its own transaction: a larger backlog (a new or upgraded
+# file, rows CAVRA inserted in bulk) is the background folder's, a step at a time, so no batch waits for it
+# (5 M decisions took 2 min for the counts and 7.5 min for the pair rows, which kept a server from starting).
+BATCH_FOLD_MAX = 20_000
 # Rowids folded per transaction when catching up, so another writer (CAVRA) is never locked out long.
 CATCH_UP_CHUNK = 200_000
 
@@ -91,7 +96,7 @@ SET_STATE = "UPDATE activity_decision_counts_state SET counted_rowid = ? WHERE i
 # rows they cost about a third of what 32-row batches paid (bench/wal.py), and reads count the few rows
 # above the watermark from the table, as they do for the plain counts.
 PAIR_BATCH = 1000
-# More unseen rows than this and a pair read asks the writer to fold them in first.
+# More unseen rows than this and a pair read runs on a heavy reader (as READ_LAG_ROWS).
 PAIR_READ_LAG = 10_000
 # Rowids per pair fold when catching up: each adds 24 rows to sort (12 pairs, 2 tenant keys).
 PAIR_CATCH_UP_CHUNK = 50_000
@@ -130,17 +135,25 @@ def decode(key: str) -> str | None:
     return None if key == "" else key[1:]
 
 
-def fold_new(db: sqlite3.Connection, chunk: int | None = None, *, at_least: int = 1) -> int:
+def fold_new(
+    db: sqlite3.Connection,
+    chunk: int | None = None,
+    *,
+    at_least: int = 1,
+    pairs_at_least: int = 1,
+    at_most: int | None = None,
+) -> int:
     """Inside the caller's write transaction, count decisions above the watermarks; return rows left.
 
-    With fewer than `at_least` waiting, the plain counts fold nothing (and their number is returned); pair
-    rows are folded when PAIR_BATCH rows wait (or, catching up, whatever waits).
+    Each kind of count (the plain ones, the pair rows) is folded when at least `at_least` (`pairs_at_least`)
+    of its decisions wait and, given `at_most`, no more than that; `chunk` caps the rowids folded.
     """
-    left = _fold_pairs(db, chunk)
+    left = _fold_pairs(db, chunk, pairs_at_least, at_most)
     counted, newest = db.execute(STATE).fetchone()
     newest = newest or 0
-    if newest - counted < max(at_least, 1):
-        return max(left, newest - counted, 0)
+    waiting = newest - counted
+    if waiting < max(at_least, 1) or (at_most is not None and waiting > at_most):
+        return max(left, waiting, 0)
     upto = newest if chunk is None else min(newest, counted + chunk)
     db.execute(DELTA, (counted, upto))
     for sql in ADD_DELTA:
@@ -149,15 +162,26 @@ def fold_new(db: sqlite3.Connection, chunk: int | None = None, *, at_least: int 
     return max(left, newest - upto)
 
 
-def _fold_pairs(db: sqlite3.Connection, chunk: int | None) -> int:
+def _fold_pairs(db: sqlite3.Connection, chunk: int | None, at_least: int, at_most: int | None) -> int:
     paired, newest = db.execute(PAIR_STATE).fetchone()
     newest = newest or 0
-    if newest - paired < (PAIR_BATCH if chunk is None else 1):
-        return 0 if chunk is None else newest - paired
+    waiting = newest - paired
+    if waiting < max(at_least, 1) or (at_most is not None and waiting > at_most):
+        return max(waiting, 0)
     upto = newest if chunk is None else min(newest, paired + min(chunk, PAIR_CATCH_UP_CHUNK))
     db.execute(PAIR_FOLD, (paired, upto))
     db.execute(SET_PAIR_STATE, (upto,))
     return newest - upto
+
+
+def backlog(db: sqlite3.Connection) -> tuple[int, int]:
+    """The decisions the background folder still has to fold (those the writer's batches leave), and the
+    plain counts' watermark."""
+    counted, newest = db.execute(STATE).fetchone()
+    paired = db.execute(PAIR_STATE).fetchone()[0]
+    newest = newest or 0
+    plain, pairs = newest - counted, newest - paired
+    return max(plain if plain >= FOLD_ROWS else 0, pairs if pairs >= PAIR_BATCH else 0), counted
 
 
 def catch_up(db: sqlite3.Connection) -> None:

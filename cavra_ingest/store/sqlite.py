@@ -299,8 +299,6 @@ class SqliteStore:
         await self.migrate()
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavra-sqlite-writer")
         self._writer = await self._on_writer(self._connect_writer)
-        # Decisions already in the file that the counts have not seen (a new or upgraded file).
-        await self._on_writer(counts.catch_up, self._writer)
         for _ in range(READERS):
             self._readers.put_nowait(await self._connect_reader())
         for _ in range(self.heavy_readers):
@@ -393,8 +391,11 @@ class SqliteStore:
                 changed = [s for s in plan.sessions.values() if described.get(s.session_id) != _described(s)]
                 db.executemany(UPSERT_SESSION, [session_row(s) for s in changed])
             # Decisions waiting for the counts (this batch's, and any another program inserted) join them
-            # once there are enough to share count rows; until then reads count them from the table.
-            counts.fold_new(db, at_least=counts.FOLD_ROWS)
+            # once there are enough to share count rows; until then reads count them from the table. A
+            # larger backlog is left to the background folder (fold_counts).
+            counts.fold_new(
+                db, at_least=counts.FOLD_ROWS, pairs_at_least=counts.PAIR_BATCH, at_most=counts.BATCH_FOLD_MAX
+            )
             if abandoned.is_set():
                 raise StoreUnavailable("batch abandoned before commit")
             db.execute("COMMIT")
@@ -539,12 +540,14 @@ class SqliteStore:
         `last`, told whether the statements returned any row, gives more statements to run. `pairs`: the
         statements read pair rows, so the rows above the pairs' watermark are the uncounted ones.
         """
-        state, lag = (counts.PAIR_STATE, counts.PAIR_READ_LAG) if pairs else (counts.STATE, counts.CATCH_UP_ROWS)
+        state, lag = (counts.PAIR_STATE, counts.PAIR_READ_LAG) if pairs else (counts.STATE, counts.READ_LAG_ROWS)
         async with self._reader() as db:
             counted, newest = (await db.execute_fetchall(state))[0]  # type: ignore[index]
-        if (newest or 0) - counted > lag and self._writer is not None:
-            await self._on_writer(counts.catch_up, self._writer)
-        async with self._reader() as db:
+        # A backlog (a new or upgraded file, rows CAVRA inserted in bulk) is counted from the table under
+        # a heavy reader's time limit while the background folder works through it; a read never waits
+        # for the writer.
+        reading = self._heavy_reader() if (newest or 0) - counted > lag else self._reader()
+        async with reading as db:
             # One snapshot: the watermark, the counts and the scans agree even while the writer commits.
             await db.execute("BEGIN")
             try:
@@ -583,6 +586,31 @@ class SqliteStore:
             sql, params = (await self._searching(db, query)).bounds(query)
             row = list(await db.execute_fetchall(sql, params))[0]
         return row[0], row[1]
+
+    async def fold_counts(self, max_rows: int) -> tuple[int, int | None]:
+        """Fold up to `max_rows` more of a counts backlog on the writer thread; return (rows left, counted upto)."""
+        assert self._writer is not None, "store is not open"
+        return await self._on_writer(self._fold_counts, self._writer, max_rows)
+
+    def _fold_counts(self, db: sqlite3.Connection, max_rows: int) -> tuple[int, int]:
+        # A read first: with no backlog, the write lock is not taken at all.
+        left, counted = counts.backlog(db)
+        if not left:
+            return 0, counted
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            counts.fold_new(db, max_rows, at_least=counts.FOLD_ROWS, pairs_at_least=counts.PAIR_BATCH)
+            left, counted = counts.backlog(db)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(db)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        return left, counted
 
     async def index_search(self, max_rows: int) -> tuple[int, int | None]:
         """Index up to `max_rows` more decisions on the writer thread; return (rows left, indexed_upto)."""
