@@ -153,8 +153,9 @@ class Settings:
     search_index_interval_s: float = 0.5
     search_max_chars: int = 256
     # The background counts folder (SQLite): decisions per transaction when it folds a backlog the writer's
-    # batches leave to it (each step holds the writer for ~0.5 s at 5 M decisions), and how often it looks.
-    counts_fold_rows: int = 5_000
+    # batches leave to it (each step holds the writer: 2,000 kept a post's median at ~0.1 s during the fold,
+    # 5,000 at ~0.5 s; bench/upgrade_start.py), and how often it looks.
+    counts_fold_rows: int = 2_000
     counts_fold_interval_s: float = 1.0
     search_max_terms: int = 8
     # Buckets one `GET /decisions/histogram` may return (an explicit interval over a longer window is a 400).
