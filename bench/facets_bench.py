@@ -97,12 +97,14 @@ def queries(v: dict[str, Any]) -> dict[str, ListQuery]:
 WINDOWED = ("1 day", "7 days", "10:00", "last 24 h")
 
 
-async def measure(path: Path, runs: int) -> dict[str, Any]:
+async def measure(path: Path, runs: int, only: str = "") -> dict[str, Any]:
     store = SqliteStore(path)
     await store.open()
     results: dict[str, Any] = {}
     try:
         for name, query in queries(pick(path)).items():
+            if only not in name:
+                continue
             q = dataclasses.replace(query, with_total=False)
             modes = ("after", "one reader", "before") if name.startswith(WINDOWED) else ("after", "before")
             took: dict[str, list[float]] = {m: [] for m in modes}
@@ -133,9 +135,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("db", type=Path)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--only", default="", help="only the queries whose name holds this")
     args = parser.parse_args()
     load = round(os.getloadavg()[0], 1)
-    rows = asyncio.run(measure(args.db, args.runs))
+    rows = asyncio.run(measure(args.db, args.runs, args.only))
     report = {
         "command": " ".join(["python -m bench.facets_bench", f"bench/data/{args.db.name}", *sys.argv[2:]]),
         "load_average_1m_at_start": load,
