@@ -567,6 +567,9 @@ async def test_two_readers_share_one_snapshot_or_one_reads_alone(store, monkeypa
     rng = random.Random(37)
     await store.write([accepted(record(rng, n)) for n in range(600)])
     noon_to_noon = ListQuery(since=moment(12), until=moment(36))
+    # Only partial days of 6 hours or more, with no filter, are worth a second reader.
+    assert counts.long_edges(noon_to_noon) and not counts.long_edges(ListQuery(since=moment(1), until=moment(2)))
+    assert not counts.long_edges(dataclasses.replace(noon_to_noon, equals=(("decision", ("block",)),)))
     shared: list[bool] = []
     same_snapshot = store._same_snapshot
 

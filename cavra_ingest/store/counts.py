@@ -424,6 +424,13 @@ def _edge_statements(since: str, until: str, sign: int, counted: int) -> list[tu
     return statements
 
 
+def long_edges(query: ListQuery) -> bool:
+    """Whether a window's facets read a partial day of SEEK_FROM or more: worth a second reader."""
+    if query.equals:
+        return False
+    return any(_parse(until) - _parse(since) >= SEEK_FROM for since, until, _ in plan(query.since, query.until).scans)  # type: ignore[operator]
+
+
 def facet_scans(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
     """Statements yielding (field, value, count) rows of the decisions the counts do not hold (or hold too many).
 

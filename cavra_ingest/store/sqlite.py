@@ -522,7 +522,7 @@ class SqliteStore:
                 lambda counted: counts.facet_scans(query, counted),
                 lambda scanned: counts.together(counts.facet_counts(query, None if scanned else top)),
                 pairs=bool(field),
-                split=True,
+                split=counts.long_edges(query),
             )
             return facets_from_rows(counts.merge_facet_rows(parts), top)
         async with self._heavy_reader() as db:
