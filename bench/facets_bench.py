@@ -1,10 +1,11 @@
-"""Facets of every single filter and of windows on a loaded file: the pair counts and the cheaper edge plan
-against the paths before them, interleaved in one run, each answer checked equal to the other's.
+"""Facets of every single filter and of windows on a loaded file: the current paths against those before
+them, interleaved run by run, each answer checked equal to the others'.
 
 Usage: python -m bench.facets_bench bench/data/reads-5000000.db [--runs 7]
-"before" switches the pair rows off (PAIRED empty: a paired filter reads its matches through an index) and
-scans every partial day at a window's edge as it is (no whole day less the rest). Writes
-bench/results/facets-<rows>.json.
+"before" is the code before 020: pair rows of policy pack, severity and action type only (a workspace or a
+rule reads its matches), and each partial day of a window read once, grouped six ways on one reader.
+"one reader" is the current code with the statements of a window's partial days run on one reader, not
+shared with a second. Writes bench/results/facets-<rows>.json with every run's figure.
 """
 
 from __future__ import annotations
@@ -25,23 +26,40 @@ from pathlib import Path
 from typing import Any
 
 from cavra_ingest.store import counts
-from cavra_ingest.store.base import ListQuery
+from cavra_ingest.store.base import FACET_FIELDS, ListQuery
 from cavra_ingest.store.sqlite import SqliteStore
 
 from .read_bench import PACKS, RESULTS, pick
 
 
+def read_once(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
+    """Facet rows of the partial days and the uncounted rows as before 020: each range read once, grouped six ways."""
+    picked = ", ".join(FACET_FIELDS)
+    statements = []
+    for w, ps, sign in counts._scans(query, counts.plan(query.since, query.until), counted):
+        grouped = " UNION ALL ".join(
+            f"SELECT '{name}', ifnull('=' || {name}, ''), {sign} * count(*) FROM rows GROUP BY {name}"
+            for name in FACET_FIELDS
+        )
+        statements.append((f"WITH rows AS MATERIALIZED (SELECT {picked} FROM activity_decisions{w}) {grouped}", ps))
+    return counts.together(statements)
+
+
 @contextlib.contextmanager
-def before() -> Iterator[None]:
-    """The facet paths as they were: no pair rows read, every partial day scanned."""
-    paired, mostly = counts.PAIRED, counts._mostly
-    counts.PAIRED = ()  # type: ignore[assignment]
-    counts._mostly = lambda start, stop: False  # type: ignore[assignment]
+def mode(name: str) -> Iterator[None]:
+    """Switch the facet paths to those of `name` ("after", "one reader" or "before")."""
+    paired, scans = counts.PAIRED, counts.facet_scans
+    if name == "before":
+        counts.PAIRED = paired[:3]  # type: ignore[assignment]
+        counts.facet_scans = read_once  # type: ignore[assignment]
+    elif name == "one reader":
+        # One statement: nothing to share with a second reader.
+        counts.facet_scans = lambda query, counted: counts.together(scans(query, counted))  # type: ignore[assignment]
     try:
         yield
     finally:
         counts.PAIRED = paired  # type: ignore[misc]
-        counts._mostly = mostly  # type: ignore[assignment]
+        counts.facet_scans = scans  # type: ignore[assignment]
 
 
 def queries(v: dict[str, Any]) -> dict[str, ListQuery]:
@@ -67,36 +85,47 @@ def queries(v: dict[str, Any]) -> dict[str, ListQuery]:
         "10:00 to 16:00 of one day": ListQuery(
             since=text(noon - timedelta(hours=2)), until=text(noon + timedelta(hours=4))
         ),
+        "last 24 h at 13:37 (a live console)": ListQuery(
+            since=text(noon + timedelta(hours=1, minutes=37) - timedelta(days=1)),
+            until=text(noon + timedelta(hours=1, minutes=37)),
+        ),
+        "workspace_id": one("workspace_id", v["workspace"]),
+        "rule_id": one("rule_id", v["rule"]),
     }
 
 
-async def median_ms(store: SqliteStore, query: ListQuery, runs: int) -> tuple[float, Any]:
-    took, answer = [], None
-    for _ in range(runs):
-        started = time.perf_counter()
-        answer = await store.facets(query, 10)
-        took.append((time.perf_counter() - started) * 1000)
-    return statistics.median(took), answer
+WINDOWED = ("1 day", "7 days", "10:00", "last 24 h")
 
 
-async def measure(path: Path, runs: int) -> dict[str, Any]:
+async def measure(path: Path, runs: int, only: str = "") -> dict[str, Any]:
     store = SqliteStore(path)
     await store.open()
     results: dict[str, Any] = {}
     try:
         for name, query in queries(pick(path)).items():
+            if only not in name:
+                continue
             q = dataclasses.replace(query, with_total=False)
-            await store.facets(q, 10)  # warm
-            after_ms, after = await median_ms(store, q, runs)
-            with before():
-                before_ms, old = await median_ms(store, q, runs)
-            assert after == old, name
+            modes = ("after", "one reader", "before") if name.startswith(WINDOWED) else ("after", "before")
+            took: dict[str, list[float]] = {m: [] for m in modes}
+            answers: dict[str, Any] = {}
+            for m in modes:
+                with mode(m):
+                    answers[m] = await store.facets(q, 10)  # warm
+            for _ in range(runs):
+                for m in modes:
+                    with mode(m):
+                        started = time.perf_counter()
+                        answers[m] = await store.facets(q, 10)
+                        took[m].append(round((time.perf_counter() - started) * 1000, 1))
+            assert all(answer == answers["after"] for answer in answers.values()), name
             results[name] = {
-                "before_ms": round(before_ms, 1),
-                "after_ms": round(after_ms, 1),
-                "matches": after.total,
+                "matches": answers["after"].total,
+                **{f"{m.replace(' ', '_')}_ms": round(statistics.median(took[m]), 1) for m in modes},
+                "runs_ms": took,
             }
-            print(f"{name:40} before {before_ms:9.1f} ms  after {after_ms:7.1f} ms  ({after.total:,})", file=sys.stderr)
+            medians = "  ".join(f"{m} {statistics.median(took[m]):7.1f}" for m in modes)
+            print(f"{name:40} {medians} ms  ({answers['after'].total:,})", file=sys.stderr)
     finally:
         await store.close()
     return results
@@ -106,11 +135,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("db", type=Path)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--only", default="", help="only the queries whose name holds this")
     args = parser.parse_args()
-    rows = asyncio.run(measure(args.db, args.runs))
+    load = round(os.getloadavg()[0], 1)
+    rows = asyncio.run(measure(args.db, args.runs, args.only))
     report = {
         "command": " ".join(["python -m bench.facets_bench", f"bench/data/{args.db.name}", *sys.argv[2:]]),
-        "load_average_1m": round(os.getloadavg()[0], 1),
+        "load_average_1m_at_start": load,
+        "load_average_1m_at_end": round(os.getloadavg()[0], 1),
         "runs": args.runs,
         "facets_top10_median_ms": rows,
     }

@@ -47,10 +47,13 @@ async def measure(
     audit_log: bool = False,
     prepare: Callable[[sqlite3.Connection], None] | None = None,
     template: Path | None = None,
+    workspaces: int = 0,
 ) -> dict[str, float]:
     """Commit warmup batches, then count WAL growth over `transactions` batches with checkpoints off.
 
-    `template`: a (pre-loaded) file to start from, copied, instead of an empty one.
+    `template`: a (pre-loaded) file to start from, copied, instead of an empty one. `workspaces`: give each
+    decision one of that many workspaces (bench/rows.py's decisions have none), so what is counted per
+    workspace is paid for too.
     """
     fresh(path, template)
     if page_size:
@@ -64,8 +67,14 @@ async def measure(
     assert db is not None
     rng = random.Random(7)
 
+    def posted() -> dict[str, object]:
+        fields = decision(rng, 5000, 300)
+        if workspaces:
+            fields["workspace_id"] = f"ws-{rng.randrange(workspaces)}"
+        return fields
+
     def accepted_batch() -> list[object]:
-        return [normalize(DECODER.decode(msgspec.json.encode(decision(rng, 5000, 300))), []) for _ in range(batch)]
+        return [normalize(DECODER.decode(msgspec.json.encode(posted())), []) for _ in range(batch)]
 
     try:
         if composite_index:
@@ -106,6 +115,7 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=0, help="page size of the new file (default SQLite's)")
     parser.add_argument("--audit-log", action="store_true", help="write audit-log leaves (the server's default)")
     parser.add_argument("--template", type=Path, help="start from a copy of this pre-loaded file (bench/preload.py)")
+    parser.add_argument("--workspaces", type=int, default=0, help="give each decision one of this many workspaces")
     args = parser.parse_args()
     for batch in args.batch:
         transactions = max(1, args.decisions // batch)
@@ -120,6 +130,7 @@ def main() -> None:
                 page_size=args.page_size,
                 audit_log=args.audit_log,
                 template=args.template,
+                workspaces=args.workspaces,
             )
         )
         print(json.dumps(result))

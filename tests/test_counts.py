@@ -3,6 +3,7 @@ also after another program (CAVRA) inserts, overwrites or deletes decisions stra
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import sqlite3
@@ -120,6 +121,7 @@ def queries(rng: random.Random) -> list[ListQuery]:
     # Facets also come from the pair rows of one paired filter (any values), with the keyed ones.
     filters += [(("policy_pack", ("strict",)),), (("severity", ("high", "critical")), ("decision", ("block",)))]
     filters += [(("tenant_id", ("acme",)), ("action_type", ("shell_command",)))]
+    filters += [(("workspace_id", ("ws-1",)),), (("rule_id", ("rule.1", "rule.2")), ("decision", ("block",)))]
     out = [ListQuery(equals=f, since=lo, until=hi) for lo, hi in windows for f in filters]
     # Totals also take one counted field, alone or with the keyed ones.
     out += [ListQuery(equals=(("severity", ("critical",)),)), ListQuery(equals=(("repository", ("acme/b", "x")),))]
@@ -188,6 +190,8 @@ async def test_cavra_overwriting_and_deleting_counted_rows_moves_their_counts(st
             "UPDATE activity_decisions SET decision = 'block', severity = 'critical', tenant_id = 'globex',"
             " timestamp = '2026-03-03T01:15:00+02:00' WHERE decision_id IN ('d-00001', 'd-00002', 'd-00003')"
         )
+        # A workspace alone moves its pair rows (020's trigger).
+        db.execute("UPDATE activity_decisions SET workspace_id = 'ws-1' WHERE decision_id IN ('d-00004', 'd-00005')")
         db.execute("DELETE FROM activity_decisions WHERE decision_id >= 'd-00250'")
     await check_all(store, store.path, rng)
 
@@ -304,7 +308,10 @@ async def test_filters_the_counts_lack_are_scanned(store):
     query = ListQuery(equals=(("agent_id", ("agent-1",)), ("severity", ("high",))))
     assert counts.servable(query, facets=False) is None
     assert counts.servable(query, facets=True) is None
+    assert counts.servable(ListQuery(equals=(("repository", ("acme/a",)),)), facets=True) is None
     assert counts.servable(ListQuery(equals=(("rule_id", ("rule.1",)),)), facets=True) is None
+    # A workspace within a window: its pair rows are all-time rows.
+    assert counts.servable(ListQuery(equals=(("workspace_id", ("ws-1",)),), since=moment(1)), facets=True) is None
     two = ListQuery(equals=(("severity", ("high",)), ("policy_pack", ("strict",))))
     assert counts.servable(two, facets=True) is None
     assert (await store.list_decisions(query)).total == scanned_total(store.path, query)
@@ -511,8 +518,13 @@ async def test_rowids_freed_by_deleting_the_newest_counted_rows_are_counted_when
 
 def grouped_facets(path: Path, query: ListQuery, top: int) -> Facets:
     """Plain SQL: the matching rows, one GROUP BY per facet field, nothing of the store's."""
-    where = " AND ".join(f"{name} IN ({', '.join('?' * len(values))})" for name, values in query.equals) or "1"
+    clauses = [f"{name} IN ({', '.join('?' * len(values))})" for name, values in query.equals]
     params = [v for _, values in query.equals for v in values]
+    for clause, edge in (("timestamp >= ?", query.since), ("timestamp < ?", query.until)):
+        if edge is not None:
+            clauses.append(clause)
+            params.append(edge)
+    where = " AND ".join(clauses) or "1"
     rows = []
     with sqlite3.connect(path) as db:
         for name in FACET_FIELDS:
@@ -541,6 +553,8 @@ async def test_facets_for_each_single_filter_equal_a_group_by(store):
         "severity": "informational",
         "action_type": "write_file",
         "tenant_id": "acme",
+        "workspace_id": "ws-1",
+        "rule_id": "rule.9",
     }
     for rounds in range(2):
         for name, value in singles.items():
@@ -560,17 +574,81 @@ def test_pair_rows_count_each_facet_field_per_paired_value(tmp_path):
     path = tmp_path / "p.db"
     apply_migrations(path)
     db = sqlite3.connect(path, isolation_level=None)
-    cavra_insert(db, "x", repository="r", rule_id="ru")
+    cavra_insert(db, "x", repository="r", rule_id="ru", workspace_id="ws")
     counts.catch_up(db)
     fields = {row[0] for row in db.execute("SELECT field FROM activity_decision_counts WHERE span = 0")}
     # Each facet field per value of each paired field, but not per its own value; the plain rows stay.
     assert {"repository|severity=low", "agent_id|action_type=w", "severity|action_type=w", "action_type"} <= fields
-    assert {"repository|policy_pack=p", "policy_pack|severity=low"} <= fields
+    assert {"repository|policy_pack=p", "policy_pack|severity=low", "agent_id|workspace_id=ws"} <= fields
     assert "severity|severity=low" not in fields and not any(f.startswith("rule_id|") for f in fields)
+    # Not per rule (their pair rows would outnumber the decisions), nor per repository or agent.
+    assert not any("|rule_id=" in f or "|repository=" in f or "|agent_id=" in f for f in fields)
     # Pair rows for all time only, and for a decision without a tenant only under any tenant ('*': no
     # filter asks for a NULL tenant); a day holds the plain fields' rows alone.
     per_span = dict(db.execute("SELECT span, count(*) FROM activity_decision_counts GROUP BY span").fetchall())
-    assert per_span == {10: 7, 0: 2 * 7 + 3 * 4}
+    assert per_span == {10: 7, 0: 2 * 7 + 3 * 4 + 5}
     tenants = {row[0] for row in db.execute("SELECT tenant FROM activity_decision_counts WHERE field LIKE '%|%'")}
     assert tenants == {"*"}
     db.close()
+
+
+async def test_facets_of_windows_at_any_edges_equal_a_group_by(store):
+    """Noon to noon (two half days scanned, a field per statement on two readers), other edges, with the
+    rows another program wrote and deleted straight in the file."""
+    rng = random.Random(31)
+    await store.write([accepted(record(rng, n)) for n in range(500)])
+    with sqlite3.connect(store.path) as db:
+        cavra_insert(db, "cavra-1", **ODD_CAVRA_ROW)  # NULL repository, counted at read time
+        cavra_insert(db, "cavra-2", **{**ODD_CAVRA_ROW, "timestamp": "2026-03-02T06:00:00Z"})
+        db.execute("DELETE FROM activity_decisions WHERE decision_id IN ('d-00007', 'd-00100', 'd-00333')")
+    await store.write([accepted(record(rng, 500))])  # folds the two in
+    with sqlite3.connect(store.path) as db:
+        cavra_insert(db, "cavra-3", **{**ODD_CAVRA_ROW, "timestamp": "2026-03-02T11:00:00Z"})  # not counted yet
+    windows = [(12, 36), (12, 60), (6, 30), (30, 42), (0.5, 71.5), (36, 37)]
+    for lo, hi in windows:
+        query = ListQuery(since=moment(lo), until=moment(hi))
+        assert counts.servable(query, facets=True) == ""
+        for top in (10, 1):
+            assert await store.facets(query, top) == grouped_facets(store.path, query, top), (lo, hi, top)
+    for name, values in (("workspace_id", ("ws-2",)), ("workspace_id", ("ws-1", "ws-2")), ("rule_id", ("rule.9",))):
+        query = ListQuery(equals=((name, values),))
+        assert counts.servable(query, facets=True) == (name if name in counts.PAIRED else None)
+        assert await store.facets(query, 10) == grouped_facets(store.path, query, 10), name
+
+
+async def test_two_readers_share_one_snapshot_or_one_reads_alone(store, monkeypatch):
+    """A window's partial days are faceted on two readers at once only when both see the same snapshot: a
+    delete committed between their snapshots makes one reader answer alone, from the first snapshot."""
+    rng = random.Random(37)
+    await store.write([accepted(record(rng, n)) for n in range(600)])
+    noon_to_noon = ListQuery(since=moment(12), until=moment(36))
+    # Only partial days of 6 hours or more, with no filter, are worth a second reader.
+    assert counts.long_edges(noon_to_noon) and not counts.long_edges(ListQuery(since=moment(1), until=moment(2)))
+    assert not counts.long_edges(dataclasses.replace(noon_to_noon, equals=(("decision", ("block",)),)))
+    shared: list[bool] = []
+    same_snapshot = store._same_snapshot
+
+    async def spied(other: Any, version: Any) -> bool:
+        shared.append(await same_snapshot(other, version))
+        return shared[-1]
+
+    monkeypatch.setattr(store, "_same_snapshot", spied)
+    before = grouped_facets(store.path, noon_to_noon, 10)
+    assert await store.facets(noon_to_noon, 10) == before
+    assert shared == [True]
+
+    async def delete_in_the_second_half_day() -> None:
+        with sqlite3.connect(store.path) as db:
+            gone = db.execute(
+                "DELETE FROM activity_decisions WHERE timestamp >= ? AND timestamp < ? AND decision = 'block'",
+                (moment(24), moment(36)),
+            ).rowcount
+        assert gone > 10
+
+    monkeypatch.setattr(store, "_between_snapshots", delete_in_the_second_half_day)
+    assert await store.facets(noon_to_noon, 10) == before
+    assert shared == [True, False]
+    monkeypatch.setattr(store, "_between_snapshots", lambda: asyncio.sleep(0))
+    after = grouped_facets(store.path, noon_to_noon, 10)
+    assert after != before
+    assert await store.facets(noon_to_noon, 10) == after

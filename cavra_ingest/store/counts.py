@@ -6,8 +6,9 @@ day of more than half a day as its whole day less the rest, so no edge reads mor
 buckets were measured: +20-30 µs of writer CPU per decision, and with thousands of agents and
 repositories an hour holds about as many count rows as decisions, so they saved no reading).
 
-Facets over all time filtered by a policy pack, a severity or an action type (any values) read pair rows
-(017): each facet field counted among the decisions of each value of those fields.
+Facets over all time filtered by a policy pack, a severity, an action type (017) or a workspace (020)
+(any values) read pair rows: each facet field counted among the decisions of each value of those fields.
+A rule's would outnumber the decisions (docs/performance.md): a rule's facets read its matches.
 
 Decisions not folded yet (the writer's own until FOLD_ROWS of them wait, pair rows until PAIR_BATCH do,
 and those CAVRA inserts into the file) have a rowid above `counted_rowid` (`paired_rowid` for the pair
@@ -30,7 +31,8 @@ COUNTED_FIELDS = ("severity", "repository", "agent_id", "policy_pack", "action_t
 TOTAL_FIELD = "severity"
 # Facet fields are also counted per value of one of these: filters no index serves, whose broad values
 # (a policy pack on half the rows) would otherwise read every match. Their keys are `field|given=value`.
-PAIRED = ("policy_pack", "severity", "action_type")
+# The pair triggers (020) name these fields: a change here needs a migration that makes them again.
+PAIRED = ("policy_pack", "severity", "action_type", "workspace_id")
 PAIR_FIELDS = tuple(name for name in FACET_FIELDS if name != "decision")
 # Bucket lengths as prefixes of the normalised timestamp: all time, a day.
 ALL_TIME, DAY = 0, 10
@@ -408,11 +410,66 @@ def total_statements(query: ListQuery, field: str, counted: int) -> list[tuple[s
     return statements
 
 
+# A partial day's agents and repositories are counted through their (field, timestamp) indexes (013), one
+# seek per value the day's count rows hold, in index order: no sort of the edge's rows. Grouping a half day
+# of 41 k decisions (5 M in 60 days) by these two fields was ~40 % of the facets' time (docs/performance.md).
+SOUGHT = {"agent_id": "idx_activity_decisions_agent", "repository": "idx_activity_decisions_repository"}
+# A seek per value the day holds costs about what grouping two of the edge's decisions does (measured with
+# 2,000 agents and 3,000 repositories a day): a shorter edge is grouped, as its other fields are.
+SEEK_FROM = timedelta(hours=6)
+
+
+def _edge_statements(since: str, until: str, sign: int, counted: int) -> list[tuple[str, list[Any]]]:
+    """Facet rows of the counted decisions in [since, until), one statement per field (no filter but time)."""
+    # Every counted decision of the day is in the day's count rows: their values are all the edge can hold.
+    day = since[:DAY]
+    sought = SOUGHT if _parse(until) - _parse(since) >= SEEK_FROM else {}  # type: ignore[operator]
+    statements: list[tuple[str, list[Any]]] = []
+    for name in FACET_FIELDS:
+        time = "timestamp >= ? AND timestamp < ? AND rowid <= ?"
+        if name in sought:
+            table = f"activity_decisions INDEXED BY {sought[name]}"
+            values = (
+                f"SELECT substr(value, 2) FROM activity_decision_counts WHERE span = {DAY} AND field = ?"
+                " AND bucket = ? AND value != ''"
+            )
+            sql = (
+                f"SELECT '{name}', '=' || {name}, {sign} * count(*) FROM {table}"
+                f" WHERE {name} IN ({values}) AND {time} GROUP BY {name}"
+                f" UNION ALL SELECT '{name}', '', {sign} * count(*) FROM {table} WHERE {name} IS NULL AND {time}"
+            )
+            statements.append((sql, [name, day, since, until, counted, since, until, counted]))
+        else:
+            sql = (
+                f"SELECT '{name}', ifnull('=' || {name}, ''), {sign} * count(*) FROM activity_decisions"
+                f" WHERE {time} GROUP BY {name}"
+            )
+            statements.append((sql, [since, until, counted]))
+    return statements
+
+
+def long_edges(query: ListQuery) -> bool:
+    """Whether a window's facets read a partial day of SEEK_FROM or more: worth a second reader."""
+    if query.equals:
+        return False
+    return any(_parse(until) - _parse(since) >= SEEK_FROM for since, until, _ in plan(query.since, query.until).scans)  # type: ignore[operator]
+
+
 def facet_scans(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
-    """Statements yielding (field, value, count) rows of the decisions the counts do not hold (or hold too many)."""
+    """Statements yielding (field, value, count) rows of the decisions the counts do not hold (or hold too many).
+
+    A window's partial days with no other filter give one statement per field (which the store may run on
+    two readers at once); with filters, or for the rows not counted yet, one statement reads the rows once.
+    """
     picked = ", ".join(FACET_FIELDS)
+    p = plan(query.since, query.until)
     statements = []
-    for w, ps, sign in _scans(query, plan(query.since, query.until), counted):
+    if not query.equals:
+        for since, until, sign in p.scans:
+            assert since is not None and until is not None  # partial days have both edges
+            statements += _edge_statements(since, until, sign, counted)
+        p = Plan(p.buckets, [])
+    for w, ps, sign in _scans(query, p, counted):
         grouped = " UNION ALL ".join(
             f"SELECT '{name}', ifnull('=' || {name}, ''), {sign} * count(*) FROM rows GROUP BY {name}"
             for name in FACET_FIELDS

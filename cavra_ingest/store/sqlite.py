@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 READERS = 2
+# Changes when a connection's new read finds a commit made by another connection since its last read.
+DATA_VERSION = "PRAGMA data_version"
 # SQLite virtual-machine steps between two looks at a heavy statement's deadline (well under a millisecond).
 PROGRESS_STEPS = 10_000
 
@@ -518,9 +520,10 @@ class SqliteStore:
             # The top values straight from the counts when no scanned row adds to them (the usual case); a
             # paired filter's from its pair rows, which have a watermark of their own.
             parts = await self._counted(
-                lambda counted: counts.together(counts.facet_scans(query, counted)),
+                lambda counted: counts.facet_scans(query, counted),
                 lambda scanned: counts.together(counts.facet_counts(query, None if scanned else top)),
                 pairs=bool(field),
+                split=counts.long_edges(query),
             )
             return facets_from_rows(counts.merge_facet_rows(parts), top)
         async with self._heavy_reader() as db:
@@ -534,11 +537,13 @@ class SqliteStore:
         last: Callable[[bool], list[tuple[str, list[Any]]]] | None = None,
         *,
         pairs: bool = False,
+        split: bool = False,
     ) -> list[Any]:
-        """Run count statements in one read snapshot, after folding in a backlog of uncounted rows.
+        """Run count statements in one read snapshot (uncounted rows are counted from the table).
 
         `last`, told whether the statements returned any row, gives more statements to run. `pairs`: the
-        statements read pair rows, so the rows above the pairs' watermark are the uncounted ones.
+        statements read pair rows, so the rows above the pairs' watermark are the uncounted ones. `split`:
+        the statements may be shared with an idle heavy reader, run at once on both (same snapshot).
         """
         state, lag = (counts.PAIR_STATE, counts.PAIR_READ_LAG) if pairs else (counts.STATE, counts.READ_LAG_ROWS)
         async with self._reader() as db:
@@ -546,20 +551,68 @@ class SqliteStore:
         # A backlog (a new or upgraded file, rows CAVRA inserted in bulk) is counted from the table under
         # a heavy reader's time limit while the background folder works through it; a read never waits
         # for the writer.
-        reading = self._heavy_reader() if (newest or 0) - counted > lag else self._reader()
-        async with reading as db:
+        backlog = (newest or 0) - counted > lag
+        reading = self._heavy_reader() if backlog else self._reader()
+        async with reading as db, self._spare_reader(split and not backlog) as other:
+            # Where the other reader's view of the file stands before this snapshot is taken.
+            version = None if other is None else (await other.execute_fetchall(DATA_VERSION))[0][0]  # type: ignore[index]
             # One snapshot: the watermark, the counts and the scans agree even while the writer commits.
             await db.execute("BEGIN")
             try:
                 counted = (await db.execute_fetchall(state))[0][0]  # type: ignore[index]
+                work = statements(counted)
                 rows: list[Any] = []
-                for sql, params in statements(counted):
-                    rows.extend(await db.execute_fetchall(sql, params))
-                for sql, params in last(bool(rows)) if last is not None else []:
-                    rows.extend(await db.execute_fetchall(sql, params))
+                if other is not None and len(work) > 1 and await self._same_snapshot(other, version):
+                    halves = counts.together(work[0::2]), counts.together(work[1::2])
+                    try:
+                        mine, theirs = await asyncio.gather(self._fetch(db, halves[0]), self._fetch(other, halves[1]))
+                    finally:
+                        await other.execute("COMMIT")
+                    rows = mine + theirs
+                else:
+                    rows = await self._fetch(db, counts.together(work))
+                rows += await self._fetch(db, last(bool(rows)) if last is not None else [])
             finally:
                 await db.execute("COMMIT")
         return rows
+
+    @staticmethod
+    async def _fetch(db: aiosqlite.Connection, statements: list[tuple[str, list[Any]]]) -> list[Any]:
+        rows: list[Any] = []
+        for sql, params in statements:
+            rows.extend(await db.execute_fetchall(sql, params))
+        return rows
+
+    @asynccontextmanager
+    async def _spare_reader(self, wanted: bool) -> AsyncIterator[aiosqlite.Connection | None]:
+        """Lend an idle heavy reader, or None when none is idle (or none is wanted): nothing waits for one."""
+        if not wanted or self._heavy.empty():
+            yield None
+            return
+        async with self._heavy_reader() as reader:
+            yield reader
+
+    async def _same_snapshot(self, other: aiosqlite.Connection, version: Any) -> bool:
+        """Begin a read on `other`; say whether it sees what the snapshot begun since `version` was read sees.
+
+        SQLite's data version of a connection changes when its read finds another connection's commit: if
+        it has not changed from before the first snapshot to inside this one, no commit came between them,
+        so both read the same snapshot. Otherwise the read is ended and the caller reads alone.
+        """
+        await self._between_snapshots()
+        await other.execute("BEGIN")
+        try:
+            await other.execute_fetchall(counts.STATE)  # the read, and with it the snapshot, begins here
+            if (await other.execute_fetchall(DATA_VERSION))[0][0] == version:  # type: ignore[index]
+                return True
+        except BaseException:
+            await other.execute("COMMIT")
+            raise
+        await other.execute("COMMIT")
+        return False
+
+    async def _between_snapshots(self) -> None:
+        """Nothing; tests commit here, between two readers' snapshots."""
 
     async def holds(self, table: str, field: str, value: str, within: Mapping[str, str] | None = None) -> bool:
         within = within or {}
