@@ -196,3 +196,34 @@ async def test_auto_size_counts_the_leaves_and_the_warmed_sessions(filled):
         assert cache.auto_bytes(db, 10) == cache.FLOOR  # only as many sessions as are warmed
     finally:
         db.close()
+
+
+async def test_the_audit_log_commits_on_the_writer_connection_and_keeps_its_cache(filled):
+    from cavra_ingest.auditlog import INSERT_NODE, SqliteLog, log_db
+
+    store = SqliteStore(filled, audit_log=True)
+    await store.open()
+    rng = random.Random(13)
+    try:
+        served = log_db(store)
+        assert isinstance(served, SqliteLog) and served.writer == store.write_statements
+
+        async def reads_after(log: SqliteLog, level: int) -> int:
+            await store.write(batch(rng, 64, 14))  # the cache holds what a batch touches
+            await log.write([(INSERT_NODE, [(level, 0, b"\0" * 32)])])
+            before = read_calls()
+            await store.write(batch(rng, 64, 15))
+            return reads_since(before)
+
+        assert await reads_after(served, 61) <= 16  # a split reads a neighbour now and then
+        # Another connection's commit makes SQLite drop the writer's whole cache: the next batch reads again.
+        apart = SqliteLog(filled, 2000)
+        try:
+            assert await reads_after(apart, 60) > 64 * 2
+        finally:
+            await apart.close()
+        assert store._writer is not None
+        assert store._writer.execute("SELECT count(*) FROM audit_subtrees WHERE level >= 60").fetchone()[0] == 2
+    finally:
+        await served.close()
+        await store.close()

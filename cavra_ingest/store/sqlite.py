@@ -365,6 +365,28 @@ class SqliteStore:
             abandoned.set()
             raise
 
+    async def write_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Run other writers' statements (the audit log's) in one transaction on the writer's connection.
+
+        A commit from any other connection makes SQLite drop this connection's whole page cache at its
+        next transaction (the WAL changed under it): the warmed pages would be read again, one by one.
+        """
+        assert self._writer is not None, "store is not open"
+        await self._on_writer(self._run_statements, self._writer, statements)
+
+    def _run_statements(self, db: sqlite3.Connection, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            for sql, rows in statements:
+                db.executemany(sql, rows)
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback(db)
+            raise
+
     def _write_batch(
         self, db: sqlite3.Connection, items: list[WriteItem], abandoned: threading.Event
     ) -> list[WriteResult]:
