@@ -141,7 +141,9 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=16_000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--cache-mb", default="auto")
-    parser.add_argument("--autocheckpoint", type=int, default=0, help="WAL pages between checkpoints (SQLite's 1000; -1: none)")
+    parser.add_argument(
+        "--autocheckpoint", type=int, default=0, help="WAL pages between checkpoints (SQLite's 1000; -1: none)"
+    )
     parser.add_argument("--trace", action="store_true", help="name the B-trees read (runs under strace)")
     args = parser.parse_args()
     if args.trace:
