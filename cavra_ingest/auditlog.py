@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,12 +196,19 @@ def load_signer(path: Path, name: str, *, create: bool) -> Signer:
 # -- storage: the same few queries on each SQL store -------------------------------------------------------------
 
 
+# Runs a list of (statement, rows) in one transaction.
+Writer = Callable[[list[tuple[str, list[tuple[Any, ...]]]]], Awaitable[None]]
+
+
 class SqliteLog:
     """The log's tables in the store's SQLite file, on a connection and thread of their own."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int, writer: Writer | None = None) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        # The store's own writer connection when there is one: a commit from this connection would drop
+        # the writer's page cache (SqliteStore.write_statements).
+        self.writer = writer
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavra-audit-log")
         self._db: sqlite3.Connection | None = None
 
@@ -218,6 +225,10 @@ class SqliteLog:
         return await self._run(lambda: self._conn().execute(sql, params).fetchall())
 
     async def write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        if self.writer is not None:
+            await self.writer(statements)
+            return
+
         def run() -> None:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -414,7 +425,9 @@ async def open_log(settings: Settings, store: Any) -> AuditLog | None:
 
 def log_db(store: Any) -> SqliteLog | PostgresLog:
     """The log's tables beside an open SQL store's own."""
-    return SqliteLog(store.path, store.busy_timeout_ms) if store.kind == "sqlite" else PostgresLog(store.pool)
+    if store.kind == "sqlite":
+        return SqliteLog(store.path, store.busy_timeout_ms, store.write_statements)
+    return PostgresLog(store.pool)
 
 
 class CheckpointLoop:

@@ -45,6 +45,7 @@ MAY_BE_ZERO = frozenset(
         "port",
         "batch_max_wait_ms",
         "sqlite_busy_timeout_ms",
+        "sqlite_warm_sessions",
         "retry_after_s",
         "auth_cache_s",
         "quota_cache_s",
@@ -87,6 +88,9 @@ class Settings:
     sqlite_busy_timeout_ms: int = 2000
     # The writer's page cache in MiB, or `auto`: sized to the file's random-key indexes (store/cache.py).
     sqlite_cache_mb: str = "auto"
+    # The writer's warm-up at open reads the rows and index leaves that this many of the most recently
+    # updated sessions (and their agents and repositories) write to; 0: none of them (store/cache.py).
+    sqlite_warm_sessions: int = 10_000
     # Page size in bytes of a NEW SQLite file (an existing file keeps its own). 2048 writes ~1/3 less WAL
     # per decision in small transactions, but ~1 KiB records then fill a page each: a larger file and slower
     # reads of many rows (docs/performance.md), so SQLite's default stays.

@@ -250,6 +250,7 @@ class SqliteStore:
         heavy_timeout_s: float = 30.0,
         search_index: bool = True,
         cache_mb: int | None = None,
+        warm_sessions: int = 10_000,
         page_size: int | None = None,
     ) -> None:
         self.path = path
@@ -267,6 +268,8 @@ class SqliteStore:
         self.decisions = DECISIONS if search_index else SCANNED
         # None: derived from the file at open (store/cache.py).
         self.cache_mb = cache_mb
+        # How many of the most recently updated sessions the warm-up reads the index leaves of (0: none).
+        self.warm_sessions = warm_sessions
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         # A plain connection owned by one thread: a whole batch is one hop off the event loop, not one per
@@ -287,6 +290,7 @@ class SqliteStore:
             heavy_timeout_s=settings.heavy_query_timeout_s,
             search_index=settings.search_index,
             cache_mb=cache.parse(settings.sqlite_cache_mb),
+            warm_sessions=settings.sqlite_warm_sessions,
             page_size=settings.sqlite_page_size,
         )
 
@@ -329,10 +333,10 @@ class SqliteStore:
             db.execute(pragma)
         # Random ids put each insert on a cold page of the id and correlation indexes once those outgrow
         # the cache: at 5 M decisions that halved the write rate with the old fixed 64 MiB.
-        kib = cache.apply(db, self.cache_mb)
+        kib = cache.apply(db, self.cache_mb, self.warm_sessions)
         started = time.monotonic()
-        warmed = cache.warm(db, kib)
-        log.info(cache.describe(self.path, kib, time.monotonic() - started if warmed else None))
+        read = cache.warm(db, kib, self.warm_sessions)
+        log.info(cache.describe(self.path, kib, read, time.monotonic() - started))
         return db
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
@@ -359,6 +363,28 @@ class SqliteStore:
         except asyncio.CancelledError:
             # The thread runs on; it rolls back instead of committing what nobody will acknowledge.
             abandoned.set()
+            raise
+
+    async def write_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Run other writers' statements (the audit log's) in one transaction on the writer's connection.
+
+        A commit from any other connection makes SQLite drop this connection's whole page cache at its
+        next transaction (the WAL changed under it): the warmed pages would be read again, one by one.
+        """
+        assert self._writer is not None, "store is not open"
+        await self._on_writer(self._run_statements, self._writer, statements)
+
+    def _run_statements(self, db: sqlite3.Connection, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            for sql, rows in statements:
+                db.executemany(sql, rows)
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback(db)
             raise
 
     def _write_batch(
