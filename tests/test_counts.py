@@ -206,8 +206,9 @@ async def test_a_backlog_is_read_from_the_table_and_folded_by_the_background_fol
             cavra_insert(db, f"cavra-{n:03d}", **without_id(record(rng, n)))
     assert state(store.path) == (0, 50)
     heavy = []
-    lend = store._heavy_reader
+    lend, spare = store._heavy_reader, store._spare_reader
     monkeypatch.setattr(store, "_heavy_reader", lambda: heavy.append(1) or lend())
+    monkeypatch.setattr(store, "_spare_reader", lambda wanted: spare(False))  # a long edge's second reader is heavy too
     await check_all(store, store.path, rng)  # exact, and no read folded anything
     assert heavy and state(store.path) == (0, 50)
     await store.write([accepted(record(rng, 50))])  # 51 waiting: more than a batch folds
