@@ -2,8 +2,9 @@
 against the paths before them, interleaved in one run, each answer checked equal to the other's.
 
 Usage: python -m bench.facets_bench bench/data/reads-5000000.db [--runs 7]
-"before" switches the pair rows off (PAIRED empty: a paired filter reads its matches through an index) and
-scans every partial day at a window's edge as it is (no whole day less the rest). Writes
+"before" switches the pair rows off (PAIRED empty: a paired filter reads its matches through an index),
+reads the per-outcome rows where the sums over the outcomes would do (ROLLED empty) and scans every partial
+day at a window's edge as it is (no whole day less the rest). Writes
 bench/results/facets-<rows>.json.
 """
 
@@ -33,14 +34,16 @@ from .read_bench import PACKS, RESULTS, pick
 
 @contextlib.contextmanager
 def before() -> Iterator[None]:
-    """The facet paths as they were: no pair rows read, every partial day scanned."""
-    paired, mostly = counts.PAIRED, counts._mostly
+    """The facet paths as they were: no pair rows or sums over the outcomes read, every partial day scanned."""
+    paired, rolled, mostly = counts.PAIRED, getattr(counts, "ROLLED", ()), counts._mostly
     counts.PAIRED = ()  # type: ignore[assignment]
+    counts.ROLLED = ()  # type: ignore[assignment]
     counts._mostly = lambda start, stop: False  # type: ignore[assignment]
     try:
         yield
     finally:
         counts.PAIRED = paired  # type: ignore[misc]
+        counts.ROLLED = rolled  # type: ignore[misc]
         counts._mostly = mostly  # type: ignore[assignment]
 
 
@@ -50,6 +53,7 @@ def queries(v: dict[str, Any]) -> dict[str, ListQuery]:
     text = lambda moment: moment.isoformat(timespec="microseconds")  # noqa: E731
     one = lambda name, *values: ListQuery(equals=((name, values),))  # noqa: E731
     return {
+        "all time, unfiltered (the console's default)": ListQuery(),
         "session_id": one("session_id", v["session"]),
         "agent_id": one("agent_id", v["agent"]),
         "repository": one("repository", v["repository"]),

@@ -4,6 +4,7 @@ also after another program (CAVRA) inserts, overwrites or deletes decisions stra
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -591,12 +592,14 @@ async def test_unfiltered_facets_read_the_top_values_of_the_sums_from_their_inde
     rng = random.Random(37)
     await store.write([accepted(record(rng, n)) for n in range(100)])
     with sqlite3.connect(store.path) as db:
-        for query in (ListQuery(), ListQuery(equals=(("tenant_id", ("acme",)),))):
-            statements = dict(zip(FACET_FIELDS, counts.facet_counts(query, 10), strict=True))
+        # Top ten (nothing waits for the counts), or all values (some rows wait above the watermark).
+        for query, top in itertools.product((ListQuery(), ListQuery(equals=(("tenant_id", ("acme",)),))), (10, None)):
+            statements = dict(zip(FACET_FIELDS, counts.facet_counts(query, top), strict=True))
             for name in counts.ROLLED:
                 sql, params = statements[name]
                 steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
-                # The first ten entries of the field's sums in count order: no per-outcome row, no sort.
+                # The field's sums in count order, the first ten entries for a top ten: no per-outcome row,
+                # no sort.
                 assert steps == [
                     "SEARCH activity_decision_counts USING COVERING INDEX idx_activity_decision_counts_summed"
                     " (field=? AND tenant=?)"

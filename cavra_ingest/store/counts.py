@@ -444,9 +444,14 @@ def facet_counts(query: ListQuery, top: int | None) -> list[tuple[str, list[Any]
         arms = _arms(p, query, summed)
         if summed and p.buckets == [(ALL_TIME, None, None)] and len(equals.get("tenant_id", ((),))) == 1:
             ((arm, values),) = arms
-            sql = f"SELECT '{name}', value, n FROM activity_decision_counts WHERE field = ? AND {arm} AND n != 0"
+            # In count order even without `top`: the index holds the sums alone, the key interleaves them with
+            # the per-outcome rows.
+            sql = (
+                f"SELECT '{name}', value, n FROM activity_decision_counts WHERE field = ? AND {arm} AND n != 0"
+                " ORDER BY n DESC, value"
+            )
             if top is not None:
-                sql += " ORDER BY n DESC, value LIMIT ?"
+                sql += " LIMIT ?"
             statements.append((sql, [name, *values, *([] if top is None else [top])]))
             continue
         keys = _keys(query, TOTAL_FIELD if name == "decision" else name)
