@@ -83,12 +83,14 @@ async def median_ms(store: SqliteStore, query: ListQuery, runs: int) -> tuple[fl
     return statistics.median(took), answer
 
 
-async def measure(path: Path, runs: int) -> dict[str, Any]:
+async def measure(path: Path, runs: int, only: str | None = None) -> dict[str, Any]:
     store = SqliteStore(path)
     await store.open()
     results: dict[str, Any] = {}
     try:
         for name, query in queries(pick(path)).items():
+            if only is not None and only not in name:
+                continue
             q = dataclasses.replace(query, with_total=False)
             await store.facets(q, 10)  # warm
             after_ms, after = await median_ms(store, q, runs)
@@ -110,8 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("db", type=Path)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--only", help="only the queries whose name contains this")
     args = parser.parse_args()
-    rows = asyncio.run(measure(args.db, args.runs))
+    rows = asyncio.run(measure(args.db, args.runs, args.only))
     report = {
         "command": " ".join(["python -m bench.facets_bench", f"bench/data/{args.db.name}", *sys.argv[2:]]),
         "load_average_1m": round(os.getloadavg()[0], 1),
