@@ -1,4 +1,4 @@
-"""Decision counts per time bucket, tenant, outcome and field value (SQLite, migrations 013 and 017).
+"""Decision counts per time bucket, tenant, outcome and field value (SQLite, migrations 013, 017 and 019).
 
 Facets and totals over broad filters read these instead of the decisions: all time is one bucket, a
 window is its whole days, and the partial days at its edges are read through the time index: a partial
