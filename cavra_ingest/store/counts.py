@@ -40,7 +40,7 @@ PAIR_FIELDS = tuple(name for name in FACET_FIELDS if name != "decision")
 # facet is the `severity` rows per outcome). TOTAL_FIELD is one, so a total without an outcome filter reads
 # them too.
 ROLLED = tuple(name for name in FACET_FIELDS if name != "decision")
-# The outcome of those sums: no real outcome is '*' (they are allow, block, warn, require_approval).
+# The outcome of those sums: '*' names no real outcome (those are words: allow, block, ...).
 ANY_OUTCOME = "*"
 # Bucket lengths as prefixes of the normalised timestamp: all time, a day.
 ALL_TIME, DAY = 0, 10
@@ -291,6 +291,9 @@ def servable(query: ListQuery, *, facets: bool) -> str | None:
     if query.min_blocked is not None or query.after is not None or query.terms or query.prefixes:
         # Counts are kept per exact value: a search or a prefix must read the rows.
         return None
+    if ANY_OUTCOME in dict(query.equals).get("decision", ()):
+        # The outcome the sums are kept under: asked for literally, it matches no decision the rows hold.
+        return None
     other = [name for name, _ in query.equals if name not in KEYED]
     if not other:
         return ""
@@ -442,7 +445,7 @@ def facet_counts(query: ListQuery, top: int | None) -> list[tuple[str, list[Any]
     for name in FACET_FIELDS:
         summed = name in ROLLED and given is None and "decision" not in equals
         arms = _arms(p, query, summed)
-        if summed and p.buckets == [(ALL_TIME, None, None)] and len(equals.get("tenant_id", ((),))) == 1:
+        if summed and p.buckets == [(ALL_TIME, None, None)] and len(equals.get("tenant_id", (ANY_TENANT,))) == 1:
             ((arm, values),) = arms
             # In count order even without `top`: the index holds the sums alone, the key interleaves them with
             # the per-outcome rows.
