@@ -647,9 +647,19 @@ async def test_migration_019_sums_the_counts_a_file_already_has(tmp_path, monkey
         assert db.execute("SELECT count(*) FROM activity_decision_counts WHERE decision = '*'").fetchone() == (0,)
     monkeypatch.undo()
     assert apply_migrations(path) == ["019_counts_summed_over_outcomes.sql"]
+    with sqlite3.connect(path) as db:
+        # Above the watermark (no trigger moves a count): the sums are those of the 200 counted decisions.
+        db.execute("DELETE FROM activity_decisions WHERE decision_id = 'cavra-m'")
+    kept, want = sums_over_outcomes(path)
+    assert kept == want and kept
     s = SqliteStore(path)
     await s.open()
     try:
+        with sqlite3.connect(path) as db:
+            cavra_insert(db, "cavra-m", tenant_id="acme")
+        await check_unfiltered(s)  # the uncounted row read from the table
+        with sqlite3.connect(path, isolation_level=None) as db:
+            counts.catch_up(db)  # folded with its sums, as the writer folds any backlog
         assert state(path) == (201, 201)
         await check_unfiltered(s)
     finally:
