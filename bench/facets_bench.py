@@ -2,10 +2,11 @@
 them, interleaved run by run, each answer checked equal to the others'.
 
 Usage: python -m bench.facets_bench bench/data/reads-5000000.db [--runs 7]
-"before" is the code before 020: pair rows of policy pack, severity and action type only (a workspace or a
-rule reads its matches), and each partial day of a window read once, grouped six ways on one reader.
-"one reader" is the current code with the statements of a window's partial days run on one reader, not
-shared with a second. Writes bench/results/facets-<rows>.json with every run's figure.
+"before" is the code before 019 and 020: pair rows of policy pack, severity and action type only (a
+workspace or a rule reads its matches), no sums over the outcomes (the per-outcome rows summed), and each
+partial day of a window read once, grouped six ways on one reader. "one reader" is the current code with
+the statements of a window's partial days run on one reader, not shared with a second. Writes
+bench/results/facets-<rows>.json with every run's figure.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ def read_once(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
 @contextlib.contextmanager
 def mode(name: str) -> Iterator[None]:
     """Switch the facet paths to those of `name` ("after", "one reader" or "before")."""
-    paired, scans = counts.PAIRED, counts.facet_scans
+    paired, rolled, scans = counts.PAIRED, counts.ROLLED, counts.facet_scans
     if name == "before":
         counts.PAIRED = paired[:3]  # type: ignore[assignment]
+        counts.ROLLED = ()  # type: ignore[assignment]
         counts.facet_scans = read_once  # type: ignore[assignment]
     elif name == "one reader":
         # One statement: nothing to share with a second reader.
@@ -59,6 +61,7 @@ def mode(name: str) -> Iterator[None]:
         yield
     finally:
         counts.PAIRED = paired  # type: ignore[misc]
+        counts.ROLLED = rolled  # type: ignore[misc]
         counts.facet_scans = scans  # type: ignore[assignment]
 
 
@@ -68,6 +71,7 @@ def queries(v: dict[str, Any]) -> dict[str, ListQuery]:
     text = lambda moment: moment.isoformat(timespec="microseconds")  # noqa: E731
     one = lambda name, *values: ListQuery(equals=((name, values),))  # noqa: E731
     return {
+        "all time, unfiltered (the console's default)": ListQuery(),
         "session_id": one("session_id", v["session"]),
         "agent_id": one("agent_id", v["agent"]),
         "repository": one("repository", v["repository"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -367,7 +368,7 @@ def test_rebuild_recounts_after_a_replace_that_fired_no_trigger(tmp_path):
     rows = db.execute(
         "SELECT decision, n FROM activity_decision_counts WHERE span = 0 AND field = 'severity' AND tenant = '*'"
     )
-    assert dict(rows.fetchall()) == {"block": 1}
+    assert dict(rows.fetchall()) == {"block": 1, counts.ANY_OUTCOME: 1}
     db.close()
 
 
@@ -393,7 +394,8 @@ def test_recount_command_rebuilds_the_decision_counts(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute(counts.STATE).fetchone() == (1, 1)
         rows = db.execute("SELECT span, tenant, n FROM activity_decision_counts WHERE field = 'severity'")
-        assert sorted(rows.fetchall()) == [(0, "", 1), (0, "*", 1), (10, "", 1)]
+        # Per outcome and summed over the outcomes, per tenant and under any tenant; and its day.
+        assert sorted(rows.fetchall()) == [(0, "", 1), (0, "", 1), (0, "*", 1), (0, "*", 1), (10, "", 1)]
 
 
 def scanned_histogram(path: Path, query: ListQuery) -> list[tuple[str, str, int]]:
@@ -587,7 +589,9 @@ def test_pair_rows_count_each_facet_field_per_paired_value(tmp_path):
     # Pair rows for all time only, and for a decision without a tenant only under any tenant ('*': no
     # filter asks for a NULL tenant); a day holds the plain fields' rows alone.
     per_span = dict(db.execute("SELECT span, count(*) FROM activity_decision_counts GROUP BY span").fetchall())
-    assert per_span == {10: 7, 0: 2 * 7 + 3 * 4 + 5}
+    # All time: 7 fields per outcome and 5 summed over the outcomes, each per tenant and under any tenant;
+    # the pair rows under any tenant.
+    assert per_span == {10: 7, 0: 2 * 7 + 2 * 5 + 3 * 4 + 5}
     tenants = {row[0] for row in db.execute("SELECT tenant FROM activity_decision_counts WHERE field LIKE '%|%'")}
     assert tenants == {"*"}
     db.close()
@@ -653,3 +657,145 @@ async def test_two_readers_share_one_snapshot_or_one_reads_alone(store, monkeypa
     after = grouped_facets(store.path, noon_to_noon, 10)
     assert after != before
     assert await store.facets(noon_to_noon, 10) == after
+
+
+def sums_over_outcomes(path: Path) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, str, str, int]]]:
+    """The all-time sums over the outcomes (019) and what a plain GROUP BY of the file says they should be."""
+    with sqlite3.connect(path) as db:
+        kept = db.execute(
+            "SELECT field, tenant, value, n FROM activity_decision_counts"
+            " WHERE span = 0 AND decision = '*' AND n != 0 ORDER BY 1, 2, 3"
+        ).fetchall()
+        want = []
+        for name in counts.ROLLED:
+            for tenant in ("ifnull('=' || tenant_id, '')", "'*'"):
+                want += db.execute(
+                    f"SELECT '{name}', {tenant}, ifnull('=' || {name}, ''), count(*) FROM activity_decisions"
+                    " GROUP BY 2, 3"
+                ).fetchall()
+    return kept, sorted(want)
+
+
+async def check_unfiltered(store: SqliteStore) -> None:
+    """Facets without an outcome filter (from the sums) and totals equal a GROUP BY over the file."""
+    for query in (ListQuery(), ListQuery(equals=(("tenant_id", ("acme",)),))):
+        query = ListQuery(equals=query.equals, with_total=True)
+        for top in (100, 2, 1):
+            assert await store.facets(query, top) == grouped_facets(store.path, query, top), (query, top)
+        assert (await store.list_decisions(query)).total == scanned_total(store.path, query)
+    counted, newest = state(store.path)
+    if counted == newest:
+        kept, want = sums_over_outcomes(store.path)
+        assert kept == want
+    # The outcome the sums are kept under, asked for literally, matches nothing.
+    star = ListQuery(equals=(("decision", (counts.ANY_OUTCOME,)),), with_total=True)
+    assert (await store.list_decisions(star)).total == 0
+    assert (await store.facets(star, 10)).total == 0
+
+
+async def test_facets_without_an_outcome_filter_read_sums_that_stay_equal_to_a_group_by(store):
+    """The sums over the outcomes through every way rows change: the writer, CAVRA inserting, overwriting and
+    deleting straight in the file, prune, and a rebuild."""
+    from cavra_ingest.prune import SqliteConnection, cutoff, prune
+
+    rng = random.Random(31)
+    await store.write([accepted(record(rng, n)) for n in range(300)])
+    await check_unfiltered(store)
+    with sqlite3.connect(store.path) as db:
+        cavra_insert(db, "cavra-s", session_id="s-cavra", agent_id="agent-1", policy_pack="strict", **ODD_CAVRA_ROW)
+    assert state(store.path) == (300, 301)
+    await check_unfiltered(store)  # the sums, and CAVRA's row counted from the table: every value read
+    await store.write([accepted(record(rng, 300))])  # folds CAVRA's row in with the batch
+    assert state(store.path) == (302, 302)
+    await check_unfiltered(store)
+    with sqlite3.connect(store.path) as db:
+        # Overwritten in place: another outcome, tenant and repository; then deleted.
+        db.execute(
+            "UPDATE activity_decisions SET decision = 'block', tenant_id = 'globex', repository = 'acme/b',"
+            " timestamp = '2026-03-03T01:15:00+02:00' WHERE decision_id IN ('d-00004', 'd-00005', 'cavra-s')"
+        )
+    await check_unfiltered(store)
+    with sqlite3.connect(store.path) as db:
+        db.execute("DELETE FROM activity_decisions WHERE decision_id >= 'd-00200' AND decision_id < 'd-00230'")
+    await check_unfiltered(store)
+    conn = SqliteConnection(store.path, 5000)
+    try:
+        report = await prune(conn, cutoff("2026-03-02"))
+    finally:
+        await conn.close()
+    assert report.decisions_removed > 50
+    await check_unfiltered(store)
+    with sqlite3.connect(store.path, isolation_level=None) as db:
+        db.execute("UPDATE activity_decision_counts SET n = n + 5 WHERE decision = '*'")  # wrong, until rebuilt
+        counts.rebuild(db)
+    await check_unfiltered(store)
+
+
+async def test_unfiltered_facets_read_the_top_values_of_the_sums_from_their_index(store):
+    rng = random.Random(37)
+    await store.write([accepted(record(rng, n)) for n in range(100)])
+    with sqlite3.connect(store.path) as db:
+        # Top ten (nothing waits for the counts), or all values (some rows wait above the watermark).
+        for query, top in itertools.product((ListQuery(), ListQuery(equals=(("tenant_id", ("acme",)),))), (10, None)):
+            statements = dict(zip(FACET_FIELDS, counts.facet_counts(query, top), strict=True))
+            for name in counts.ROLLED:
+                sql, params = statements[name]
+                steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+                # The field's sums in count order, the first ten entries for a top ten: no per-outcome row,
+                # no sort.
+                assert steps == [
+                    "SEARCH activity_decision_counts USING COVERING INDEX idx_activity_decision_counts_summed"
+                    " (field=? AND tenant=?)"
+                ], (name, steps)
+            # The decision facet is still the `severity` rows per outcome.
+            sql, params = statements["decision"]
+            assert ("'*'",) != params and "decision != '*'" in sql
+        # With an outcome filter, the per-outcome rows.
+        sql, params = counts.facet_counts(ListQuery(equals=(("decision", ("block",)),)), 10)[2]
+        steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        assert any("USING PRIMARY KEY" in step for step in steps), steps
+    total_sql, total_params = counts.total_statements(ListQuery(), "", 100)[0]
+    assert "decision = '*'" in total_sql  # totals without an outcome filter read the sums too
+
+
+async def test_migration_019_sums_the_counts_a_file_already_has(tmp_path, monkeypatch):
+    import shutil
+
+    from cavra_ingest.migrate import apply_migrations, migrations_dir
+
+    older = tmp_path / "018"
+    older.mkdir()
+    for migration in sorted(migrations_dir().glob("*.sql")):
+        if migration.name < "019":
+            shutil.copy(migration, older)
+    path = tmp_path / "m.db"
+    apply_migrations(path, older)
+    rng = random.Random(41)
+    with sqlite3.connect(path, isolation_level=None) as db:
+        from cavra_ingest.store.sql import INSERT_DECISION, decision_row
+
+        db.executemany(INSERT_DECISION, [decision_row(accepted(record(rng, n))) for n in range(200)])
+        # Counted as 018 counted them: no sums over the outcomes.
+        monkeypatch.setattr(counts, "ADD_DELTA", (*counts.ADD_DELTA[:3], counts.ADD_DELTA[-1]))
+        counts.catch_up(db)
+        cavra_insert(db, "cavra-m", tenant_id="acme")  # above the watermark: folded later, with its sums
+        assert db.execute("SELECT count(*) FROM activity_decision_counts WHERE decision = '*'").fetchone() == (0,)
+    monkeypatch.undo()
+    assert apply_migrations(path)[0] == "019_counts_summed_over_outcomes.sql"  # and those after it
+    with sqlite3.connect(path) as db:
+        # Above the watermark (no trigger moves a count): the sums are those of the 200 counted decisions.
+        db.execute("DELETE FROM activity_decisions WHERE decision_id = 'cavra-m'")
+    kept, want = sums_over_outcomes(path)
+    assert kept == want and kept
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        with sqlite3.connect(path) as db:
+            cavra_insert(db, "cavra-m", tenant_id="acme")
+        await check_unfiltered(s)  # the uncounted row read from the table
+        with sqlite3.connect(path, isolation_level=None) as db:
+            counts.catch_up(db)  # folded with its sums, as the writer folds any backlog
+        assert state(path) == (201, 201)
+        await check_unfiltered(s)
+    finally:
+        await s.close()

@@ -127,3 +127,30 @@ def test_warm_up_reads_the_random_key_indexes_only_into_a_cache_that_holds_them(
     # A cache smaller than the indexes would only churn: no warm-up.
     assert not cache.warm(db, 5000 * cache.RANDOM_INDEX_BYTES // 1024 - 1)
     db.close()
+
+
+async def test_a_reader_left_inside_a_transaction_is_rolled_back_before_it_is_lent_again(tmp_path):
+    """A caller cancelled (its client gone) after BEGIN but before its COMMIT must not hand the next borrower
+    a connection inside a transaction: that one's BEGIN would fail, a 500."""
+    import asyncio
+
+    from cavra_ingest.store.base import ListQuery
+    from cavra_ingest.store.sqlite import READERS
+
+    store = SqliteStore(tmp_path / "t.db")
+    await store.open()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            async with store._reader() as reader:
+                await reader.execute("BEGIN")
+                await reader.execute("SELECT count(*) FROM activity_decisions")
+                raise asyncio.CancelledError  # as a cancelled request is interrupted between the two
+        for _ in range(READERS):
+            # Every reader in turn: each count read opens its own snapshot with BEGIN.
+            assert (await store.facets(ListQuery(), 10)).total == 0
+        lent = [store._readers.get_nowait() for _ in range(READERS)]
+        assert not any(reader.in_transaction for reader in lent)
+        for reader in lent:
+            store._readers.put_nowait(reader)
+    finally:
+        await store.close()

@@ -1,4 +1,4 @@
-"""Decision counts per time bucket, tenant, outcome and field value (SQLite, migrations 013 and 017).
+"""Decision counts per time bucket, tenant, outcome and field value (SQLite, migrations 013, 017 and 019).
 
 Facets and totals over broad filters read these instead of the decisions: all time is one bucket, a
 window is its whole days, and the partial days at its edges are read through the time index: a partial
@@ -9,6 +9,10 @@ repositories an hour holds about as many count rows as decisions, so they saved 
 Facets over all time filtered by a policy pack, a severity, an action type (017) or a workspace (020)
 (any values) read pair rows: each facet field counted among the decisions of each value of those fields.
 A rule's would outnumber the decisions (docs/performance.md): a rule's facets read its matches.
+
+All-time rows are also kept summed over the outcomes (outcome ANY_OUTCOME, 019) for the facet fields:
+a question without an outcome filter reads one row per value instead of one per outcome and value, and
+its top values in count order from a partial index, without summing or sorting.
 
 Decisions not folded yet (the writer's own until FOLD_ROWS of them wait, pair rows until PAIR_BATCH do,
 and those CAVRA inserts into the file) have a rowid above `counted_rowid` (`paired_rowid` for the pair
@@ -34,6 +38,12 @@ TOTAL_FIELD = "severity"
 # The pair triggers (020) name these fields: a change here needs a migration that makes them again.
 PAIRED = ("policy_pack", "severity", "action_type", "workspace_id")
 PAIR_FIELDS = tuple(name for name in FACET_FIELDS if name != "decision")
+# Fields whose all-time rows are also summed over the outcomes: the facet fields but the decision (whose
+# facet is the `severity` rows per outcome). TOTAL_FIELD is one, so a total without an outcome filter reads
+# them too.
+ROLLED = tuple(name for name in FACET_FIELDS if name != "decision")
+# The outcome of those sums: '*' names no real outcome (those are words: allow, block, ...).
+ANY_OUTCOME = "*"
 # Bucket lengths as prefixes of the normalised timestamp: all time, a day.
 ALL_TIME, DAY = 0, 10
 ONE_DAY = timedelta(days=1)
@@ -85,6 +95,15 @@ ADD_DELTA = (
     " ON CONFLICT DO UPDATE SET n = n + excluded.n",
     f"INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)"
     f" SELECT {ALL_TIME}, '', '{ANY_TENANT}', decision, field, value, sum(n) FROM counts_delta GROUP BY 4, 5, 6"
+    " ON CONFLICT DO UPDATE SET n = n + excluded.n",
+    # The sums over the outcomes (019): per tenant and under any tenant, all time, the rolled fields only.
+    f"INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)"
+    f" SELECT {ALL_TIME}, '', tenant, '{ANY_OUTCOME}', field, value, sum(n) FROM counts_delta"
+    f" WHERE field IN {ROLLED!r} GROUP BY 3, 5, 6"
+    " ON CONFLICT DO UPDATE SET n = n + excluded.n",
+    f"INSERT INTO activity_decision_counts (span, bucket, tenant, decision, field, value, n)"
+    f" SELECT {ALL_TIME}, '', '{ANY_TENANT}', '{ANY_OUTCOME}', field, value, sum(n) FROM counts_delta"
+    f" WHERE field IN {ROLLED!r} GROUP BY 5, 6"
     " ON CONFLICT DO UPDATE SET n = n + excluded.n",
     "DROP TABLE counts_delta",
 )
@@ -298,6 +317,9 @@ def servable(query: ListQuery, *, facets: bool) -> str | None:
     if query.min_blocked is not None or query.after is not None or query.terms or query.prefixes:
         # Counts are kept per exact value: a search or a prefix must read the rows.
         return None
+    if ANY_OUTCOME in dict(query.equals).get("decision", ()):
+        # The outcome the sums are kept under: asked for literally, it matches no decision the rows hold.
+        return None
     other = [name for name, _ in query.equals if name not in KEYED]
     if not other:
         return ""
@@ -332,14 +354,19 @@ def _in(values: Sequence[Any]) -> str:
     return f"({', '.join('?' * len(values))})"
 
 
-def _arms(p: Plan, query: ListQuery) -> list[tuple[str, list[Any]]]:
-    """One condition per bucket range, each a range of the counts' primary key once `field` is fixed."""
+def _arms(p: Plan, query: ListQuery, summed: bool = False) -> list[tuple[str, list[Any]]]:
+    """One condition per bucket range, each a range of the counts' primary key once `field` is fixed.
+
+    `summed`: all-time rows of a ROLLED field without an outcome filter are read as their sums over the
+    outcomes; otherwise those sums are left out, since the per-outcome rows already hold them.
+    """
     given = dict(query.equals)
     arms = []
     for span, first, end in p.buckets:
-        # `bucket = ''` for all time: with it the key is sought down to the tenant, not scanned past it.
-        arm: list[str] = ["span = ?"] if span else ["span = ?", "bucket = ''"]
-        params: list[Any] = [span]
+        # `bucket = ''` for all time: with it the key is sought down to the tenant, not scanned past it. A
+        # literal span, so that the partial index of the sums (019) is seen to serve the query.
+        arm: list[str] = ["span = ?"] if span else [f"span = {ALL_TIME}", "bucket = ''"]
+        params: list[Any] = [span] if span else []
         if first is not None:
             arm.append("bucket >= ?")
             params.append(first)
@@ -355,6 +382,8 @@ def _arms(p: Plan, query: ListQuery) -> list[tuple[str, list[Any]]]:
         if "decision" in given:
             arm.append(f"decision IN {_in(given['decision'])}")
             params.extend(given["decision"])
+        elif span == ALL_TIME:
+            arm.append(f"decision {'=' if summed else '!='} '{ANY_OUTCOME}'")
         arms.append((" AND ".join(arm), params))
     return arms
 
@@ -397,7 +426,9 @@ def total_statements(query: ListQuery, field: str, counted: int) -> list[tuple[s
     """Statements whose single values add up to the query's total."""
     p = plan(query.since, query.until)
     statements = []
-    for arm, params in _arms(p, query):
+    # Without an outcome filter, the sums over the outcomes: one row per value (and tenant).
+    summed = (field or TOTAL_FIELD) in ROLLED and "decision" not in dict(query.equals)
+    for arm, params in _arms(p, query, summed):
         where, values = f"field = ? AND {arm}", [field or TOTAL_FIELD, *params]
         if field:
             wanted = dict(query.equals)[field]
@@ -485,11 +516,28 @@ def facet_counts(query: ListQuery, top: int | None) -> list[tuple[str, list[Any]
     the counts are the answer's. The outcomes are never cut, since the total is their sum. One statement
     per field: all-time rows of one field are read in value order, so they are summed without a sort.
     With a paired filter, the rows are its values' pair rows, and its own facet is its values' totals.
+    Without an outcome filter, a field's all-time rows are its sums over the outcomes; for one tenant key
+    (any tenant, or one tenant) they are one row per value, read in count order from 019's partial index.
     """
-    arms = _arms(plan(query.since, query.until), query)
+    p = plan(query.since, query.until)
     given = _given(query)
+    equals = dict(query.equals)
     statements = []
     for name in FACET_FIELDS:
+        summed = name in ROLLED and given is None and "decision" not in equals
+        arms = _arms(p, query, summed)
+        if summed and p.buckets == [(ALL_TIME, None, None)] and len(equals.get("tenant_id", (ANY_TENANT,))) == 1:
+            ((arm, values),) = arms
+            # In count order even without `top`: the index holds the sums alone, the key interleaves them with
+            # the per-outcome rows.
+            sql = (
+                f"SELECT '{name}', value, n FROM activity_decision_counts WHERE field = ? AND {arm} AND n != 0"
+                " ORDER BY n DESC, value"
+            )
+            if top is not None:
+                sql += " LIMIT ?"
+            statements.append((sql, [name, *values, *([] if top is None else [top])]))
+            continue
         keys = _keys(query, TOTAL_FIELD if name == "decision" else name)
         if name == "decision":
             column = "'=' || decision"

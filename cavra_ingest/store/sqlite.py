@@ -449,7 +449,13 @@ class SqliteStore:
         try:
             yield reader
         finally:
-            self._readers.put_nowait(reader)
+            try:
+                if reader.in_transaction:
+                    # A caller cancelled (client gone) between its BEGIN and COMMIT: end that snapshot, or the
+                    # next borrower's BEGIN fails ("cannot start a transaction within a transaction").
+                    await asyncio.shield(reader.execute("ROLLBACK"))
+            finally:
+                self._readers.put_nowait(reader)
 
     @asynccontextmanager
     async def _heavy_reader(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -6,9 +6,9 @@
 -- doubled what the pair rows cost the writer (docs/performance.md).
 --
 -- The pair triggers of 017 (update) and 018 (delete) name the paired fields, so both are made again with
--- workspace_id. The pair rows are then dropped and their watermark set to 0: the store rebuilds them all
--- when it opens, 50,000 rowids per transaction (counts.PAIR_CATCH_UP_CHUNK), so another writer is never
--- locked out for long.
+-- workspace_id. The pair rows are then dropped and their watermark set to 0: the server's background
+-- counts folder rebuilds them a step at a time (CAVRA_COUNTS_FOLD_ROWS), and reads with a paired filter
+-- count the matches from the table meanwhile.
 DROP TRIGGER IF EXISTS trg_activity_decision_pair_counts_delete;
 DROP TRIGGER IF EXISTS trg_activity_decision_pair_counts_update;
 
