@@ -7,9 +7,9 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -375,17 +375,9 @@ class SqliteStore:
         await self._on_writer(self._run_statements, self._writer, statements)
 
     def _run_statements(self, db: sqlite3.Connection, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        try:
+        with self._transaction(db):
             for sql, rows in statements:
                 db.executemany(sql, rows)
-            db.execute("COMMIT")
-        except BaseException:
-            self._rollback(db)
-            raise
 
     def _write_batch(
         self, db: sqlite3.Connection, items: list[WriteItem], abandoned: threading.Event
@@ -442,6 +434,25 @@ class SqliteStore:
                 db.execute("ROLLBACK")
         except sqlite3.Error:
             log.exception("rollback failed")
+
+    @contextmanager
+    def _transaction(self, db: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction on the writer's connection: committed at the end, rolled back on any error.
+
+        SQLite's operational errors (a lock, a full disk) are raised as StoreUnavailable.
+        """
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(db)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -682,19 +693,9 @@ class SqliteStore:
         left, counted = counts.backlog(db)
         if not left:
             return 0, counted
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        try:
+        with self._transaction(db):
             counts.fold_new(db, max_rows, at_least=counts.FOLD_ROWS, pairs_at_least=counts.PAIR_BATCH)
             left, counted = counts.backlog(db)
-            db.execute("COMMIT")
-        except BaseException as exc:
-            self._rollback(db)
-            if isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnavailable(str(exc)) from exc
-            raise
         return left, counted
 
     async def index_search(self, max_rows: int) -> tuple[int, int | None]:
@@ -709,11 +710,7 @@ class SqliteStore:
         newest = newest or 0
         if upto == newest:
             return upto, newest
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        try:
+        with self._transaction(db):
             upto, newest = db.execute(SELECT_SEARCH_PROGRESS).fetchone()
             newest = newest or 0
             if newest < upto:
@@ -723,12 +720,6 @@ class SqliteStore:
             target = min(newest, upto + max_rows)
             db.execute(INDEX_SEARCH, (upto, target))
             db.execute("UPDATE activity_search_progress SET indexed_upto = ?", (target,))
-            db.execute("COMMIT")
-        except BaseException as exc:
-            self._rollback(db)
-            if isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnavailable(str(exc)) from exc
-            raise
         return target, newest
 
     def iter_decisions(self, query: ListQuery, chunk_size: int) -> AsyncIterator[list[bytes]]:
