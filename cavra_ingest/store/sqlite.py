@@ -382,11 +382,8 @@ class SqliteStore:
     def _write_batch(
         self, db: sqlite3.Connection, items: list[WriteItem], abandoned: threading.Event
     ) -> list[WriteResult]:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        try:
+        # Nothing of a failed batch may stay visible: the transaction is rolled back whole.
+        with self._transaction(db):
             stored: dict[str, bytes] = {}
             ids = decision_ids(items)
             if ids:
@@ -418,13 +415,6 @@ class SqliteStore:
             )
             if abandoned.is_set():
                 raise StoreUnavailable("batch abandoned before commit")
-            db.execute("COMMIT")
-        except BaseException as exc:
-            # Nothing of a failed batch may stay visible.
-            self._rollback(db)
-            if isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnavailable(str(exc)) from exc
-            raise
         return plan.results
 
     @staticmethod
