@@ -129,6 +129,26 @@ def test_warm_up_reads_the_random_key_indexes_only_into_a_cache_that_holds_them(
     db.close()
 
 
+async def test_a_heavy_reader_left_inside_a_transaction_is_rolled_back_before_it_is_lent_again(tmp_path):
+    """The same for the heavy readers: a backlog's count read and a window's second reader BEGIN on them."""
+    import asyncio
+
+    store = SqliteStore(tmp_path / "t.db", heavy_readers=1)
+    await store.open()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            async with store._heavy_reader() as reader:
+                await reader.execute("BEGIN")
+                await reader.execute_fetchall("SELECT count(*) FROM activity_decisions")
+                raise asyncio.CancelledError
+        async with store._heavy_reader() as again:
+            assert again is reader and not again.in_transaction
+            await again.execute("BEGIN")  # would fail inside the abandoned transaction
+            await again.execute("COMMIT")
+    finally:
+        await store.close()
+
+
 async def test_a_reader_left_inside_a_transaction_is_rolled_back_before_it_is_lent_again(tmp_path):
     """A caller cancelled (its client gone) after BEGIN but before its COMMIT must not hand the next borrower
     a connection inside a transaction: that one's BEGIN would fail, a 500."""

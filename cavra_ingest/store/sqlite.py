@@ -451,12 +451,19 @@ class SqliteStore:
             yield reader
         finally:
             try:
-                if reader.in_transaction:
-                    # A caller cancelled (client gone) between its BEGIN and COMMIT: end that snapshot, or the
-                    # next borrower's BEGIN fails ("cannot start a transaction within a transaction").
-                    await asyncio.shield(reader.execute("ROLLBACK"))
+                await self._end_snapshot(reader)
             finally:
                 self._readers.put_nowait(reader)
+
+    @staticmethod
+    async def _end_snapshot(reader: aiosqlite.Connection) -> None:
+        """End a read transaction a caller left open before the reader is lent again.
+
+        A caller cancelled (client gone) between its BEGIN and COMMIT leaves one; the next borrower's BEGIN
+        would fail ("cannot start a transaction within a transaction").
+        """
+        if reader.in_transaction:
+            await asyncio.shield(reader.execute("ROLLBACK"))
 
     @asynccontextmanager
     async def _heavy_reader(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -480,7 +487,10 @@ class SqliteStore:
             raise
         finally:
             deadline.until = float("inf")
-            self._heavy.put_nowait((reader, deadline))
+            try:
+                await self._end_snapshot(reader)
+            finally:
+                self._heavy.put_nowait((reader, deadline))
 
     async def _one(self, sql: str, params: tuple[Any, ...]) -> bytes | None:
         async with self._reader() as db:
