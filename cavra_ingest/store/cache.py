@@ -80,6 +80,8 @@ RANDOM_KEYS = (
 # Indexes led by a session, agent or repository, then the time: an insert lands next to that key's newest
 # entry, one leaf per key. Only the keys of the newest sessions are read (CAVRA_SQLITE_WARM_SESSIONS).
 EDGE_KEYS = ("session_id", "agent_id", "repository")
+# length(payload) reads each row's page(s), which a batch's session upsert reads; the look-up by id below
+# reads the id index, which a count answers alone.
 RECENT_SESSIONS = (
     "SELECT session_id, agent_id, repository, length(payload) FROM activity_sessions"
     " ORDER BY updated_at DESC, session_id LIMIT ?"
