@@ -79,6 +79,10 @@ async def connect(settings: Settings) -> Any:
     return nc
 
 
+# Pause between two looks for a stream another replica is creating.
+STREAM_RETRY_S = 0.1
+
+
 async def ensure_streams(js: Any, settings: Settings) -> None:
     """Create the decision stream and the dead-letter stream when they do not exist yet."""
     from nats.js.api import StorageType, StreamConfig
@@ -100,15 +104,23 @@ async def ensure_streams(js: Any, settings: Settings) -> None:
             max_age=30 * 86400.0,
         ),
     ]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.broker_timeout_s
     for config in wanted:
-        try:
-            await js.stream_info(config.name)
-        except NotFoundError:
+        while True:
             try:
-                await js.add_stream(config)
-            except Exception:
-                # Another replica or worker created it first.
                 await js.stream_info(config.name)
+                break
+            except NotFoundError:
+                try:
+                    await js.add_stream(config)
+                    break
+                except Exception:
+                    # Another replica or worker is creating it, or a restarted cluster is still electing its
+                    # leader (the stream is then neither found nor creatable): look again, until the timeout.
+                    if loop.time() >= deadline:
+                        raise
+                    await asyncio.sleep(STREAM_RETRY_S)
 
 
 class BrokerSink:

@@ -206,6 +206,39 @@ def test_partitions_are_stable_and_spread():
     assert len({partition(f"s-{i}", 16) for i in range(200)}) == 16
 
 
+class CreatingPeer:
+    """A JetStream manager while another replica creates the streams: `hidden` looks find nothing and the
+    creations fail, then the streams are there."""
+
+    def __init__(self, hidden: int) -> None:
+        self.hidden = hidden
+        self.looks = 0
+
+    async def stream_info(self, name: str) -> str:
+        from nats.js.errors import NotFoundError
+
+        self.looks += 1
+        if self.looks <= self.hidden:
+            raise NotFoundError
+        return name
+
+    async def add_stream(self, config: object) -> None:
+        raise RuntimeError("stream name already in use")
+
+
+async def test_a_replica_waits_for_streams_another_is_creating_up_to_the_broker_timeout():
+    from cavra_ingest.broker import ensure_streams
+
+    peer = CreatingPeer(hidden=3)
+    await ensure_streams(peer, Settings.from_env({"CAVRA_BROKER_TIMEOUT_S": "5"}))
+    assert peer.looks == 3 + 2  # the third look's failure retried, then each stream found once
+    never = CreatingPeer(hidden=10**9)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="already in use"):
+        await ensure_streams(never, Settings.from_env({"CAVRA_BROKER_TIMEOUT_S": "0.3"}))
+    assert 0.3 <= time.monotonic() - started < 3 and never.looks > 1
+
+
 def test_worker_refuses_to_start_without_a_broker_and_postgres(monkeypatch, capsys):
     from cavra_ingest import cli
 
