@@ -20,10 +20,10 @@ from pathlib import Path
 
 import msgspec
 
-from cavra_ingest.auditlog import TILE, AuditLog, Signer, SqliteLog
-from cavra_ingest.migrate import apply_migrations
-from cavra_ingest.models import DecisionIn, normalize
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.auditlog.log import TILE, AuditLog, Signer, SqliteLog
+from cavra_ingest.core.models import DecisionIn, normalize
+from cavra_ingest.store.migrate import apply_migrations
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .rows import decision
 

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from cavra_ingest.migrate import apply_migrations
+from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.sql import INSERT_DECISION
 
 from .rows import row

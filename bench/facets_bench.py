@@ -26,9 +26,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cavra_ingest.store import counts
 from cavra_ingest.store.base import FACET_FIELDS, ListQuery
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .read_bench import PACKS, RESULTS, pick
 

@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from cavra_ingest.store import counts
+from cavra_ingest.store.sqlite import counts
 
 from .read_bench import INSERT, Shape, generate
 

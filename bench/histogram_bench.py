@@ -10,11 +10,11 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from cavra_ingest.app import create_app
+from cavra_ingest.http.app import create_app
 from cavra_ingest.settings import Settings
-from cavra_ingest.store import counts
 from cavra_ingest.store.base import ListQuery
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 QUERIES = {
     "all time": ListQuery(),

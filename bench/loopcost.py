@@ -26,9 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from cavra_ingest import logs
-from cavra_ingest.app import create_app
-from cavra_ingest.keys import SINK_KEY
+from cavra_ingest.http import logs
+from cavra_ingest.http.app import create_app
+from cavra_ingest.http.keys import SINK_KEY
 from cavra_ingest.settings import Settings
 
 from .noop_server import post as noop_post

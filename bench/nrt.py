@@ -22,11 +22,11 @@ from pathlib import Path
 
 import msgspec
 
-from cavra_ingest.models import DecisionIn, normalize
-from cavra_ingest.planning import decision_ids, plan_batch, session_ids
-from cavra_ingest.store import counts
+from cavra_ingest.core.models import DecisionIn, normalize
+from cavra_ingest.core.planning import decision_ids, plan_batch, session_ids
 from cavra_ingest.store.sql import UPSERT_SESSION, decision_row, session_from_row, session_row
-from cavra_ingest.store.sqlite import (
+from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite.store import (
     SELECT_STORED_SESSIONS,
     UPDATE_SESSION_COUNTS,
     SqliteStore,

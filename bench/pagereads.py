@@ -25,9 +25,9 @@ from pathlib import Path
 
 import msgspec
 
-from cavra_ingest.models import DecisionIn, normalize
+from cavra_ingest.core.models import DecisionIn, normalize
 from cavra_ingest.store import cache
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .rows import decision
 

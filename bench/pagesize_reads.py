@@ -19,7 +19,7 @@ from typing import Any
 
 from cavra_ingest.store.base import ListQuery
 from cavra_ingest.store.sql import INSERT_DECISION
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .rows import row
 

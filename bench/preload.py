@@ -7,9 +7,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from cavra_ingest.migrate import apply_migrations
-from cavra_ingest.store import counts
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.store.migrate import apply_migrations
+from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 # Ids spread evenly over the key space (random style) or older than any posted id (ordered style),
 # inserted in key order so the primary-key index fills sequentially.

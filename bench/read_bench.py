@@ -24,9 +24,9 @@ from typing import Any
 
 import msgspec
 
-from cavra_ingest.migrate import apply_migrations
 from cavra_ingest.store.base import ListQuery
-from cavra_ingest.store.sqlite import DECISIONS, SqliteStore
+from cavra_ingest.store.migrate import apply_migrations
+from cavra_ingest.store.sqlite.store import DECISIONS, SqliteStore
 
 RESULTS = Path(__file__).parent / "results"
 OUTCOMES = (("allow", 70), ("warn", 10), ("block", 8), ("require_approval", 6), ("audit_only", 5))
@@ -326,7 +326,7 @@ def insert_cost(rows: int, batch: int = 2000) -> dict[str, Any]:
     import shutil
     import tempfile
 
-    from cavra_ingest.migrate import migrations_dir
+    from cavra_ingest.store.migrate import migrations_dir
 
     data = list(generate(Shape(rows=rows)))
     result: dict[str, Any] = {"rows": rows, "batch": batch}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from cavra_ingest.models import DecisionIn, normalize
+from cavra_ingest.core.models import DecisionIn, normalize
 from cavra_ingest.store.sql import decision_row
 
 OUTCOMES = ["allow", "allow", "allow", "allow", "warn", "audit_only", "block", "require_approval"]

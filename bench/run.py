@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cavra_ingest.migrate import apply_migrations
+from cavra_ingest.store.migrate import apply_migrations
 
 from .ceiling import COMPOSITE_INDEX
 from .preload import build_counts, build_search_index, preload

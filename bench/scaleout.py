@@ -27,9 +27,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from cavra_ingest.auditlog import load_signer
+from cavra_ingest.auditlog.log import load_signer
 from cavra_ingest.settings import Settings
-from cavra_ingest.store.postgres import PostgresStore
+from cavra_ingest.store.postgres.store import PostgresStore
 from tests.natscluster import Cluster, Service
 
 from .rows import row

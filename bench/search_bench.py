@@ -24,11 +24,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench.preload import preload
-from cavra_ingest.app import RUNTIME_KEY, create_app
-from cavra_ingest.migrate import apply_migrations
+from cavra_ingest.http.app import RUNTIME_KEY, create_app
 from cavra_ingest.settings import Settings
+from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.sql import INSERT_DECISION, SQLITE_SEARCH_TEXT
-from cavra_ingest.store.sqlite import INDEX_SEARCH
+from cavra_ingest.store.sqlite.store import INDEX_SEARCH
 
 RESULTS = Path(__file__).parent / "results"
 TRIGGER = f"""CREATE TRIGGER search_now AFTER INSERT ON activity_decisions BEGIN
@@ -124,8 +124,8 @@ async def postgres_write_cost(dsn: str, total: int, batch: int = 500) -> dict[st
     index filled later by the indexer, timed apart), and with the trigram index built in the same transaction."""
     import asyncpg
 
-    from cavra_ingest.store.postgres import INDEX_SEARCH as PG_INDEX_SEARCH
-    from cavra_ingest.store.postgres import PostgresStore, numbered
+    from cavra_ingest.store.postgres.store import INDEX_SEARCH as PG_INDEX_SEARCH
+    from cavra_ingest.store.postgres.store import PostgresStore, numbered
 
     runs: dict[str, list[float]] = {}
     sql = numbered(INSERT_DECISION)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cavra_ingest.store import counts
-from cavra_ingest.store import sqlite as sqlite_store
+from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite import store as sqlite_store
 
 from .wal import measure
 

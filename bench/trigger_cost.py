@@ -11,7 +11,7 @@ import sqlite3
 import tempfile
 import time
 
-from cavra_ingest.migrate import apply_migrations
+from cavra_ingest.store.migrate import apply_migrations
 
 ROWS, BATCH, ROUNDS = 50_000, 2000, 5
 INSERT = (

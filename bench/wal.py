@@ -18,8 +18,8 @@ from pathlib import Path
 
 import msgspec
 
-from cavra_ingest.models import DecisionIn, normalize
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.core.models import DecisionIn, normalize
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .ceiling import COMPOSITE_INDEX
 from .rows import decision

@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from cavra_ingest.auditlog.log import AuditLog, CheckpointLoop, open_log
+from cavra_ingest.broker.jetstream import BrokerSink
+from cavra_ingest.settings import Settings
+from cavra_ingest.store import Store, make_store
 from workers.indexer import CountsFolder, Follower, SearchIndexer
 from workers.writer import BatchWriter
-
-from .auditlog import AuditLog, CheckpointLoop, open_log
-from .broker import BrokerSink
-from .settings import Settings
-from .store import Store, make_store
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ async def broker_sink(settings: Settings, writer: BatchWriter) -> AsyncIterator[
     if not settings.broker_url:
         yield None
         return
-    from .broker import connect
+    from cavra_ingest.broker.jetstream import connect
 
     sink = BrokerSink(await connect(settings), settings, writer)
     try:

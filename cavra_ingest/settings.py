@@ -281,7 +281,7 @@ def check(values: Mapping[str, object]) -> list[str]:
                 problems.append(f"CAVRA_BROKER_URL: expected comma-separated nats:// URLs, got {redact_url(url)!r}")
     cache_mb = values.get("sqlite_cache_mb")
     if isinstance(cache_mb, str):
-        from .store.cache import parse as parse_cache_mb  # the store package imports this module
+        from cavra_ingest.store.cache import parse as parse_cache_mb  # the store package imports this module
 
         try:
             parse_cache_mb(cache_mb)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from cavra_ingest.app import create_app
+from cavra_ingest.http.app import create_app
 from cavra_ingest.settings import Settings
 
 CHROMIUM = Path(os.environ.get("CAVRA_CHROMIUM", "/usr/bin/chromium"))

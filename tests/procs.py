@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from cavra_ingest.models import DecisionRecord
-from cavra_ingest.summary import recount
+from cavra_ingest.core.models import DecisionRecord
+from cavra_ingest.core.summary import recount
 
 
 def free_port() -> int:

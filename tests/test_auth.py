@@ -12,13 +12,13 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest import auth, openapi
-from cavra_ingest.auditlog import AUDIT_KEY
-from cavra_ingest.auth import Bucket, Guard, required_scope
-from cavra_ingest.keys import SETTINGS_KEY, STORE_KEY
+from cavra_ingest.auditlog.log import AUDIT_KEY
+from cavra_ingest.http import auth, openapi
+from cavra_ingest.http.auth import Bucket, Guard, required_scope
+from cavra_ingest.http.keys import SETTINGS_KEY, STORE_KEY
 from cavra_ingest.settings import Settings
-from cavra_ingest.store.postgres import PostgresStore
-from cavra_ingest.tokens import Token, new_token, token_store
+from cavra_ingest.store.postgres.store import PostgresStore
+from cavra_ingest.store.tokens import Token, new_token, token_store
 
 from .conftest import MakeClient, decision
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from cavra_ingest.reads import DECISION_FILTERS, SESSION_FILTERS
+from cavra_ingest.http.routes.reads import DECISION_FILTERS, SESSION_FILTERS
 
 from .conftest import MakeClient, decision
 
@@ -353,7 +353,7 @@ async def test_a_forged_cursor_holding_nul_is_a_400(any_client: TestClient) -> N
     """Issue 18: asyncpg cannot bind NUL (it was a 500 on PostgreSQL); every store answers 400."""
     import base64
 
-    from cavra_ingest.reads import _fingerprint
+    from cavra_ingest.http.routes.reads import _fingerprint
     from cavra_ingest.store import ListQuery
 
     forged = json.dumps({"k": ["2026-01-01T00:00:00+00:00", "\u0000"], "f": _fingerprint(ListQuery(), "decisions")})

@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from cavra_ingest.models import DecisionIn, normalize
+from cavra_ingest.core.models import DecisionIn, normalize
 from cavra_ingest.settings import Settings, SettingsError
 from cavra_ingest.store import cache
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .conftest import decision
 
@@ -201,7 +201,7 @@ async def test_auto_size_counts_the_leaves_and_the_warmed_sessions(filled):
 
 
 async def test_the_audit_log_commits_on_the_writer_connection_and_keeps_its_cache(filled):
-    from cavra_ingest.auditlog import INSERT_NODE, SqliteLog, log_db
+    from cavra_ingest.auditlog.log import INSERT_NODE, SqliteLog, log_db
 
     store = SqliteStore(filled, audit_log=True)
     await store.open()

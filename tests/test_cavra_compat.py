@@ -10,10 +10,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cavra_ingest.keys import SETTINGS_KEY
-from cavra_ingest.migrate import apply_migrations
-from cavra_ingest.models import Timestamp, utc_text
-from cavra_ingest.recount import recount_sqlite
+from cavra_ingest.core.models import Timestamp, utc_text
+from cavra_ingest.http.keys import SETTINGS_KEY
+from cavra_ingest.store.migrate import apply_migrations
+from cavra_ingest.store.recount import recount_sqlite
 
 from . import cavra_layouts as layouts
 from .conftest import decision, drain
@@ -174,7 +174,7 @@ def test_recount_command_one_session_and_store_selection(tmp_path):
 
 
 async def test_recount_on_postgres_matches_the_incremental_summary(make_client):
-    from cavra_ingest.recount import recount_postgres
+    from cavra_ingest.store.recount import recount_postgres
 
     from .conftest import POSTGRES_URL
 

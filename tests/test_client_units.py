@@ -14,7 +14,7 @@ from cavra_ingest.client.core import prepare
 from cavra_ingest.client.ids import IdGenerator, id_time_ms, new_decision_id
 from cavra_ingest.client.retry import backoff_delay, parse_retry_after
 from cavra_ingest.client.spool import Spool
-from cavra_ingest.models import DecisionIn
+from cavra_ingest.core.models import DecisionIn
 
 
 def test_ids_are_uuid7_and_fit_the_id_rules():

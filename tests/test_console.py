@@ -8,7 +8,7 @@ import pytest
 
 from cavra_ingest import console
 from cavra_ingest.console import STATIC
-from cavra_ingest.models import OUTCOMES, SESSION_STATES, SEVERITIES
+from cavra_ingest.core.models import OUTCOMES, SESSION_STATES, SEVERITIES
 from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
 
 ASSETS = {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cavra_ingest.migrate import apply_migrations
-from cavra_ingest.tokens import INSERT_TOKEN, SqliteTokens, hash_secret, new_token, token_row
+from cavra_ingest.store.migrate import apply_migrations
+from cavra_ingest.store.tokens import INSERT_TOKEN, SqliteTokens, hash_secret, new_token, token_row
 
 from .console_browser import CHROMIUM, CHROMIUM_ARGS, LiveServer, require_browser, seed_decisions, start_loop, stop_loop
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cavra_ingest.models import OUTCOMES, SESSION_STATES, SEVERITIES
+from cavra_ingest.core.models import OUTCOMES, SESSION_STATES, SEVERITIES
 from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
 
 from .console_browser import (

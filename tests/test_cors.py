@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cavra_ingest.cors import parse_origins
+from cavra_ingest.http.cors import parse_origins
 
 from .conftest import decision
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from cavra_ingest.app import create_app
+from cavra_ingest.http.app import create_app
 from cavra_ingest.settings import Settings
 
 from .conftest import decision

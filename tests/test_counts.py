@@ -15,12 +15,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from cavra_ingest.app import RUNTIME_KEY
-from cavra_ingest.keys import STORE_KEY
-from cavra_ingest.models import DecisionIn, normalize
-from cavra_ingest.store import counts
+from cavra_ingest.core.models import DecisionIn, normalize
+from cavra_ingest.http.app import RUNTIME_KEY
+from cavra_ingest.http.keys import STORE_KEY
 from cavra_ingest.store.base import FACET_FIELDS, Facets, ListQuery, facets_from_rows
-from cavra_ingest.store.sqlite import DECISIONS, SqliteStore
+from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite.store import DECISIONS, SqliteStore
 
 DECODER = msgspec.json.Decoder(DecisionIn)
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -352,7 +352,7 @@ def test_a_window_is_split_into_whole_days_and_partial_days():
 
 def test_rebuild_recounts_after_a_replace_that_fired_no_trigger(tmp_path):
     path = tmp_path / "r.db"
-    from cavra_ingest.migrate import apply_migrations
+    from cavra_ingest.store.migrate import apply_migrations
 
     apply_migrations(path)
     db = sqlite3.connect(path, isolation_level=None)
@@ -382,8 +382,8 @@ async def test_a_window_query_reads_only_its_buckets(store):
 
 
 def test_recount_command_rebuilds_the_decision_counts(tmp_path):
-    from cavra_ingest.migrate import apply_migrations
-    from cavra_ingest.recount import recount_sqlite
+    from cavra_ingest.store.migrate import apply_migrations
+    from cavra_ingest.store.recount import recount_sqlite
 
     path = tmp_path / "rc.db"
     apply_migrations(path)
@@ -476,7 +476,7 @@ async def test_a_day_histogram_reads_only_its_count_rows(store):
 
 
 def test_auto_prefers_whole_days_from_two_weeks():
-    from cavra_ingest.histogram import auto_interval
+    from cavra_ingest.http.routes.histogram import auto_interval
 
     start = START
     assert auto_interval(start, start + timedelta(days=13, hours=23)) == ("6h", 6 * 3600)
@@ -572,7 +572,7 @@ async def test_facets_for_each_single_filter_equal_a_group_by(store):
 
 
 def test_pair_rows_count_each_facet_field_per_paired_value(tmp_path):
-    from cavra_ingest.migrate import apply_migrations
+    from cavra_ingest.store.migrate import apply_migrations
 
     path = tmp_path / "p.db"
     apply_migrations(path)
@@ -696,7 +696,7 @@ async def check_unfiltered(store: SqliteStore) -> None:
 async def test_facets_without_an_outcome_filter_read_sums_that_stay_equal_to_a_group_by(store):
     """The sums over the outcomes through every way rows change: the writer, CAVRA inserting, overwriting and
     deleting straight in the file, prune, and a rebuild."""
-    from cavra_ingest.prune import SqliteConnection, cutoff, prune
+    from cavra_ingest.store.prune import SqliteConnection, cutoff, prune
 
     rng = random.Random(31)
     await store.write([accepted(record(rng, n)) for n in range(300)])
@@ -761,7 +761,7 @@ async def test_unfiltered_facets_read_the_top_values_of_the_sums_from_their_inde
 async def test_migration_019_sums_the_counts_a_file_already_has(tmp_path, monkeypatch):
     import shutil
 
-    from cavra_ingest.migrate import apply_migrations, migrations_dir
+    from cavra_ingest.store.migrate import apply_migrations, migrations_dir
 
     older = tmp_path / "018"
     older.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from cavra_ingest.cli import build_parser
+from cavra_ingest.cli.main import build_parser
 from cavra_ingest.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def test_dockerfile_command_matches_compose():
 
 
 def served_paths() -> set[str]:
-    from cavra_ingest.app import create_app
+    from cavra_ingest.http.app import create_app
 
     return {route.resource.canonical for route in create_app(Settings()).router.routes() if route.resource}
 

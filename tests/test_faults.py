@@ -14,8 +14,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from cavra_ingest.models import DecisionRecord
-from cavra_ingest.summary import recount
+from cavra_ingest.core.models import DecisionRecord
+from cavra_ingest.core.summary import recount
 
 from .conftest import writer_of
 from .procs import Server, acknowledged, check_file

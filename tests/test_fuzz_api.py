@@ -22,8 +22,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from cavra_ingest import openapi
-from cavra_ingest.app import create_app
+from cavra_ingest.http import openapi
+from cavra_ingest.http.app import create_app
 from cavra_ingest.settings import Settings
 
 from .procs import Server, check_file

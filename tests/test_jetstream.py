@@ -22,10 +22,10 @@ import asyncpg
 import nats
 import pytest
 
-from cavra_ingest.auditlog import load_signer
-from cavra_ingest.broker import STREAM, partition
+from cavra_ingest.auditlog.log import load_signer
+from cavra_ingest.broker.jetstream import STREAM, partition
 from cavra_ingest.settings import Settings
-from cavra_ingest.store.postgres import PostgresStore
+from cavra_ingest.store.postgres.store import PostgresStore
 
 from .conftest import POSTGRES_URL, decision, drop_schema, require_postgres
 from .natscluster import Cluster, Outage, Service
@@ -227,7 +227,7 @@ class CreatingPeer:
 
 
 async def test_a_replica_waits_for_streams_another_is_creating_up_to_the_broker_timeout():
-    from cavra_ingest.broker import ensure_streams
+    from cavra_ingest.broker.jetstream import ensure_streams
 
     peer = CreatingPeer(hidden=3)
     await ensure_streams(peer, Settings.from_env({"CAVRA_BROKER_TIMEOUT_S": "5"}))
@@ -240,7 +240,7 @@ async def test_a_replica_waits_for_streams_another_is_creating_up_to_the_broker_
 
 
 def test_worker_refuses_to_start_without_a_broker_and_postgres(monkeypatch, capsys):
-    from cavra_ingest import cli
+    from cavra_ingest.cli import main as cli
 
     monkeypatch.delenv("CAVRA_BROKER_URL", raising=False)
     assert cli.main(["worker"]) == 2
@@ -326,8 +326,8 @@ async def test_postgres_outage_backlog_drains_after_it_returns(topology):
 async def test_quota_charges_travel_with_the_records_to_the_worker(topology):
     from datetime import UTC, datetime
 
-    from cavra_ingest.quota import utc_day
-    from cavra_ingest.tokens import PostgresTokens, new_token
+    from cavra_ingest.http.quota import utc_day
+    from cavra_ingest.store.tokens import PostgresTokens, new_token
 
     token, secret = new_token(["ingest", "read"], tenant_id="ten-q", daily_quota=5)
     tokens = PostgresTokens(POSTGRES_URL, topology.schema)

@@ -11,13 +11,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from cavra_ingest import cli, logs
-from cavra_ingest.app import create_app
-from cavra_ingest.importer import detect, import_path
-from cavra_ingest.models import DecisionRecord
-from cavra_ingest.prune import connect, cutoff, prune
+from cavra_ingest.cli import main as cli
+from cavra_ingest.cli.importer import detect, import_path
+from cavra_ingest.core.models import DecisionRecord
+from cavra_ingest.core.summary import recount
+from cavra_ingest.http import logs
+from cavra_ingest.http.app import create_app
 from cavra_ingest.settings import Settings
-from cavra_ingest.summary import recount
+from cavra_ingest.store.prune import connect, cutoff, prune
 
 from .conftest import MakeClient, decision, drain
 
@@ -79,7 +80,7 @@ async def test_prune_while_serving_archives_recounts_and_resumes(make_client: Ma
 
 
 def store_of_settings(client: Any) -> Settings:
-    from cavra_ingest.keys import SETTINGS_KEY
+    from cavra_ingest.http.keys import SETTINGS_KEY
 
     return client.app[SETTINGS_KEY]
 
@@ -96,7 +97,7 @@ def test_prune_command_dry_run_and_bad_date(tmp_path, capsys) -> None:
 
 
 async def test_backup_of_a_live_store_is_consistent_and_verified(make_client: MakeClient, tmp_path) -> None:
-    from cavra_ingest.backup import BackupError, backup
+    from cavra_ingest.store.backup import BackupError, backup
 
     client = await make_client()
     await load(client, [decision() for _ in range(300)])
@@ -181,7 +182,7 @@ def test_import_command_prints_progress_lines_and_the_report(tmp_path, capsys) -
 def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
     import io
 
-    from cavra_ingest.progress import Progress
+    from cavra_ingest.core.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -201,7 +202,7 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
 def test_progress_counted_elsewhere_shows_its_detail() -> None:
     import io
 
-    from cavra_ingest.progress import Progress
+    from cavra_ingest.core.progress import Progress
 
     stream = io.StringIO()
     counts = {"created": 0}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest.guards import BUDGET_KEY
+from cavra_ingest.http.guards import BUDGET_KEY
 from cavra_ingest.settings import Settings
 from cavra_ingest.store import ListQuery
 
@@ -156,7 +156,7 @@ async def test_a_session_cannot_leave_its_repository_listing(any_client: TestCli
 async def test_a_cursor_holding_nul_is_a_400_on_every_store(any_client: TestClient) -> None:
     import base64
 
-    from cavra_ingest.reads import _fingerprint
+    from cavra_ingest.http.routes.reads import _fingerprint
 
     for _ in range(3):
         await any_client.post("/decisions", json=decision(session_id="s-nul"))
@@ -242,8 +242,8 @@ async def test_below_the_disk_floor_writes_get_503_and_reads_work(make_client: M
 
 
 def test_free_disk_space_is_read_at_most_once_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cavra_ingest import guards
-    from cavra_ingest.errors import ApiError
+    from cavra_ingest.core.errors import ApiError
+    from cavra_ingest.http import guards
 
     free = [10_000]
     reads: list[object] = []
@@ -290,8 +290,8 @@ async def test_a_huge_array_of_numbers_stops_at_the_record_limit(client: TestCli
 def test_split_records_decodes_no_more_than_the_limit() -> None:
     import tracemalloc
 
-    from cavra_ingest.errors import ApiError
-    from cavra_ingest.validate import split_records
+    from cavra_ingest.core.errors import ApiError
+    from cavra_ingest.core.validate import split_records
 
     body = b"[" + b"1," * (4 * 1024 * 1024 - 2) + b"1]"
     tracemalloc.start()
@@ -326,7 +326,7 @@ def test_every_credential_form_is_redacted_from_the_store_label(url: str) -> Non
 
 
 def test_new_sqlite_files_are_private(tmp_path: Path) -> None:
-    from cavra_ingest.migrate import apply_migrations
+    from cavra_ingest.store.migrate import apply_migrations
 
     path = tmp_path / "new.db"
     apply_migrations(path)
@@ -336,7 +336,7 @@ def test_new_sqlite_files_are_private(tmp_path: Path) -> None:
 def test_the_connection_cap_stays_below_the_descriptor_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 
-    from cavra_ingest import serving
+    from cavra_ingest.http import serving
 
     monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 4096))
     assert serving.connection_cap(Settings(max_connections=512)) == 256 - serving.FD_RESERVE
@@ -363,7 +363,7 @@ async def test_heavy_statement_time_limit_gives_503_and_point_reads_go_on(make_c
 
 async def test_a_cancelled_heavy_read_interrupts_its_statement(tmp_path: Path) -> None:
     """The client went away: its statement stops at once, and the reader serves the next heavy read."""
-    from cavra_ingest.store.sqlite import SqliteStore
+    from cavra_ingest.store.sqlite.store import SqliteStore
 
     store = SqliteStore(tmp_path / "a.db", heavy_readers=1, heavy_timeout_s=60.0)
     await store.open()
@@ -390,7 +390,7 @@ async def test_a_heavy_handler_is_cancelled_when_its_client_disconnects() -> Non
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from cavra_ingest.guards import cancel_on_disconnect
+    from cavra_ingest.http.guards import cancel_on_disconnect
 
     cancelled = asyncio.Event()
 

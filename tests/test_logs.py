@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from cavra_ingest import logs
-from cavra_ingest.keys import STORE_KEY
+from cavra_ingest.http import logs
+from cavra_ingest.http.keys import STORE_KEY
 from cavra_ingest.settings import Settings
 
 from .conftest import MakeClient, decision, writer_of

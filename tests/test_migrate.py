@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cavra_ingest.migrate import MigrationError, apply_migrations, migrations_dir, split_statements
+from cavra_ingest.store.migrate import MigrationError, apply_migrations, migrations_dir, split_statements
 
 from .conftest import decision
 
@@ -120,7 +120,7 @@ def test_migrate_command_reports_what_it_applied(tmp_path):
 async def test_postgres_migrations_share_the_ledger_and_rerun_as_no_ops():
     import asyncpg
 
-    from cavra_ingest.migrate import apply_postgres_migrations
+    from cavra_ingest.store.migrate import apply_postgres_migrations
 
     from .conftest import POSTGRES_URL, drop_schema
 
@@ -144,7 +144,7 @@ async def test_postgres_migrations_share_the_ledger_and_rerun_as_no_ops():
 async def test_a_failing_postgres_file_leaves_nothing_and_is_named(tmp_path):
     import asyncpg
 
-    from cavra_ingest.migrate import apply_postgres_migrations
+    from cavra_ingest.store.migrate import apply_postgres_migrations
 
     from .conftest import POSTGRES_URL, drop_schema
 

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest import openapi
-from cavra_ingest.models import DecisionIn, SessionIn
+from cavra_ingest.core.models import DecisionIn, SessionIn
+from cavra_ingest.http import openapi
 
 from .conftest import decision
 

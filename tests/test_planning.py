@@ -6,9 +6,9 @@ from typing import Any
 
 import msgspec
 
-from cavra_ingest.models import Accepted, DecisionIn, SessionIn, normalize
-from cavra_ingest.planning import decision_ids, plan_batch, same_content, session_ids
-from cavra_ingest.summary import recount
+from cavra_ingest.core.models import Accepted, DecisionIn, SessionIn, normalize
+from cavra_ingest.core.planning import decision_ids, plan_batch, same_content, session_ids
+from cavra_ingest.core.summary import recount
 
 from .conftest import decision
 

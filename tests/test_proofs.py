@@ -11,8 +11,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cavra_ingest.auditlog import AUDIT_KEY
-from cavra_ingest.jcs import canonical
+from cavra_ingest.auditlog.jcs import canonical
+from cavra_ingest.auditlog.log import AUDIT_KEY
 
 from .auditing import consistency_ok, inclusion_ok, leaf_of, open_checkpoint, unb64
 from .conftest import decision, drain
@@ -181,7 +181,7 @@ async def test_signing_key_is_made_private_once_and_reused(make_client, tmp_path
 async def test_a_truncated_log_is_never_signed_and_logged_once(make_client, caplog):
     import sqlite3
 
-    from cavra_ingest.app import RUNTIME_KEY
+    from cavra_ingest.http.app import RUNTIME_KEY
 
     client = await make_client(checkpoint_interval_s=3600)
     await client.post("/decisions", json=[decision() for _ in range(3)])
@@ -190,7 +190,7 @@ async def test_a_truncated_log_is_never_signed_and_logged_once(make_client, capl
     with conn:
         conn.execute("DELETE FROM audit_leaves WHERE leaf_index = 2")
     conn.close()
-    from cavra_ingest.auditlog import CheckpointLoop
+    from cavra_ingest.auditlog.log import CheckpointLoop
 
     loop = CheckpointLoop(client.app[AUDIT_KEY], 3600)
     assert await loop.step() is None and await loop.step() is None

@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest.errors import ApiError
-from cavra_ingest.keys import SETTINGS_KEY
-from cavra_ingest.migrate import apply_migrations, migrations_dir
-from cavra_ingest.quota import QUOTAS_KEY, Quotas, seconds_to_midnight, utc_day
-from cavra_ingest.tokens import SqliteTokens, token_store
+from cavra_ingest.core.errors import ApiError
+from cavra_ingest.http.keys import SETTINGS_KEY
+from cavra_ingest.http.quota import QUOTAS_KEY, Quotas, seconds_to_midnight, utc_day
+from cavra_ingest.store.migrate import apply_migrations, migrations_dir
+from cavra_ingest.store.tokens import SqliteTokens, token_store
 
 from .conftest import MakeClient, decision
 from .procs import Server
@@ -245,8 +245,8 @@ async def test_migration_015_upgrades_a_file_with_tokens(tmp_path: Path) -> None
 async def test_migration_015_upgrades_a_postgres_schema_with_tokens(tmp_path: Path) -> None:
     import asyncpg
 
-    from cavra_ingest.migrate import apply_postgres_migrations
-    from cavra_ingest.tokens import PostgresTokens
+    from cavra_ingest.store.migrate import apply_postgres_migrations
+    from cavra_ingest.store.tokens import PostgresTokens
 
     from .conftest import POSTGRES_URL, drop_schema
 

@@ -6,8 +6,8 @@ import dataclasses
 import re
 from pathlib import Path
 
-from cavra_ingest.app import create_app
-from cavra_ingest.openapi import registered
+from cavra_ingest.http.app import create_app
+from cavra_ingest.http.openapi import registered
 from cavra_ingest.settings import ALIASES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest import export, search
-from cavra_ingest.keys import STORE_KEY
+from cavra_ingest.core import search
+from cavra_ingest.http.keys import STORE_KEY
+from cavra_ingest.http.routes import exports as export
 from cavra_ingest.store.base import FACET_FIELDS
 
 from .conftest import decision, store_of

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest.app import RUNTIME_KEY
+from cavra_ingest.http.app import RUNTIME_KEY
 
 from .conftest import decision
 
@@ -218,7 +218,7 @@ async def test_histogram_bucket_limit_is_a_setting(make_client):
 
 
 async def test_an_unselective_search_scans_and_agrees(make_client, monkeypatch):
-    from cavra_ingest.store import sqlite as sqlite_store
+    from cavra_ingest.store.sqlite import store as sqlite_store
 
     client = await make_client("sqlite")
     await seeded(client)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from cavra_ingest import serving
+from cavra_ingest.http import serving
 from cavra_ingest.settings import Settings
 
 from .procs import free_port

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from cavra_ingest import __version__
-from cavra_ingest.lifecycle_cli import redact
+from cavra_ingest.cli.lifecycle import redact
 from cavra_ingest.settings import Settings, SettingsError, unknown_variables
 
 

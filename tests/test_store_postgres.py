@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from cavra_ingest.keys import STORE_KEY
+from cavra_ingest.http.keys import STORE_KEY
 
 from .conftest import POSTGRES_URL, decision
 

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from cavra_ingest.store.sqlite import SqliteStore
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 
 async def test_writer_and_readers_are_configured(tmp_path):
@@ -109,8 +109,8 @@ def test_a_bad_page_size_is_refused_at_start(text):
 
 
 def test_warm_up_reads_the_random_key_indexes_only_into_a_cache_that_holds_them(tmp_path):
-    from cavra_ingest.migrate import apply_migrations
     from cavra_ingest.store import cache
+    from cavra_ingest.store.migrate import apply_migrations
 
     path = tmp_path / "w.db"
     apply_migrations(path)
@@ -155,7 +155,7 @@ async def test_a_reader_left_inside_a_transaction_is_rolled_back_before_it_is_le
     import asyncio
 
     from cavra_ingest.store.base import ListQuery
-    from cavra_ingest.store.sqlite import READERS
+    from cavra_ingest.store.sqlite.store import READERS
 
     store = SqliteStore(tmp_path / "t.db")
     await store.open()

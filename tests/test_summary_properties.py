@@ -11,11 +11,11 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cavra_ingest.models import DECISION_DECODER, ENCODER, DecisionRecord, SessionIn, SessionRecord, normalize
+from cavra_ingest.core.models import DECISION_DECODER, ENCODER, DecisionRecord, SessionIn, SessionRecord, normalize
+from cavra_ingest.core.summary import recount
 from cavra_ingest.store.base import Store, WriteItem
 from cavra_ingest.store.jsonfile import JsonStore
-from cavra_ingest.store.sqlite import SqliteStore
-from cavra_ingest.summary import recount
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 SESSIONS = ["s1", "s2", "s3"]
 # One tenant per session, or none: the summary keeps "the latest decision's tenant, else any", so sessions whose

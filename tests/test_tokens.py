@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from cavra_ingest.tokens import PREFIX, TokenError, hash_secret, new_secret, new_token, parse_duration
+from cavra_ingest.store.tokens import PREFIX, TokenError, hash_secret, new_secret, new_token, parse_duration
 
 from .conftest import POSTGRES_URL, decision, drop_schema
 from .procs import Server, free_port

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cavra_ingest.keys import STORE_KEY
+from cavra_ingest.http.keys import STORE_KEY
 from cavra_ingest.store import Store, WriteItem, WriteResult
 
 from .conftest import decision, writer_of

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from cavra_ingest.broker import (
+from cavra_ingest.broker.jetstream import (
     DEAD_LETTER_SUBJECT,
     DURABLE,
     ENVELOPE_DECODER,
@@ -27,7 +27,7 @@ from cavra_ingest.broker import (
     Rejection,
     connect,
 )
-from cavra_ingest.models import Accepted, now_text
+from cavra_ingest.core.models import Accepted, now_text
 from cavra_ingest.runtime import audit_log
 from cavra_ingest.settings import Settings
 from cavra_ingest.store import Store, StoreUnavailable, WriteItem, WriteResult, make_store

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from cavra_ingest.sink import CountsHealth, SearchHealth
+from cavra_ingest.core.sink import CountsHealth, SearchHealth
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cavra_ingest.sink import SinkHealth, Unavailable, WriterStats
+from cavra_ingest.core.sink import SinkHealth, Unavailable, WriterStats
 from cavra_ingest.store import Store, StoreUnavailable, WriteItem, WriteResult
 
 log = logging.getLogger(__name__)

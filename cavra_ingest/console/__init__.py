@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..middleware import error_response
+from cavra_ingest.http.middleware import error_response
 
 STATIC = Path(__file__).parent / "static"
 CONTENT_TYPES = {

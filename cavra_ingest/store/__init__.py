@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from ..settings import Settings
-from .base import ListQuery, Page, Store, StoreUnavailable, WriteItem, WriteResult
+from cavra_ingest.settings import Settings
+from cavra_ingest.store.base import ListQuery, Page, Store, StoreUnavailable, WriteItem, WriteResult
 
 # Store URL scheme → backend class; each is built by its `from_settings`. A new backend is one module and one line.
 BACKENDS = {
-    "sqlite": "cavra_ingest.store.sqlite:SqliteStore",
+    "sqlite": "cavra_ingest.store.sqlite.store:SqliteStore",
     "json": "cavra_ingest.store.jsonfile:JsonStore",
-    "postgres": "cavra_ingest.store.postgres:PostgresStore",
+    "postgres": "cavra_ingest.store.postgres.store:PostgresStore",
 }
 
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ..models import Accepted, SessionIn
+from cavra_ingest.core.models import Accepted, SessionIn
 
 WriteItem = Accepted | SessionIn
 # "accepted": durable in the JetStream log, committed by a worker shortly after (docs/scale-out.md).

@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 
-from ..models import ENCODER, SESSION_SCHEMA, Accepted, SessionRecord, StateChange
-from ..search import SEARCH_PAYLOAD_FIELDS, like_pattern, upper_bound
-from .base import DECISION_FILTERS, SESSION_FILTERS, ListQuery
+from cavra_ingest.core.models import ENCODER, SESSION_SCHEMA, Accepted, SessionRecord, StateChange
+from cavra_ingest.core.search import SEARCH_PAYLOAD_FIELDS, like_pattern, upper_bound
+from cavra_ingest.store.base import DECISION_FILTERS, SESSION_FILTERS, ListQuery
 
 INSERT_DECISION = """
 INSERT INTO activity_decisions (
