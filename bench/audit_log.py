@@ -20,7 +20,9 @@ from pathlib import Path
 
 import msgspec
 
-from cavra_ingest.auditlog.log import TILE, AuditLog, Signer, SqliteLog
+from cavra_ingest.auditlog.log import TILE, AuditLog
+from cavra_ingest.auditlog.notes import Signer
+from cavra_ingest.auditlog.tables import SqliteLog
 from cavra_ingest.core.models import DecisionIn, normalize
 from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.sqlite.store import SqliteStore

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cavra_ingest.cli.main import event_loop
-from cavra_ingest.core.sink import SinkHealth, WriterStats
+from cavra_ingest.core.sink import SinkHealth, WriteItem, WriteResult, WriterStats
 from cavra_ingest.http import logs, serving
 from cavra_ingest.http.app import create_app
 from cavra_ingest.http.keys import SINK_KEY
 from cavra_ingest.settings import Settings
-from cavra_ingest.store import WriteItem, WriteResult
 
 
 class NullSink:

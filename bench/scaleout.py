@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from cavra_ingest.auditlog.log import load_signer
+from cavra_ingest.auditlog.notes import load_signer
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.postgres.store import PostgresStore
 from tests.natscluster import Cluster, Service

@@ -24,7 +24,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench.preload import preload
-from cavra_ingest.http.app import RUNTIME_KEY, create_app
+from cavra_ingest.http.app import create_app
+from cavra_ingest.http.keys import RUNTIME_KEY
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.sql import INSERT_DECISION, SQLITE_SEARCH_TEXT
@@ -124,8 +125,9 @@ async def postgres_write_cost(dsn: str, total: int, batch: int = 500) -> dict[st
     index filled later by the indexer, timed apart), and with the trigram index built in the same transaction."""
     import asyncpg
 
+    from cavra_ingest.core.sqltext import numbered
     from cavra_ingest.store.postgres.store import INDEX_SEARCH as PG_INDEX_SEARCH
-    from cavra_ingest.store.postgres.store import PostgresStore, numbered
+    from cavra_ingest.store.postgres.store import PostgresStore
 
     runs: dict[str, list[float]] = {}
     sql = numbered(INSERT_DECISION)

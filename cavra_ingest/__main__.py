@@ -1,5 +1,5 @@
 import sys
 
-from .cli.main import main
+from cavra_ingest.cli.main import main
 
 sys.exit(main())

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from cavra_ingest.auditlog.log import AuditLog, CheckpointLoop, open_log
+from cavra_ingest.auditlog.log import AuditLog, audit_log
 from cavra_ingest.broker.jetstream import BrokerSink
 from cavra_ingest.settings import Settings
 from cavra_ingest.store import Store, make_store
+from cavra_ingest.store.base import FoldsCounts, IndexesSearch
 from workers.indexer import CountsFolder, Follower, SearchIndexer
 from workers.writer import BatchWriter
 
@@ -45,17 +46,17 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
         writer.start()
         followers: list[Follower] = []
         folder = None
-        fold = getattr(store, "fold_counts", None)
-        if fold is not None:
+        if isinstance(store, FoldsCounts):
             folder = CountsFolder(
-                fold, batch_rows=settings.counts_fold_rows, interval_s=settings.counts_fold_interval_s
+                store.fold_counts, batch_rows=settings.counts_fold_rows, interval_s=settings.counts_fold_interval_s
             )
             followers.append(folder)
         indexer = None
-        step = getattr(store, "index_search", None)
-        if settings.search_index and step is not None:
+        if settings.search_index and isinstance(store, IndexesSearch):
             indexer = SearchIndexer(
-                step, batch_rows=settings.search_index_batch_rows, interval_s=settings.search_index_interval_s
+                store.index_search,
+                batch_rows=settings.search_index_batch_rows,
+                interval_s=settings.search_index_interval_s,
             )
             followers.append(indexer)
         for follower in followers:
@@ -69,22 +70,6 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
             await writer.stop()
     finally:
         await store.close()
-
-
-@asynccontextmanager
-async def audit_log(settings: Settings, store: Store) -> AsyncIterator[AuditLog | None]:
-    """Open the audit log and run its checkpoint loop (after the writer starts, stopped before it stops)."""
-    audit = await open_log(settings, store)
-    if audit is None:
-        yield None
-        return
-    loop = CheckpointLoop(audit, settings.checkpoint_interval_s)
-    await loop.start()
-    try:
-        yield audit
-    finally:
-        await loop.stop()
-        await audit.db.close()
 
 
 @asynccontextmanager

@@ -12,8 +12,8 @@ import rfc8785
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cavra_ingest.auditlog.log import AUDIT_KEY
 from cavra_ingest.http.app import create_app
+from cavra_ingest.http.keys import AUDIT_KEY
 from cavra_ingest.settings import Settings
 
 

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest.http.app import RUNTIME_KEY, create_app
-from cavra_ingest.http.keys import STORE_KEY
+from cavra_ingest.http.app import create_app
+from cavra_ingest.http.keys import RUNTIME_KEY, STORE_KEY
 from cavra_ingest.settings import Settings
 
 _ids = itertools.count(1)

@@ -10,7 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from cavra_ingest.auditlog.log import Signer, checkpoint_text, record_leaf
+from cavra_ingest.auditlog.notes import Signer, checkpoint_text
+from cavra_ingest.auditlog.tables import record_leaf
 from cavra_ingest.cli import main as cli
 from cavra_ingest.settings import Settings
 
@@ -194,14 +195,14 @@ def test_evidence_bundle_round_trip_and_tampering(logged, capsys, tmp_path):
 
 
 def cli_public_key(db: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    from cavra_ingest.auditlog.log import key_path, load_signer
+    from cavra_ingest.auditlog.notes import key_path, load_signer
 
     settings = Settings(activity_db=str(db))
     return load_signer(key_path(settings), settings.audit_log_origin, create=False).verifier.text()
 
 
 async def test_route_bundle_verifies_offline(make_client, tmp_path):
-    from cavra_ingest.auditlog.log import AUDIT_KEY
+    from cavra_ingest.http.keys import AUDIT_KEY
     from cavra_ingest.http.routes.evidence import verify as verify_bundle
 
     from .conftest import drain
@@ -278,8 +279,7 @@ async def test_checkpoints_before_a_kill_are_consistent_with_the_one_after_resta
 async def test_verify_on_postgres_names_an_edit(make_client, tmp_path, capsys):
     import asyncpg
 
-    from cavra_ingest.auditlog.log import AUDIT_KEY
-    from cavra_ingest.http.keys import SETTINGS_KEY
+    from cavra_ingest.http.keys import AUDIT_KEY, SETTINGS_KEY
 
     from .conftest import POSTGRES_URL, drain
 

@@ -12,10 +12,9 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest.auditlog.log import AUDIT_KEY
 from cavra_ingest.http import auth, openapi
 from cavra_ingest.http.auth import Bucket, Guard, required_scope
-from cavra_ingest.http.keys import SETTINGS_KEY, STORE_KEY
+from cavra_ingest.http.keys import AUDIT_KEY, SETTINGS_KEY, STORE_KEY
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.postgres.store import PostgresStore
 from cavra_ingest.store.tokens import Token, new_token, token_store

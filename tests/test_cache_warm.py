@@ -201,7 +201,8 @@ async def test_auto_size_counts_the_leaves_and_the_warmed_sessions(filled):
 
 
 async def test_the_audit_log_commits_on_the_writer_connection_and_keeps_its_cache(filled):
-    from cavra_ingest.auditlog.log import INSERT_NODE, SqliteLog, log_db
+    from cavra_ingest.auditlog.log import log_db
+    from cavra_ingest.auditlog.tables import INSERT_NODE, SqliteLog
 
     store = SqliteStore(filled, audit_log=True)
     await store.open()

@@ -16,8 +16,7 @@ import msgspec
 import pytest
 
 from cavra_ingest.core.models import DecisionIn, normalize
-from cavra_ingest.http.app import RUNTIME_KEY
-from cavra_ingest.http.keys import STORE_KEY
+from cavra_ingest.http.keys import RUNTIME_KEY, STORE_KEY
 from cavra_ingest.store.base import FACET_FIELDS, Facets, ListQuery, facets_from_rows
 from cavra_ingest.store.sqlite import counts
 from cavra_ingest.store.sqlite.store import DECISIONS, SqliteStore

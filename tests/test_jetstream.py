@@ -22,7 +22,7 @@ import asyncpg
 import nats
 import pytest
 
-from cavra_ingest.auditlog.log import load_signer
+from cavra_ingest.auditlog.notes import load_signer
 from cavra_ingest.broker.jetstream import STREAM, partition
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.postgres.store import PostgresStore

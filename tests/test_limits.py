@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest.http.guards import BUDGET_KEY
+from cavra_ingest.http.keys import BUDGET_KEY
 from cavra_ingest.settings import Settings
 from cavra_ingest.store import ListQuery
 

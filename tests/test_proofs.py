@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cavra_ingest.auditlog.jcs import canonical
-from cavra_ingest.auditlog.log import AUDIT_KEY
+from cavra_ingest.http.keys import AUDIT_KEY
 
 from .auditing import consistency_ok, inclusion_ok, leaf_of, open_checkpoint, unb64
 from .conftest import decision, drain
@@ -181,7 +181,7 @@ async def test_signing_key_is_made_private_once_and_reused(make_client, tmp_path
 async def test_a_truncated_log_is_never_signed_and_logged_once(make_client, caplog):
     import sqlite3
 
-    from cavra_ingest.http.app import RUNTIME_KEY
+    from cavra_ingest.http.keys import RUNTIME_KEY
 
     client = await make_client(checkpoint_interval_s=3600)
     await client.post("/decisions", json=[decision() for _ in range(3)])

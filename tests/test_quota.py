@@ -17,8 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cavra_ingest.core.errors import ApiError
-from cavra_ingest.http.keys import SETTINGS_KEY
-from cavra_ingest.http.quota import QUOTAS_KEY, Quotas, seconds_to_midnight, utc_day
+from cavra_ingest.http.keys import QUOTAS_KEY, SETTINGS_KEY
+from cavra_ingest.http.quota import Quotas, seconds_to_midnight, utc_day
 from cavra_ingest.store.migrate import apply_migrations, migrations_dir
 from cavra_ingest.store.tokens import SqliteTokens, token_store
 

@@ -7,8 +7,7 @@ import random
 
 import asyncpg
 
-from cavra_ingest.auditlog.log import AUDIT_KEY
-from cavra_ingest.http.keys import STORE_KEY
+from cavra_ingest.http.keys import AUDIT_KEY, STORE_KEY
 
 from .conftest import POSTGRES_URL, decision, drain
 from .pgcheck import check_schema

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cavra_ingest.http.app import RUNTIME_KEY
+from cavra_ingest.http.keys import RUNTIME_KEY
 
 from .conftest import decision
 

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cavra_ingest.core.models import DECISION_DECODER, ENCODER, DecisionRecord, SessionIn, SessionRecord, normalize
+from cavra_ingest.core.sink import WriteItem
 from cavra_ingest.core.summary import recount
-from cavra_ingest.store.base import Store, WriteItem
+from cavra_ingest.store.base import Store
 from cavra_ingest.store.jsonfile import JsonStore
 from cavra_ingest.store.sqlite.store import SqliteStore
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cavra_ingest.core.sink import WriteItem, WriteResult
 from cavra_ingest.http.keys import STORE_KEY
-from cavra_ingest.store import Store, WriteItem, WriteResult
+from cavra_ingest.store import Store
 
 from .conftest import decision, writer_of
 

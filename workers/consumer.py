@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from cavra_ingest.auditlog.log import audit_log
 from cavra_ingest.broker.jetstream import (
     DEAD_LETTER_SUBJECT,
     DURABLE,
@@ -28,16 +29,13 @@ from cavra_ingest.broker.jetstream import (
     connect,
 )
 from cavra_ingest.core.models import Accepted, now_text
-from cavra_ingest.runtime import audit_log
+from cavra_ingest.core.sink import WriteItem, WriteResult
 from cavra_ingest.settings import Settings
-from cavra_ingest.store import Store, StoreUnavailable, WriteItem, WriteResult, make_store
+from cavra_ingest.store import Store, StoreUnavailable, make_store
+from cavra_ingest.store.base import KeepsRejections
 
 log = logging.getLogger(__name__)
 
-INSERT_REJECTION = """
-INSERT INTO ingest_rejections (stream_seq, item_index, decision_id, session_id, tenant_id, status, detail,
-    rejected_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
-"""
 # What a client is told about a refusal: never the other record's content or owner.
 DETAILS = {
     "conflict": "decision_id is already stored with different content",
@@ -188,11 +186,8 @@ class Worker:
         if not keyed:
             return
         self.stats.rejections += len(keyed)
-        pool = getattr(self.store, "pool", None)
-        if pool is not None:
-            params = [(seq, i, r.decision_id, r.session_id, r.tenant_id, r.status, r.detail, r.rejected_at)
-                      for seq, i, r in keyed]  # fmt: skip
-            await pool.executemany(INSERT_REJECTION, params)
+        if isinstance(self.store, KeepsRejections):
+            await self.store.add_rejections(keyed)
         for _, _, rejection in keyed:
             try:
                 await self.js.publish(DEAD_LETTER_SUBJECT, msgspec.json.encode(rejection))

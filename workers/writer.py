@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cavra_ingest.core.sink import SinkHealth, Unavailable, WriterStats
-from cavra_ingest.store import Store, StoreUnavailable, WriteItem, WriteResult
+from cavra_ingest.core.sink import SinkHealth, Unavailable, WriteItem, WriteResult, WriterStats
+from cavra_ingest.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

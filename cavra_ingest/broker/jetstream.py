@@ -16,11 +16,9 @@ from typing import Any
 
 import msgspec
 
-from cavra_ingest.core.models import Accepted
-from cavra_ingest.core.sink import Sink, SinkHealth, Unavailable, WriterStats
-from cavra_ingest.http.replies import RejectionReply
+from cavra_ingest.core.models import Accepted, RejectionReply
+from cavra_ingest.core.sink import Sink, SinkHealth, Unavailable, WriteItem, WriteResult, WriterStats
 from cavra_ingest.settings import Settings
-from cavra_ingest.store.base import WriteItem, WriteResult
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ import msgspec
 from cavra_ingest.core.errors import Problem
 from cavra_ingest.core.models import SessionIn
 from cavra_ingest.core.progress import Progress
+from cavra_ingest.core.sink import WriteItem
 from cavra_ingest.core.validate import decode_failure, validate
 from cavra_ingest.http.routes.exports import CSV_COLUMNS
 from cavra_ingest.runtime import running
 from cavra_ingest.settings import Settings
-from cavra_ingest.store import WriteItem
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # Reasons kept per report: enough to act on, bounded however bad the source is.

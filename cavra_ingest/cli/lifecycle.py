@@ -1,4 +1,4 @@
-"""`cavra-ingest config`, `prune`, `backup` and `import`: parsers and runners, kept out of cli.py."""
+"""`cavra-ingest config`, `migrate`'s runner, `recount`, `prune`, `backup` and `import`: parsers and runners."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cavra_ingest.cli.options import FAILED, USAGE, store_arguments
 from cavra_ingest.core.progress import Progress
 from cavra_ingest.settings import Settings, redact_url, variable_names
+from cavra_ingest.store.migrate import MigrationError
 
 # Field names that hold a secret whole; URLs elsewhere are redacted by pattern.
 SECRET_FIELD = re.compile(r"token|secret|password|key", re.IGNORECASE)
-FAILED, USAGE = 1, 2
 
 
 def redact(name: str, value: Any) -> str:
@@ -31,15 +32,6 @@ def print_config(settings: Settings) -> None:
     for field in dataclasses.fields(settings):
         print(f"{names[field.name]}={redact(field.name, getattr(settings, field.name))}")
     print(f"# store: {settings.store_kind} at {redact('store', settings.store_label)}")
-
-
-def store_arguments(parser: argparse.ArgumentParser) -> None:
-    """The store flags of `migrate`; without one, the store comes from CAVRA_ACTIVITY_DB / CAVRA_ACTIVITY_STORE."""
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--sqlite", metavar="PATH", help="SQLite file")
-    target.add_argument("--postgres", metavar="URL", help="PostgreSQL database")
-    target.add_argument("--json-store", metavar="PATH", help="JSON store file")
-    parser.add_argument("--schema", help="PostgreSQL schema (CAVRA_POSTGRES_SCHEMA, default public)")
 
 
 def add_commands(commands: Any) -> None:
@@ -59,7 +51,7 @@ def add_commands(commands: Any) -> None:
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run a lifecycle command; expected failures are one line on stderr."""
-    from cavra_ingest.cli.main import with_store
+    from cavra_ingest.cli.options import with_store
 
     settings = with_store(settings, args)
     try:
@@ -132,3 +124,50 @@ async def run_import(args: argparse.Namespace, settings: Settings) -> int:
     progress.close()
     print(report.summary())
     return 0
+
+
+def add_recount_parser(commands: Any) -> None:
+    recount = commands.add_parser(
+        "recount", help="rebuild session summaries from stored decisions (after CAVRA wrote into the store)"
+    )
+    target = recount.add_mutually_exclusive_group()
+    target.add_argument("--sqlite", metavar="PATH", help="SQLite file (default: CAVRA_ACTIVITY_DB)")
+    target.add_argument("--postgres", metavar="URL", help="PostgreSQL database (default: CAVRA_ACTIVITY_DB)")
+    recount.add_argument("--schema", help="PostgreSQL schema (CAVRA_POSTGRES_SCHEMA, default public)")
+    recount.add_argument("--session", metavar="ID", help="recount this session only")
+    recount.add_argument("--batch", type=int, default=200, metavar="N", help="sessions per transaction (default 200)")
+
+
+def run_recount(args: argparse.Namespace) -> int:
+    """Migrate the chosen SQL store, then rebuild its summaries from stored decisions."""
+    from cavra_ingest.store.recount import recount_postgres, recount_sqlite
+
+    settings = Settings.from_env(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
+    if not settings.activity_db:
+        print("cavra-ingest recount: give --sqlite PATH, --postgres URL or CAVRA_ACTIVITY_DB", file=sys.stderr)
+        return 2
+    if args.batch < 1:
+        print("cavra-ingest recount: --batch must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(migrate_store(settings))
+    except MigrationError as exc:
+        print(f"cavra-ingest: {exc}", file=sys.stderr)
+        return 1
+    if settings.store_kind == "postgres":
+        count = asyncio.run(
+            recount_postgres(
+                settings.activity_db, settings.postgres_schema, session_id=args.session, batch_sessions=args.batch
+            )
+        )
+    else:
+        count = recount_sqlite(settings.store_path, session_id=args.session, batch_sessions=args.batch)
+    print(f"recounted {count} session(s)")
+    return 0
+
+
+async def migrate_store(settings: Settings) -> list[str]:
+    """Apply pending migrations through the store's own migrate, as `serve` does at start."""
+    from cavra_ingest.store import make_store
+
+    return await make_store(settings).migrate()

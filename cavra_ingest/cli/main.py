@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import errno
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from cavra_ingest import __version__
-from cavra_ingest.http import logs, serving
+from cavra_ingest.cli import audit, lifecycle
+from cavra_ingest.cli.options import FAILED, USAGE
+from cavra_ingest.http import logs
 from cavra_ingest.settings import Settings, SettingsError, unknown_variables
 from cavra_ingest.store.migrate import MigrationError
-
-SHUTDOWN_MARGIN_S = 1.0
-# Exit codes: 1 the command failed, 2 it was called wrongly (argparse's own code for usage errors).
-FAILED, USAGE = 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,97 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cavra_ingest.cli.tokens import add_token_parser
 
     add_token_parser(commands)
-    add_recount_parser(commands)
-    add_audit_commands(commands)
+    lifecycle.add_recount_parser(commands)
+    audit.add_audit_commands(commands)
     commands.add_parser("worker", help="JetStream mode: commit the log (CAVRA_BROKER_URL) to PostgreSQL, then ack")
     return parser
-
-
-def add_recount_parser(commands: Any) -> None:
-    recount = commands.add_parser(
-        "recount", help="rebuild session summaries from stored decisions (after CAVRA wrote into the store)"
-    )
-    target = recount.add_mutually_exclusive_group()
-    target.add_argument("--sqlite", metavar="PATH", help="SQLite file (default: CAVRA_ACTIVITY_DB)")
-    target.add_argument("--postgres", metavar="URL", help="PostgreSQL database (default: CAVRA_ACTIVITY_DB)")
-    recount.add_argument("--schema", help="PostgreSQL schema (CAVRA_POSTGRES_SCHEMA, default public)")
-    recount.add_argument("--session", metavar="ID", help="recount this session only")
-    recount.add_argument("--batch", type=int, default=200, metavar="N", help="sessions per transaction (default 200)")
-
-
-def run_recount(args: argparse.Namespace) -> int:
-    """Migrate the chosen SQL store, then rebuild its summaries from stored decisions."""
-    from cavra_ingest.store.recount import recount_postgres, recount_sqlite
-
-    settings = Settings.from_env(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
-    if not settings.activity_db:
-        print("cavra-ingest recount: give --sqlite PATH, --postgres URL or CAVRA_ACTIVITY_DB", file=sys.stderr)
-        return 2
-    if args.batch < 1:
-        print("cavra-ingest recount: --batch must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(migrate_store(settings))
-    except MigrationError as exc:
-        print(f"cavra-ingest: {exc}", file=sys.stderr)
-        return 1
-    if settings.store_kind == "postgres":
-        count = asyncio.run(
-            recount_postgres(
-                settings.activity_db, settings.postgres_schema, session_id=args.session, batch_sessions=args.batch
-            )
-        )
-    else:
-        count = recount_sqlite(settings.store_path, session_id=args.session, batch_sessions=args.batch)
-    print(f"recounted {count} session(s)")
-    return 0
-
-
-def store_flags(parser: argparse.ArgumentParser) -> None:
-    """The store selection `migrate` takes, optional: CAVRA_ACTIVITY_DB when neither flag is given."""
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--sqlite", metavar="PATH", help="SQLite file")
-    target.add_argument("--postgres", metavar="URL", help="PostgreSQL database")
-    parser.add_argument("--schema", help="PostgreSQL schema (CAVRA_POSTGRES_SCHEMA, default public)")
-
-
-def add_audit_commands(commands: Any) -> None:
-    verify = commands.add_parser("verify", help="recompute the audit log from the stored records; exit 1 on tampering")
-    store_flags(verify)
-    verify.add_argument("--public-key", help="verifier key (or a file holding it); default: the signing key's")
-    verify.add_argument(
-        "--archive",
-        action="append",
-        metavar="FILE",
-        help="a `prune --archive` file: its records must match their leaves",
-    )
-    evidence = commands.add_parser("evidence", help="export or check a session's evidence bundle")
-    actions = evidence.add_subparsers(dest="action", required=True)
-    export = actions.add_parser("export", help="write a session's records, proofs and checkpoint to a file")
-    store_flags(export)
-    export.add_argument("--session", required=True, help="session_id")
-    export.add_argument("--out", required=True, help="bundle file to write")
-    check = actions.add_parser("verify", help="check a bundle offline")
-    check.add_argument("file")
-    check.add_argument("--public-key", help="verifier key (or a file holding it) to check the bundle against")
-
-
-def run_audit_command(args: argparse.Namespace) -> int:
-    from cavra_ingest.cli import verify
-
-    if args.command == "evidence" and args.action == "verify":
-        return verify.run_evidence_verify(args.file, args.public_key)
-    settings = Settings.from_env(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
-    if args.command == "verify":
-        return asyncio.run(verify.run_verify(settings, args.public_key, args.archive))
-    return asyncio.run(verify.run_export(settings, args.session, args.out))
-
-
-async def migrate_store(settings: Settings) -> list[str]:
-    """Apply pending migrations through the store's own migrate, as `serve` does at start."""
-    from cavra_ingest.store import make_store
-
-    return await make_store(settings).migrate()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,17 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(send(args.file, args.url, args.token, args.spool, args.batch_size))
     if args.command == "recount":
-        return run_recount(args)
+        return lifecycle.run_recount(args)
     if args.command == "worker":
         from workers.consumer import main as run_worker
 
         return run_worker(settings)
     if args.command in ("verify", "evidence"):
-        return run_audit_command(args)
+        return audit.run_audit_command(args)
     if args.command == "migrate":
         target = Settings(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
         try:
-            applied = asyncio.run(migrate_store(target))
+            applied = asyncio.run(lifecycle.migrate_store(target))
         except MigrationError as exc:
             print(f"cavra-ingest: {exc}", file=sys.stderr)
             return FAILED
@@ -199,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(log_format=log_format, **overrides)
     except SettingsError as exc:
         return usage_error(exc)
+    from cavra_ingest.cli.serve import serve
+
     return serve(settings)
 
 
@@ -206,55 +116,3 @@ def usage_error(exc: SettingsError) -> int:
     for problem in exc.problems:
         print(f"cavra-ingest: {problem}", file=sys.stderr)
     return USAGE
-
-
-def serve(settings: Settings) -> int:
-    """Run the server until SIGTERM/SIGINT; a port that cannot be bound is one line, not a traceback."""
-    from cavra_ingest.http.app import create_app
-    from cavra_ingest.http.auth import startup_problem
-
-    problem = asyncio.run(startup_problem(settings))
-    if problem is not None:
-        print(f"cavra-ingest: {problem}", file=sys.stderr)
-        return USAGE
-    try:
-        # Like web.run_app, plus a connection cap and a header-read time limit (serving.py).
-        serving.run(
-            create_app(settings),
-            settings,
-            event_loop(settings),
-            # The writer's drain deadline starts with shutdown; the margin lets its 503s reach their clients.
-            shutdown_timeout=settings.drain_deadline_s + SHUTDOWN_MARGIN_S,
-            access_log=None,
-        )
-    except OSError as exc:
-        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
-            raise
-        reason = {errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied"}.get(
-            exc.errno, "address not available"
-        )
-        print(f"cavra-ingest: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
-        return FAILED
-    return 0
-
-
-def event_loop(settings: Settings) -> asyncio.AbstractEventLoop | None:
-    """Return a uvloop loop when wanted and installed; None lets aiohttp make a default one."""
-    if not settings.uvloop:
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
-def with_store(settings: Settings, args: argparse.Namespace) -> Settings:
-    """Apply a command's store flags (as `migrate` takes them) over the environment's store selection."""
-    chosen = args.sqlite or args.postgres
-    if chosen or args.json_store:
-        settings = dataclasses.replace(settings, activity_db=chosen, activity_store=args.json_store)
-    if args.schema:
-        settings = dataclasses.replace(settings, postgres_schema=args.schema)
-    return settings

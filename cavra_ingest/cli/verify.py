@@ -8,17 +8,9 @@ from typing import Any
 import msgspec
 
 from cavra_ingest.auditlog import merkle
-from cavra_ingest.auditlog.log import (
-    TILE,
-    TILE_LEVEL,
-    AuditLog,
-    Verifier,
-    key_path,
-    load_signer,
-    log_db,
-    parse_checkpoint,
-    record_leaf,
-)
+from cavra_ingest.auditlog.log import TILE, TILE_LEVEL, AuditLog, log_db
+from cavra_ingest.auditlog.notes import Verifier, key_path, load_signer, parse_checkpoint
+from cavra_ingest.auditlog.tables import record_leaf
 from cavra_ingest.core.models import DecisionRecord
 from cavra_ingest.settings import Settings
 from cavra_ingest.store import Store

@@ -19,9 +19,9 @@ from typing import Any, Literal
 import aiohttp
 import msgspec
 
-from .ids import new_decision_id
-from .retry import RETRYABLE, backoff_delay, parse_retry_after
-from .spool import Spool
+from cavra_ingest.client.ids import new_decision_id
+from cavra_ingest.client.retry import RETRYABLE, backoff_delay, parse_retry_after
+from cavra_ingest.client.spool import Spool
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
-from .core import Client, Stats
+from cavra_ingest.client.core import Client, Stats
 
 T = TypeVar("T")
 

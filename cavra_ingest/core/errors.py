@@ -48,6 +48,12 @@ class Problem:
         return error_body(self.status, self.detail, field=self.field, **extra)
 
 
+class Retryable(Exception):
+    """Nothing was done and a retry may succeed: rendered with this status and a Retry-After header."""
+
+    status = 503
+
+
 class ApiError(Exception):
     """Raised anywhere below a handler; the error middleware renders it in the one shape."""
 

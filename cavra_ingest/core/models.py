@@ -337,3 +337,14 @@ def comparable(payload: dict[str, Any], generated: tuple[str, ...]) -> dict[str,
     """Drop server-filled fields so a replay is compared on what the client sent."""
     dropped = (*generated, *ALWAYS_SERVER_FIELDS)
     return {key: value for key, value in payload.items() if key not in dropped}
+
+
+class RejectionReply(Struct):
+    """A record a JetStream worker could not store after its 202: `conflict`, `forbidden` or `rejected`."""
+
+    decision_id: str
+    session_id: str
+    tenant_id: str | None
+    status: str
+    detail: str
+    rejected_at: str

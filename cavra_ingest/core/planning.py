@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 
 from cavra_ingest.core.models import ENCODER, Accepted, SessionIn, SessionRecord, comparable, new_id, now_text
+from cavra_ingest.core.sink import WriteItem, WriteResult
 from cavra_ingest.core.summary import add_decisions, apply_update, empty_session, refused_transition
-from cavra_ingest.store.base import WriteItem, WriteResult
 
 
 @dataclass

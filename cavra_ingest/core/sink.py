@@ -5,14 +5,28 @@ The batch writer (`workers/writer.py`) implements it; handlers and future consum
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from msgspec import Struct
 
-from cavra_ingest.store.base import WriteItem, WriteResult
+from cavra_ingest.core.errors import Retryable
+from cavra_ingest.core.models import Accepted, SessionIn
+
+WriteItem = Accepted | SessionIn
+# "accepted": durable in the JetStream log, committed by a worker shortly after (docs/scale-out.md).
+Status = Literal["created", "duplicate", "conflict", "updated", "rejected", "forbidden", "accepted"]
 
 
-class Unavailable(Exception):
+@dataclass(frozen=True)
+class WriteResult:
+    """What became of one write item; `body` is the stored record's JSON (or, rejected, why)."""
+
+    status: Status
+    body: bytes
+
+
+class Unavailable(Retryable):
     """Nothing was written and a retry may succeed: the queue is full, the store is locked, or we are stopping."""
 
 

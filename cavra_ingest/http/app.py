@@ -6,29 +6,29 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from cavra_ingest.auditlog.log import AUDIT_KEY
 from cavra_ingest.console import add_console_routes
 from cavra_ingest.http import auth, cors, logs, openapi
-from cavra_ingest.http.guards import (
+from cavra_ingest.http.guards import BodyBudget, DiskFloor, allowed_hosts, host_set, security_headers
+from cavra_ingest.http.keys import (
+    AUDIT_KEY,
     BUDGET_KEY,
+    COUNTS_HEALTH_KEY,
     DISK_KEY,
     HOSTS_KEY,
-    BodyBudget,
-    DiskFloor,
-    allowed_hosts,
-    host_set,
-    security_headers,
+    METRICS_KEY,
+    RUNTIME_KEY,
+    SEARCH_HEALTH_KEY,
+    SETTINGS_KEY,
+    SINK_KEY,
+    STORE_KEY,
 )
-from cavra_ingest.http.keys import COUNTS_HEALTH_KEY, SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
-from cavra_ingest.http.metrics import METRICS_KEY, Metrics, metrics_view
+from cavra_ingest.http.metrics import Metrics, metrics_view
 from cavra_ingest.http.middleware import json_errors
 from cavra_ingest.http.routes import evidence, facets, histogram, ingest, probes, proofs, reads, rejections
 from cavra_ingest.http.routes import exports as export
 from cavra_ingest.http.routes import session_exports as session_export
-from cavra_ingest.runtime import Runtime, running
+from cavra_ingest.runtime import running
 from cavra_ingest.settings import Settings
-
-RUNTIME_KEY = web.AppKey("runtime", Runtime)
 
 
 async def runtime_context(app: web.Application) -> AsyncIterator[None]:

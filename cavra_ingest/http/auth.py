@@ -21,9 +21,9 @@ from aiohttp import web
 
 from cavra_ingest.core.errors import ApiError, Problem
 from cavra_ingest.core.models import ENCODER, Accepted, BoundSessionIn, SessionIn, now_text
-from cavra_ingest.http.keys import SETTINGS_KEY
+from cavra_ingest.http.keys import GUARD_KEY, QUOTAS_KEY, SETTINGS_KEY
 from cavra_ingest.http.middleware import Handler, json_reply
-from cavra_ingest.http.quota import QUOTAS_KEY, Quotas
+from cavra_ingest.http.quota import Quotas
 from cavra_ingest.http.replies import Whoami
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.base import ListQuery
@@ -303,9 +303,6 @@ class Guard:
             raise ApiError(
                 429, f"this token may write {rate:g} records per second; retry later", retry_after=math.ceil(wait)
             )
-
-
-GUARD_KEY = web.AppKey("guard", Guard)
 
 
 def unauthorized(detail: str, *, invalid: bool = False) -> ApiError:

@@ -6,13 +6,13 @@ from aiohttp import web
 from yarl import URL
 
 from cavra_ingest.core.errors import ApiError
+from cavra_ingest.http.keys import ORIGINS_KEY
 from cavra_ingest.http.middleware import Handler
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 # Request headers a cross-origin read may carry; Authorization for bearer tokens.
 ALLOWED_HEADERS = ("authorization", "accept", "if-none-match")
 MAX_AGE_S = 600
-ORIGINS_KEY = web.AppKey("cors_origins", frozenset[str])
 
 
 def parse_origins(text: str) -> frozenset[str]:

@@ -14,6 +14,7 @@ from types import TracebackType
 from aiohttp import web
 
 from cavra_ingest.core.errors import ApiError
+from cavra_ingest.http.keys import HOSTS_KEY
 from cavra_ingest.http.middleware import Handler
 from cavra_ingest.settings import Settings
 
@@ -147,8 +148,3 @@ def cancel_on_disconnect(handler: Handler) -> Handler:
                 task.cancel()
 
     return watched
-
-
-HOSTS_KEY = web.AppKey("allowed_hosts", frozenset)
-BUDGET_KEY = web.AppKey("body_budget", BodyBudget)
-DISK_KEY = web.AppKey("disk_floor", DiskFloor)

@@ -15,8 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cavra_ingest.http.keys import SETTINGS_KEY, SINK_KEY
-from cavra_ingest.http.metrics import METRICS_KEY
+from cavra_ingest.http.keys import DRAIN_FROM_KEY, METRICS_KEY, SETTINGS_KEY, SINK_KEY
 from cavra_ingest.http.middleware import Handler
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -27,8 +26,6 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 access_log = logging.getLogger("cavra_ingest.access")
 log = logging.getLogger("cavra_ingest.server")
 # LogRecord attributes that are not extra fields.
-# (transactions, records) when the stop was asked for: set during shutdown, when the app's keys are frozen.
-DRAIN_FROM_KEY = web.AppKey("drain_from", list)
 STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
 
 

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from cavra_ingest import __version__
 from cavra_ingest.core.errors import ApiError, Problem
 from cavra_ingest.http.auth import PRINCIPAL
-from cavra_ingest.http.keys import SETTINGS_KEY, SINK_KEY
+from cavra_ingest.http.keys import METRICS_KEY, SETTINGS_KEY, SINK_KEY
 
 # Seconds: from a cache-hot read (~1 ms) to a request that waited out a long drain.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -164,9 +164,6 @@ class Metrics:
             self._records("rejected", tenant).inc(rejected)
         for status in statuses:
             self._records(status, tenant).inc()
-
-
-METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
 def route_of(request: web.Request) -> str:

@@ -8,11 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from cavra_ingest.core.errors import ApiError, error_body
+from cavra_ingest.core.errors import ApiError, Retryable, error_body
 from cavra_ingest.core.models import ENCODER
-from cavra_ingest.core.sink import Unavailable
 from cavra_ingest.http.keys import SETTINGS_KEY
-from cavra_ingest.store.base import QueryTimeout
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +36,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return json_reply(exc.body(), exc.status, exc.headers or None)
-    except QueryTimeout as exc:
+    except Retryable as exc:
+        # A full queue, a locked store, a heavy read out of time: nothing was done, a retry may succeed.
         retry_after = str(request.app[SETTINGS_KEY].retry_after_s)
-        return json_reply(error_body(503, str(exc)), 503, {"Retry-After": retry_after})
-    except Unavailable as exc:
-        # Always retryable: nothing of the request was written.
-        retry_after = str(request.app[SETTINGS_KEY].retry_after_s)
-        return json_reply(error_body(503, str(exc)), 503, {"Retry-After": retry_after})
+        return json_reply(error_body(exc.status, str(exc)), exc.status, {"Retry-After": retry_after})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from aiohttp import web
-
 from cavra_ingest.core.errors import ApiError
 from cavra_ingest.core.models import QuotaCharge
 from cavra_ingest.store.tokens import TokenStore
@@ -158,6 +156,3 @@ class Quotas:
             usage.stored = stored + usage.settled_during_read
             usage.fresh_until = self.clock() + self.cache_s
         return usage
-
-
-QUOTAS_KEY = web.AppKey("quotas", Quotas)

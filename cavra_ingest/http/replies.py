@@ -8,9 +8,8 @@ import msgspec
 from msgspec import Struct
 
 from cavra_ingest.core.errors import CODES, ApiError, Problem
-from cavra_ingest.core.models import ENCODER, Accepted, DecisionRecord, SessionRecord
-from cavra_ingest.core.sink import CountsHealth, SearchHealth, WriterStats
-from cavra_ingest.store.base import WriteResult
+from cavra_ingest.core.models import ENCODER, Accepted, DecisionRecord, RejectionReply, SessionRecord
+from cavra_ingest.core.sink import CountsHealth, SearchHealth, WriteResult, WriterStats
 
 
 class Error(Struct, omit_defaults=True):
@@ -292,17 +291,6 @@ class Evidence(Struct):
     manifest: str
     records: list[EvidenceRecord]
     not_in_log: list[str]
-
-
-class RejectionReply(Struct):
-    """A record a JetStream worker could not store after its 202: `conflict`, `forbidden` or `rejected`."""
-
-    decision_id: str
-    session_id: str
-    tenant_id: str | None
-    status: str
-    detail: str
-    rejected_at: str
 
 
 class RejectionPage(Struct):

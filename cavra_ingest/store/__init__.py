@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from cavra_ingest.settings import Settings
-from cavra_ingest.store.base import ListQuery, Page, Store, StoreUnavailable, WriteItem, WriteResult
+from cavra_ingest.store.base import ListQuery, Page, Store, StoreUnavailable
 
 # Store URL scheme → backend class; each is built by its `from_settings`. A new backend is one module and one line.
 BACKENDS = {
@@ -23,4 +23,4 @@ def make_store(settings: Settings) -> Store:
     return store
 
 
-__all__ = ["ListQuery", "Page", "Store", "StoreUnavailable", "WriteItem", "WriteResult", "make_store"]
+__all__ = ["ListQuery", "Page", "Store", "StoreUnavailable", "make_store"]

@@ -5,29 +5,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from cavra_ingest.core.models import Accepted, SessionIn
-
-WriteItem = Accepted | SessionIn
-# "accepted": durable in the JetStream log, committed by a worker shortly after (docs/scale-out.md).
-Status = Literal["created", "duplicate", "conflict", "updated", "rejected", "forbidden", "accepted"]
+from cavra_ingest.core.errors import Retryable
+from cavra_ingest.core.models import RejectionReply
+from cavra_ingest.core.sink import WriteItem, WriteResult
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Retryable):
     """A write failed for a reason that may clear (lock, full disk, read-only file)."""
 
 
-class QueryTimeout(Exception):
+class QueryTimeout(Retryable):
     """A heavy read (export chunk, facets, count) hit its statement time limit or found no free slot in time."""
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """What became of one write item; `body` is the stored record's JSON (or, rejected, why)."""
-
-    status: Status
-    body: bytes
 
 
 @dataclass(frozen=True)
@@ -163,4 +153,40 @@ class Store(Protocol):
 
     async def time_bounds(self, query: ListQuery) -> tuple[str | None, str | None]:
         """Return the earliest and latest timestamp of the matches (None, None when none match)."""
+        ...
+
+
+# Optional features: a store has them or not; the runtime and handlers test with isinstance, never getattr.
+
+
+@runtime_checkable
+class FoldsCounts(Protocol):
+    """The decision counts have a backlog a background folder works through (SQLite)."""
+
+    async def fold_counts(self, max_rows: int) -> tuple[int, int | None]:
+        """Fold up to `max_rows` uncounted decisions; return (rows still waiting, last rowid counted)."""
+        ...
+
+
+@runtime_checkable
+class IndexesSearch(Protocol):
+    """Free-text search reads an index a background indexer fills (SQLite's FTS5, PostgreSQL's pg_trgm)."""
+
+    async def index_search(self, max_rows: int) -> tuple[int, int | None]:
+        """Index up to `max_rows` new decisions; return (rows still waiting, last rowid indexed or None)."""
+        ...
+
+
+@runtime_checkable
+class KeepsRejections(Protocol):
+    """Records a JetStream worker refused after their 202 are kept for `GET /ingest/rejections` (PostgreSQL)."""
+
+    async def add_rejections(self, rows: Sequence[tuple[int, int, RejectionReply]]) -> None:
+        """Keep (stream sequence, index in the message, rejection) rows; a row kept before is left as it is."""
+        ...
+
+    async def rejections(
+        self, decision_id: str | None, session_id: str | None, tenant_id: str | None, after: int, limit: int
+    ) -> list[tuple[int, RejectionReply]]:
+        """Return (stream sequence, rejection) after `after`, oldest first, matching the given fields."""
         ...

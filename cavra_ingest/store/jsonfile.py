@@ -16,18 +16,10 @@ from cavra_ingest.core.compat import utc_or_same, without_nulls
 from cavra_ingest.core.models import ENCODER, SESSION_SCHEMA, SessionRecord
 from cavra_ingest.core.planning import decision_ids, plan_batch, session_ids
 from cavra_ingest.core.search import prefix_matches, text_matches
+from cavra_ingest.core.sink import WriteItem, WriteResult
 from cavra_ingest.core.summary import empty_session
 from cavra_ingest.settings import Settings
-from cavra_ingest.store.base import (
-    FACET_FIELDS,
-    Facets,
-    ListQuery,
-    Page,
-    StoreUnavailable,
-    WriteItem,
-    WriteResult,
-    rank,
-)
+from cavra_ingest.store.base import FACET_FIELDS, Facets, ListQuery, Page, StoreUnavailable, rank
 
 FILE_DECODER = msgspec.json.Decoder(dict[str, list[dict[str, Any]]])
 

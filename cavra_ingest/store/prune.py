@@ -123,12 +123,12 @@ class PostgresConnection:
         return cls(await asyncpg.connect(settings.activity_db, server_settings={"search_path": schema}))
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-        from cavra_ingest.store.postgres.store import numbered
+        from cavra_ingest.core.sqltext import numbered
 
         return list(await self.conn.fetch(numbered(sql), *params))
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        from cavra_ingest.store.postgres.store import numbered
+        from cavra_ingest.core.sqltext import numbered
 
         await self.conn.execute(numbered(sql), *params)
 

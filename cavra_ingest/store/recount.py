@@ -111,7 +111,8 @@ async def recount_postgres(
     """Recount every session (or one) of a PostgreSQL schema, holding each batch's session rows as writers do."""
     import asyncpg
 
-    from cavra_ingest.store.postgres.store import LOCK_SESSION_ROWS, WRITE_LOCK, numbered, schema_name
+    from cavra_ingest.core.sqltext import numbered
+    from cavra_ingest.store.postgres.store import LOCK_SESSION_ROWS, WRITE_LOCK, schema_name
 
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema_name(schema)})
     upsert = numbered(UPSERT_SESSION)

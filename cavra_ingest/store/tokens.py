@@ -262,7 +262,7 @@ class PostgresTokens:
 
     @staticmethod
     def _sql(sql: str) -> str:
-        from cavra_ingest.store.postgres.store import numbered
+        from cavra_ingest.core.sqltext import numbered
 
         return numbered(sql)
 

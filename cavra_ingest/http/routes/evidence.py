@@ -10,7 +10,9 @@ import msgspec
 from aiohttp import web
 
 from cavra_ingest.auditlog import merkle
-from cavra_ingest.auditlog.log import AuditLog, Memo, Verifier, b64, parse_checkpoint, record_leaf
+from cavra_ingest.auditlog.log import AuditLog, Memo
+from cavra_ingest.auditlog.notes import Verifier, b64, parse_checkpoint
+from cavra_ingest.auditlog.tables import record_leaf
 from cavra_ingest.core.errors import ApiError
 from cavra_ingest.http.auth import visible_payload
 from cavra_ingest.http.keys import STORE_KEY

@@ -8,16 +8,14 @@ from aiohttp import web
 
 from cavra_ingest.core.errors import ApiError
 from cavra_ingest.core.models import Accepted
+from cavra_ingest.core.sink import WriteItem, WriteResult
 from cavra_ingest.core.validate import TimeWindow, check_decisions, check_session
 from cavra_ingest.http.auth import charge, principal_of, stamp, stamp_session
-from cavra_ingest.http.guards import BUDGET_KEY, DISK_KEY
 from cavra_ingest.http.guards import Reservation as BodyReservation
-from cavra_ingest.http.keys import SETTINGS_KEY, SINK_KEY
-from cavra_ingest.http.metrics import METRICS_KEY
+from cavra_ingest.http.keys import BUDGET_KEY, DISK_KEY, METRICS_KEY, QUOTAS_KEY, SETTINGS_KEY, SINK_KEY
 from cavra_ingest.http.middleware import json_reply
-from cavra_ingest.http.quota import COUNTED, QUOTAS_KEY, Reservation
+from cavra_ingest.http.quota import COUNTED, Reservation
 from cavra_ingest.http.replies import batch_reply, decision_reply
-from cavra_ingest.store import WriteItem, WriteResult
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from cavra_ingest.auditlog.log import AUDIT_KEY, AuditLog, b64
+from cavra_ingest.auditlog.log import AuditLog
+from cavra_ingest.auditlog.notes import b64
 from cavra_ingest.core.errors import ApiError
 from cavra_ingest.http.auth import visible_payload
-from cavra_ingest.http.keys import SETTINGS_KEY, STORE_KEY
+from cavra_ingest.http.keys import AUDIT_KEY, SETTINGS_KEY, STORE_KEY
 from cavra_ingest.http.middleware import json_reply
 from cavra_ingest.http.replies import ConsistencyProof, InclusionProof
 from cavra_ingest.http.routes.reads import integer, stored_id

@@ -17,9 +17,8 @@ from cavra_ingest.core.errors import ApiError
 from cavra_ingest.core.models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITIES, Timestamp, utc_text
 from cavra_ingest.core.search import PREFIX_FILTERS, BadSearch, parse_terms, split_prefixes
 from cavra_ingest.http.auth import bound_columns, scope_query, visible_payload
-from cavra_ingest.http.cors import ORIGINS_KEY
 from cavra_ingest.http.guards import cancel_on_disconnect
-from cavra_ingest.http.keys import COUNTS_HEALTH_KEY, SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
+from cavra_ingest.http.keys import COUNTS_HEALTH_KEY, ORIGINS_KEY, SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
 from cavra_ingest.http.middleware import json_reply
 from cavra_ingest.http.replies import (
     ConsoleConfig,

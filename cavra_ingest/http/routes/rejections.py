@@ -8,17 +8,12 @@ from cavra_ingest.core.errors import ApiError
 from cavra_ingest.http.auth import principal_of
 from cavra_ingest.http.keys import SETTINGS_KEY, STORE_KEY
 from cavra_ingest.http.middleware import json_reply
-from cavra_ingest.http.replies import RejectionPage, RejectionReply
+from cavra_ingest.http.replies import RejectionPage
 from cavra_ingest.http.routes.proofs import only
 from cavra_ingest.http.routes.reads import integer
+from cavra_ingest.store.base import KeepsRejections
 
 MAX_REJECTIONS = 500
-SELECT_REJECTIONS = """
-SELECT stream_seq, decision_id, session_id, tenant_id, status, detail, rejected_at FROM ingest_rejections
-WHERE ($1::text IS NULL OR decision_id = $1) AND ($2::text IS NULL OR session_id = $2)
-  AND ($3::text IS NULL OR tenant_id = $3) AND stream_seq > $4
-ORDER BY stream_seq, item_index LIMIT $5
-"""
 
 
 async def list_rejections(request: web.Request) -> web.Response:
@@ -29,17 +24,11 @@ async def list_rejections(request: web.Request) -> web.Response:
     if not 1 <= limit <= MAX_REJECTIONS:
         raise ApiError(400, f"limit must be 1..{MAX_REJECTIONS}", parameter="limit")
     tenant = principal_of(request).tenant_id
-    pool = getattr(request.app[STORE_KEY], "pool", None)
-    if pool is None or not request.app[SETTINGS_KEY].broker_url:
+    store = request.app[STORE_KEY]
+    if not isinstance(store, KeepsRejections) or not request.app[SETTINGS_KEY].broker_url:
         # The embedded mode keeps none: every refusal is in the POST /decisions reply itself.
         return json_reply(RejectionPage([], None))
-    rows = await pool.fetch(
-        SELECT_REJECTIONS,
-        request.query.get("decision_id") or None,
-        request.query.get("session_id") or None,
-        tenant,
-        after,
-        limit,
+    rows = await store.rejections(
+        request.query.get("decision_id") or None, request.query.get("session_id") or None, tenant, after, limit
     )
-    items = [RejectionReply(*row[1:]) for row in rows]
-    return json_reply(RejectionPage(items, rows[-1][0] if rows else None))
+    return json_reply(RejectionPage([rejection for _, rejection in rows], rows[-1][0] if rows else None))

@@ -9,9 +9,12 @@ from typing import Any
 
 import asyncpg
 
-from cavra_ingest.auditlog.log import QUEUE_LEAVES
+from cavra_ingest.auditlog.tables import QUEUE_LEAVES
+from cavra_ingest.core.models import RejectionReply
 from cavra_ingest.core.planning import decision_ids, plan_batch, quota_usage, session_ids
 from cavra_ingest.core.search import MIN_TERM_CHARS, like_pattern
+from cavra_ingest.core.sink import WriteItem, WriteResult
+from cavra_ingest.core.sqltext import numbered
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.base import (
     FACET_FIELDS,
@@ -20,8 +23,6 @@ from cavra_ingest.store.base import (
     Page,
     QueryTimeout,
     StoreUnavailable,
-    WriteItem,
-    WriteResult,
     facets_from_rows,
     keyset_chunks,
 )
@@ -110,16 +111,20 @@ INSERT INTO activity_decisions (
 ON CONFLICT (decision_id) DO NOTHING RETURNING decision_id
 """
 # A deadlock or a lost insert race is retried inside the store this many times before the batch gets a 503.
+INSERT_REJECTION = """
+INSERT INTO ingest_rejections (stream_seq, item_index, decision_id, session_id, tenant_id, status, detail,
+    rejected_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+"""
+SELECT_REJECTIONS = """
+SELECT stream_seq, decision_id, session_id, tenant_id, status, detail, rejected_at FROM ingest_rejections
+WHERE ($1::text IS NULL OR decision_id = $1) AND ($2::text IS NULL OR session_id = $2)
+  AND ($3::text IS NULL OR tenant_id = $3) AND stream_seq > $4
+ORDER BY stream_seq, item_index LIMIT $5
+"""
 WRITE_ATTEMPTS = 5
 # SQLSTATE classes of faults that may clear: connection, resources (disk full), operator
 # intervention, transaction rollback (deadlock, serialization), lock not available, read-only.
 RETRYABLE_STATES = ("08", "53", "57", "40", "55P03", "25006")
-
-
-def numbered(sql: str) -> str:
-    """Turn the shared `?` placeholders into asyncpg's `$1, $2, ...`."""
-    counter = iter(range(1, 10_000))
-    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
 
 
 def retryable(exc: BaseException) -> bool:
@@ -343,6 +348,17 @@ class PostgresStore:
         sql, params = DECISIONS.bounds(query)
         rows = await self._heavy_fetch(sql, params)
         return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+    async def add_rejections(self, rows: Sequence[tuple[int, int, RejectionReply]]) -> None:
+        params = [(seq, i, r.decision_id, r.session_id, r.tenant_id, r.status, r.detail, r.rejected_at)
+                  for seq, i, r in rows]  # fmt: skip
+        await self.pool.executemany(INSERT_REJECTION, params)
+
+    async def rejections(
+        self, decision_id: str | None, session_id: str | None, tenant_id: str | None, after: int, limit: int
+    ) -> list[tuple[int, RejectionReply]]:
+        rows = await self.pool.fetch(SELECT_REJECTIONS, decision_id, session_id, tenant_id, after, limit)
+        return [(row[0], RejectionReply(*row[1:])) for row in rows]
 
 
 def schema_name(text: str) -> str:

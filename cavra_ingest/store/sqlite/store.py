@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 import aiosqlite
 import msgspec
 
-from cavra_ingest.auditlog.log import append_leaves_sqlite
+from cavra_ingest.auditlog.tables import append_leaves_sqlite
 from cavra_ingest.core.models import ENCODER, SessionRecord
 from cavra_ingest.core.planning import decision_ids, plan_batch, quota_usage, session_ids
 from cavra_ingest.core.search import trigrams
+from cavra_ingest.core.sink import WriteItem, WriteResult
 from cavra_ingest.settings import Settings
 from cavra_ingest.store import cache
 from cavra_ingest.store.base import (
@@ -29,8 +30,6 @@ from cavra_ingest.store.base import (
     Page,
     QueryTimeout,
     StoreUnavailable,
-    WriteItem,
-    WriteResult,
     facets_from_rows,
     keyset_chunks,
 )
