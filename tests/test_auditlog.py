@@ -202,8 +202,8 @@ def cli_public_key(db: Path, capsys: pytest.CaptureFixture[str]) -> str:
 
 
 async def test_route_bundle_verifies_offline(make_client, tmp_path):
+    from cavra_ingest.auditlog.evidence import verify as verify_bundle
     from cavra_ingest.http.keys import AUDIT_KEY
-    from cavra_ingest.http.routes.evidence import verify as verify_bundle
 
     from .conftest import drain
 

@@ -258,7 +258,7 @@ async def run_export(settings: Settings, session_id: str, out: str) -> int:
 
 
 def run_evidence_verify(path: str, public_key: str | None) -> int:
-    from cavra_ingest.http.routes.evidence import verify as verify_bundle
+    from cavra_ingest.auditlog.evidence import verify as verify_bundle
 
     with open(path, "rb") as handle:
         bundle = msgspec.json.decode(handle.read())
