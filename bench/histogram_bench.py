@@ -36,7 +36,7 @@ URLS = ("interval=1d", "interval=1d&decision=block", "interval=auto", "interval=
 
 async def over_http(path: Path, runs: int) -> None:
     """Time whole requests through the real app, with and without the counts paths."""
-    client = TestClient(TestServer(create_app(Settings(activity_db=str(path), search_index_interval_s=3600))))
+    client = TestClient(TestServer(create_app(Settings.of(activity_db=str(path), search_index_interval_s=3600))))
     await client.start_server()
     try:
         for url in URLS:

@@ -146,7 +146,7 @@ def main() -> None:
     settings = Settings.from_env()
     # The access log as `serve` writes it, to a file as under a service manager (not to a terminal).
     log_file = open(os.devnull, "w")  # noqa: SIM115
-    logs.configure(settings.log_format, settings.log_level, stream=log_file)
+    logs.configure(settings.server.log_format, settings.server.log_level, stream=log_file)
     noop, app = [], []
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "loopcost.db"

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from cavra_ingest.cli.main import event_loop
+from cavra_ingest.cli.serve import event_loop
 from cavra_ingest.core.sink import SinkHealth, WriteItem, WriteResult, WriterStats
 from cavra_ingest.http import logs, serving
 from cavra_ingest.http.app import create_app
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8091)
     args = parser.parse_args()
     settings = Settings.from_env(port=args.port)
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.server.log_format, settings.server.log_level)
     app = create_app(settings)
     app.cleanup_ctx.append(null_sink)  # after the runtime's, so it replaces the writer as the sink
     serving.run(app, settings, event_loop(settings), access_log=None)

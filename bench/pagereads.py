@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 
 from cavra_ingest.core.models import DecisionIn, normalize
-from cavra_ingest.store import cache
+from cavra_ingest.settings.checks import parse_cache_mb
 from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .rows import decision
@@ -149,7 +149,7 @@ def main() -> None:
     if args.trace:
         traced(args)
         return
-    result = asyncio.run(write(args.db, args.decisions, args.batch, cache.parse(args.cache_mb), args.autocheckpoint))
+    result = asyncio.run(write(args.db, args.decisions, args.batch, parse_cache_mb(args.cache_mb), args.autocheckpoint))
     print(json.dumps(result))
 
 

@@ -229,7 +229,7 @@ async def main() -> None:
     command = " ".join([".venv/bin/python -m bench.scaleout", *sys.argv[1:]])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        load_signer(root / "signing-key", Settings().audit_log_origin, create=True)
+        load_signer(root / "signing-key", Settings().audit.audit_log_origin, create=True)
         report: dict[str, Any] = {"command": command, "cores": os.cpu_count(), "seconds": args.seconds,
                                   "batch": args.batch, "connections": args.connections}  # fmt: skip
         report["servers"] = [await servers_on_one_database(n, args, root) for n in (1, 2, 4)]

@@ -181,7 +181,7 @@ def sizes(path: Path) -> dict[str, int]:
 
 
 async def reads(path: Path, runs: int) -> tuple[float, list[dict[str, Any]]]:
-    settings = Settings(activity_db=str(path), search_index_interval_s=3600)
+    settings = Settings.of(activity_db=str(path), search_index_interval_s=3600)
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     try:

@@ -36,27 +36,23 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
     store = make_store(settings)
     await store.open()
     try:
-        writer = BatchWriter(
-            store,
-            commit_max_records=settings.commit_max_records,
-            batch_max_wait_ms=settings.batch_max_wait_ms,
-            queue_max_records=settings.queue_max_records,
-            drain_deadline_s=settings.drain_deadline_s,
-        )
+        writer = BatchWriter(store, settings.writer)
         writer.start()
         followers: list[Follower] = []
         folder = None
         if isinstance(store, FoldsCounts):
             folder = CountsFolder(
-                store.fold_counts, batch_rows=settings.counts_fold_rows, interval_s=settings.counts_fold_interval_s
+                store.fold_counts,
+                batch_rows=settings.store.counts_fold_rows,
+                interval_s=settings.store.counts_fold_interval_s,
             )
             followers.append(folder)
         indexer = None
-        if settings.search_index and isinstance(store, IndexesSearch):
+        if settings.store.search_index and isinstance(store, IndexesSearch):
             indexer = SearchIndexer(
                 store.index_search,
-                batch_rows=settings.search_index_batch_rows,
-                interval_s=settings.search_index_interval_s,
+                batch_rows=settings.store.search_index_batch_rows,
+                interval_s=settings.store.search_index_interval_s,
             )
             followers.append(indexer)
         for follower in followers:
@@ -75,7 +71,7 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
 @asynccontextmanager
 async def broker_sink(settings: Settings, writer: BatchWriter) -> AsyncIterator[BrokerSink | None]:
     """Connect to JetStream when CAVRA_BROKER_URL is set; on the way out, finish the publishes in flight."""
-    if not settings.broker_url:
+    if not settings.broker.broker_url:
         yield None
         return
     from cavra_ingest.broker.jetstream import connect
@@ -84,4 +80,4 @@ async def broker_sink(settings: Settings, writer: BatchWriter) -> AsyncIterator[
     try:
         yield sink
     finally:
-        await sink.close(settings.drain_deadline_s)
+        await sink.close(settings.writer.drain_deadline_s)

@@ -99,7 +99,7 @@ def unb64(hashes: list[str]) -> list[bytes]:
 
 def logged_settings(db: Path, **overrides: Any) -> Settings:
     # The loop signs at start and stop; tests sign the checkpoints between themselves.
-    return Settings(activity_db=str(db), checkpoint_interval_s=3600, **overrides)
+    return Settings.of(activity_db=str(db), checkpoint_interval_s=3600, **overrides)
 
 
 async def build_log(db: Path, bodies: list[dict[str, Any]], *, every: int = 1) -> list[str]:

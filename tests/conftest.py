@@ -83,11 +83,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def store_settings(kind: str, tmp_path: Path, **overrides: Any) -> Settings:
     """Settings for a fresh store of the given kind under tmp_path (or in a fresh schema)."""
     if kind == "json":
-        return Settings(activity_store=str(tmp_path / "activity.json"), **overrides)
+        return Settings.of(activity_store=str(tmp_path / "activity.json"), **overrides)
     if kind == "postgres":
         schema = overrides.pop("postgres_schema", None) or f"t_{uuid.uuid4().hex[:12]}"
-        return Settings(activity_db=POSTGRES_URL, postgres_schema=schema, **overrides)
-    return Settings(activity_db=str(tmp_path / "activity.db"), **overrides)
+        return Settings.of(activity_db=POSTGRES_URL, postgres_schema=schema, **overrides)
+    return Settings.of(activity_db=str(tmp_path / "activity.db"), **overrides)
 
 
 @pytest.fixture(params=["sqlite", "json", "postgres"])
@@ -115,7 +115,7 @@ async def make_client(aiohttp_client: Any, tmp_path: Path) -> Any:
         settings = store_settings(kind, tmp_path, **overrides)
         if kind == "postgres":
             require_postgres()
-            schemas.append(settings.postgres_schema)
+            schemas.append(settings.store.postgres_schema)
         clients.append(await aiohttp_client(create_app(settings)))
         return clients[-1]
 

@@ -76,7 +76,7 @@ class LiveServer:
     async def _start(self) -> None:
         # A `.json` file means the JSON store (SPEC §4); anything else is a SQLite database.
         store = {"activity_store": str(self.db)} if self.db.suffix == ".json" else {"activity_db": str(self.db)}
-        self.runner = web.AppRunner(create_app(Settings(**store)), shutdown_timeout=5)
+        self.runner = web.AppRunner(create_app(Settings.of(**store)), shutdown_timeout=5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

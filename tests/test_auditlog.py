@@ -197,8 +197,8 @@ def test_evidence_bundle_round_trip_and_tampering(logged, capsys, tmp_path):
 def cli_public_key(db: Path, capsys: pytest.CaptureFixture[str]) -> str:
     from cavra_ingest.auditlog.notes import key_path, load_signer
 
-    settings = Settings(activity_db=str(db))
-    return load_signer(key_path(settings), settings.audit_log_origin, create=False).verifier.text()
+    settings = Settings.of(activity_db=str(db))
+    return load_signer(key_path(settings), settings.audit.audit_log_origin, create=False).verifier.text()
 
 
 async def test_route_bundle_verifies_offline(make_client, tmp_path):
@@ -289,7 +289,7 @@ async def test_verify_on_postgres_names_an_edit(make_client, tmp_path, capsys):
     await drain(client)
     await client.app[AUDIT_KEY].make_checkpoint()
     vkey = await (await client.get("/log/public-key")).text()
-    schema = client.app[SETTINGS_KEY].postgres_schema
+    schema = client.app[SETTINGS_KEY].store.postgres_schema
     command = ["verify", "--postgres", POSTGRES_URL, "--schema", schema, "--public-key", vkey]
     assert await asyncio.to_thread(cli.main, command) == 0
     assert "6 leaves checked against 2 signed checkpoint(s)" in capsys.readouterr().out

@@ -310,17 +310,17 @@ async def test_auth_required_without_any_token(make_client: MakeClient) -> None:
 async def test_json_store_keeps_no_tokens_and_serves_on_loopback(make_client: MakeClient) -> None:
     client = await make_client("json")
     assert (await client.get("/decisions")).status == 200
-    problem = await auth.startup_problem(Settings(activity_store="x.json", auth="required"))
+    problem = await auth.startup_problem(Settings.of(activity_store="x.json", auth="required"))
     assert problem is not None and "JSON store keeps no tokens" in problem
 
 
 async def test_serving_beyond_loopback_needs_a_token_or_the_insecure_flag(tmp_path, caplog) -> None:
     db = str(tmp_path / "a.db")
-    problem = await auth.startup_problem(Settings(activity_db=db, host="0.0.0.0"))
+    problem = await auth.startup_problem(Settings.of(activity_db=db, host="0.0.0.0"))
     assert problem is not None and "cavra-ingest token create" in problem and "--insecure-no-auth" in problem
-    assert await auth.startup_problem(Settings(activity_db=db, host="0.0.0.0", insecure_no_auth=True)) is None
+    assert await auth.startup_problem(Settings.of(activity_db=db, host="0.0.0.0", insecure_no_auth=True)) is None
     assert "WITHOUT AUTHENTICATION" in caplog.text
-    assert await auth.startup_problem(Settings(activity_db=db)) is None
+    assert await auth.startup_problem(Settings.of(activity_db=db)) is None
     assert "serving without authentication on loopback" in caplog.text
 
 
@@ -346,7 +346,7 @@ async def test_revocation_takes_effect_once_the_cache_expires() -> None:
     now = [100.0]
     token, _ = new_token(["read"])
     tokens = FakeTokens(token)
-    guard = Guard(Settings(auth_cache_s=1.0), tokens, clock=lambda: now[0])  # type: ignore[arg-type]
+    guard = Guard(Settings.of(auth_cache_s=1.0), tokens, clock=lambda: now[0])  # type: ignore[arg-type]
     assert (await guard.authenticate("Bearer s")).token_id == token.id
     tokens.token = msgspec.structs.replace(token, revoked_at="2026-01-01T00:00:00.000000+00:00")
     now[0] += 0.5
@@ -403,7 +403,7 @@ async def test_out_of_enum_values_are_looked_up_within_the_callers_tenant(
     if isinstance(store, PostgresStore):
         await store.pool.execute(update)
     else:
-        with sqlite3.connect(client.app[SETTINGS_KEY].store_path) as db:
+        with sqlite3.connect(client.app[SETTINGS_KEY].store.path) as db:
             db.execute(update)
     for token, status, total in ((who.two, 200, 1), (who.admin, 200, 1), (who.one, 400, None)):
         response = await client.get("/decisions", params={"severity": "informational"}, headers=bearer(token))

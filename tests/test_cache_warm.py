@@ -166,8 +166,8 @@ async def test_the_warm_up_is_bounded(filled):
 
 
 def test_how_many_sessions_are_warmed_is_a_setting():
-    assert Settings.from_env({}).sqlite_warm_sessions == 10_000
-    assert Settings.from_env({"CAVRA_SQLITE_WARM_SESSIONS": "0"}).sqlite_warm_sessions == 0
+    assert Settings.from_env({}).store.sqlite_warm_sessions == 10_000
+    assert Settings.from_env({"CAVRA_SQLITE_WARM_SESSIONS": "0"}).store.sqlite_warm_sessions == 0
     with pytest.raises(SettingsError, match="CAVRA_SQLITE_WARM_SESSIONS"):
         Settings.from_env({"CAVRA_SQLITE_WARM_SESSIONS": "-1"})
     store = SqliteStore.from_settings(Settings.from_env({"CAVRA_SQLITE_WARM_SESSIONS": "7"}))

@@ -179,7 +179,7 @@ async def test_recount_on_postgres_matches_the_incremental_summary(make_client):
     from .conftest import POSTGRES_URL
 
     client = await make_client("postgres")
-    schema = client.app[SETTINGS_KEY].postgres_schema
+    schema = client.app[SETTINGS_KEY].store.postgres_schema
     for n, outcome in enumerate(("allow", "block", "require_approval")):
         body = decision(
             session_id="pg-s", decision=outcome, timestamp=f"2026-04-01T10:00:0{n}Z", evidence_refs=[f"e{n}"]

@@ -38,7 +38,7 @@ async def test_serve_migrates_serves_and_drains_on_sigterm(tmp_path, servers):
             assert response.status == 200
         async with http.get(f"{server.url}/console/config") as response:
             assert (await response.json())["activity_mode"] == "sqlite"
-    code, _ = await server.terminate(Settings().drain_deadline_s + 5)
+    code, _ = await server.terminate(Settings().writer.drain_deadline_s + 5)
     assert code == 0
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM activity_decisions").fetchone() == (25,)
@@ -56,15 +56,15 @@ async def test_default_store_is_sqlite_under_dot_cavra(tmp_path, servers):
 
 
 def test_store_selection_follows_spec_precedence():
-    assert Settings.from_env({}).store_kind == "sqlite"
-    assert Settings.from_env({}).store_path == Path(".cavra/activity.db")
+    assert Settings.from_env({}).store.kind == "sqlite"
+    assert Settings.from_env({}).store.path == Path(".cavra/activity.db")
     json_only = Settings.from_env({"CAVRA_ACTIVITY_STORE": "/tmp/a.json"})
-    assert (json_only.store_kind, json_only.store_path) == ("json", Path("/tmp/a.json"))
+    assert (json_only.store.kind, json_only.store.path) == ("json", Path("/tmp/a.json"))
     both = Settings.from_env({"CAVRA_ACTIVITY_STORE": "/tmp/a.json", "CAVRA_ACTIVITY_DB": "/tmp/b.db"})
-    assert (both.store_kind, both.store_path) == ("sqlite", Path("/tmp/b.db"))
+    assert (both.store.kind, both.store.path) == ("sqlite", Path("/tmp/b.db"))
     server_db = Settings.from_env({"CAVRA_ACTIVITY_DB": "postgresql://u:secret@db/activity"})
-    assert (server_db.store_kind, server_db.store_label) == ("postgres", "postgresql://u:***@db/activity")
-    assert Settings.from_env({"CAVRA_PORT": "9000"}, port=9100).port == 9100
+    assert (server_db.store.kind, server_db.store.label) == ("postgres", "postgresql://u:***@db/activity")
+    assert Settings.from_env({"CAVRA_PORT": "9000"}, port=9100).server.port == 9100
 
 
 async def test_json_store_is_served_and_survives_a_restart(tmp_path, servers):

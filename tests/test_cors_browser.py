@@ -58,7 +58,7 @@ def origins(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
     allowed, allowed_url = run(start(page_app()))
     stranger, stranger_url = run(start(page_app()))
-    api_app = create_app(Settings(activity_db=str(tmp_path / "activity.db"), cors_origins=allowed_url))
+    api_app = create_app(Settings.of(activity_db=str(tmp_path / "activity.db"), cors_origins=allowed_url))
     api, api_url = run(start(api_app))
     try:
         yield {"allowed": allowed_url, "stranger": stranger_url, "api": api_url, "run": run}

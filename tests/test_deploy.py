@@ -30,13 +30,13 @@ def test_compose_service_runs_the_cli_with_known_settings():
     known = {f"CAVRA_{field.name.upper()}" for field in dataclasses.fields(Settings)}
     assert set(service["environment"]) <= known
     settings = Settings.from_env({k: str(v) for k, v in service["environment"].items()})
-    assert settings.store_kind == "sqlite"
+    assert settings.store.kind == "sqlite"
     # The named volume holds the SQLite file.
     mount = service["volumes"][0].split(":")
-    assert mount[0] in compose["volumes"] and settings.store_path.parent == Path(mount[1])
+    assert mount[0] in compose["volumes"] and settings.store.path.parent == Path(mount[1])
     # Readiness, not liveness: traffic only once the store is open and migrated, none while draining.
     assert "/readyz" in " ".join(service["healthcheck"]["test"])
-    assert duration_seconds(service["stop_grace_period"]) > settings.drain_deadline_s
+    assert duration_seconds(service["stop_grace_period"]) > settings.writer.drain_deadline_s
     assert service["ports"][0].endswith(":8080")
 
 
@@ -102,11 +102,11 @@ def test_scale_out_profile_runs_the_cli_with_known_settings():
         assert set(service["secrets"]) <= set(compose["secrets"])
         plain = {k: str(v) for k, v in env.items() if not k.endswith("_FILE")}
         settings = Settings.from_env(plain | {"CAVRA_ACTIVITY_DB": "postgresql://cavra@postgres/cavra"})
-        assert settings.store_kind == "postgres" and settings.stream_replicas == 3
-        hosts = [url.split("//")[1].split(":")[0] for url in settings.broker_url.split(",")]
+        assert settings.store.kind == "postgres" and settings.broker.stream_replicas == 3
+        hosts = [url.split("//")[1].split(":")[0] for url in settings.broker.broker_url.split(",")]
         assert sorted(hosts) == ["nats-1", "nats-2", "nats-3"]
         assert service["healthcheck"]["test"] and service["deploy"]["resources"]["limits"]
-        assert duration_seconds(service["stop_grace_period"]) > settings.drain_deadline_s
+        assert duration_seconds(service["stop_grace_period"]) > settings.writer.drain_deadline_s
     for node in ("nats-1", "nats-2", "nats-3"):
         command = profile[node]["command"]
         assert "--jetstream" in command and command[command.index("--name") + 1] == node
@@ -126,7 +126,7 @@ def test_settings_read_secrets_from_files(tmp_path):
     secret = tmp_path / "database_url"
     secret.write_text("postgresql://cavra:s3cret@db/cavra\n")
     settings = Settings.from_env({"CAVRA_ACTIVITY_DB_FILE": str(secret)})
-    assert settings.activity_db == "postgresql://cavra:s3cret@db/cavra"
+    assert settings.store.activity_db == "postgresql://cavra:s3cret@db/cavra"
     import pytest
 
     from cavra_ingest.settings import SettingsError

@@ -65,7 +65,7 @@ def ndjson(ctx: Any, value: Any) -> bytes:
 def load_schema() -> Any:
     # Built from an app like the server's at import time (schemathesis' lazy fixture loader does not work with
     # pytest 9); test_the_served_document_is_the_one_fuzzed checks the server serves this very document.
-    schema = schemathesis.openapi.from_dict(openapi.build(create_app(Settings(activity_db=":memory:"))))
+    schema = schemathesis.openapi.from_dict(openapi.build(create_app(Settings.of(activity_db=":memory:"))))
     schema.config.generation.update(
         max_examples=EXAMPLES, modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], deterministic=True
     )

@@ -83,7 +83,7 @@ async def topology(tmp_path: Path) -> AsyncIterator[Topology]:
     schema = f"t_js_{uuid.uuid4().hex[:10]}"
     # Migrated once up front, and one signing key for every process, as a deployment provisions them.
     await PostgresStore(POSTGRES_URL, schema=schema).migrate()
-    load_signer(tmp_path / "signing-key", Settings().audit_log_origin, create=True)
+    load_signer(tmp_path / "signing-key", Settings().audit.audit_log_origin, create=True)
     cluster = Cluster(tmp_path / "nats")
     cluster.root.mkdir()
     topo = Topology(tmp_path, schema, cluster)
@@ -296,11 +296,11 @@ async def test_kill_one_nats_node_under_load_every_202_is_committed(topology):
 @pytest.mark.slow
 async def test_postgres_outage_backlog_drains_after_it_returns(topology):
     target = urlsplit(POSTGRES_URL)
-    outage = Outage(target.hostname or "127.0.0.1", target.port or 5432)
+    outage = Outage(target.hostname or "127.0.0.1", target.server.port or 5432)
     await outage.start()
     try:
         replica = await topology.start("serve")
-        proxied = POSTGRES_URL.replace(f"{target.hostname}:{target.port or 5432}", f"127.0.0.1:{outage.port}")
+        proxied = POSTGRES_URL.replace(f"{target.hostname}:{target.server.port or 5432}", f"127.0.0.1:{outage.port}")
         worker = await topology.start("worker", db_url=proxied)
         acked: set[str] = set()
         stop = asyncio.Event()

@@ -102,14 +102,14 @@ async def test_backup_of_a_live_store_is_consistent_and_verified(make_client: Ma
     client = await make_client()
     await load(client, [decision() for _ in range(300)])
     target = tmp_path / "copy.db"
-    pages = backup(store_of_settings(client).store_path, target)
+    pages = backup(store_of_settings(client).store.path, target)
     assert pages > 0 and not target.with_name("copy.db.partial").exists()
     with sqlite3.connect(target) as copy:
         assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert copy.execute("SELECT count(*) FROM activity_decisions").fetchone() == (300,)
         assert copy.execute("SELECT decision_count FROM activity_sessions").fetchone() == (300,)
     with pytest.raises(BackupError, match="exists"):
-        backup(store_of_settings(client).store_path, target)
+        backup(store_of_settings(client).store.path, target)
 
 
 def test_backup_command_refuses_other_stores(tmp_path, capsys) -> None:
@@ -125,7 +125,7 @@ async def sources(make_client: MakeClient, tmp_path: Path) -> dict[str, Path]:
         client = await make_client(kind)
         await load(client, records)
         assert (await client.post("/sessions", json={"session_id": "imp", "state": "failed"})).status == 200
-        found[kind] = store_of_settings(client).store_path
+        found[kind] = store_of_settings(client).store.path
         if kind == "sqlite":
             for fmt in ("ndjson", "csv"):
                 path = tmp_path / f"export.{fmt}"
@@ -139,7 +139,7 @@ async def test_import_every_format_then_again_is_all_duplicates(make_client: Mak
     found = await sources(make_client, tmp_path)
     for kind, path in found.items():
         assert detect(path) == kind
-        target = Settings(activity_db=str(tmp_path / f"into-{kind}.db"))
+        target = Settings.of(activity_db=str(tmp_path / f"into-{kind}.db"))
         first = await import_path(path, target)
         assert (first.created, first.duplicate, first.conflict, first.rejected) == (3, 0, 0, 0), first.summary()
         again = await import_path(path, target)
@@ -157,7 +157,7 @@ async def test_import_every_format_then_again_is_all_duplicates(make_client: Mak
 
 async def test_import_reports_rejects_and_conflicts_with_reasons(tmp_path, capsys) -> None:
     kept = day(5)
-    target = Settings(activity_db=str(tmp_path / "into.db"))
+    target = Settings.of(activity_db=str(tmp_path / "into.db"))
     source = tmp_path / "mixed.ndjson"
     source.write_text("\n".join(json.dumps(item) for item in [kept, day(6, decision="nope"), {"x": 1}]) + "\n")
     report = await import_path(source, target)

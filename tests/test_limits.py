@@ -254,7 +254,7 @@ def test_free_disk_space_is_read_at_most_once_a_second(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(guards.shutil, "disk_usage", disk_usage)
     now = [100.0]
-    floor = guards.DiskFloor(Settings(activity_db=str(tmp_path / "a.db"), min_free_disk_bytes=5_000), lambda: now[0])
+    floor = guards.DiskFloor(Settings.of(activity_db=str(tmp_path / "a.db"), min_free_disk_bytes=5_000), lambda: now[0])
     floor.check()
     free[0] = 1_000  # the disk fills up
     floor.check()  # within the second: the last reading stands
@@ -321,7 +321,7 @@ def test_split_records_decodes_no_more_than_the_limit() -> None:
     ],
 )
 def test_every_credential_form_is_redacted_from_the_store_label(url: str) -> None:
-    label = Settings(activity_db=url).store_label
+    label = Settings.of(activity_db=url).store.label
     assert "s3cret" not in label and "***" in label
 
 
@@ -339,8 +339,8 @@ def test_the_connection_cap_stays_below_the_descriptor_limit(monkeypatch: pytest
     from cavra_ingest.http import serving
 
     monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 4096))
-    assert serving.connection_cap(Settings(max_connections=512)) == 256 - serving.FD_RESERVE
-    assert serving.connection_cap(Settings(max_connections=100)) == 100
+    assert serving.connection_cap(Settings.of(max_connections=512)) == 256 - serving.FD_RESERVE
+    assert serving.connection_cap(Settings.of(max_connections=100)) == 100
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -365,7 +365,7 @@ async def test_a_cancelled_heavy_read_interrupts_its_statement(tmp_path: Path) -
     """The client went away: its statement stops at once, and the reader serves the next heavy read."""
     from cavra_ingest.store.sqlite.store import SqliteStore
 
-    store = SqliteStore(tmp_path / "a.db", heavy_readers=1, heavy_timeout_s=60.0)
+    store = SqliteStore(tmp_path / "a.db", heavy_readers=1, heavy_query_timeout_s=60.0)
     await store.open()
     try:
         endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"

@@ -103,7 +103,7 @@ async def test_a_served_process_logs_json_start_access_and_what_it_drained(tmp_p
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{server.url}/decisions", json=[decision() for _ in range(3)]) as response:
                 assert response.status == 200
-        assert (await server.terminate(Settings().drain_deadline_s + 5))[0] == 0
+        assert (await server.terminate(Settings().writer.drain_deadline_s + 5))[0] == 0
     finally:
         server.kill()
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]

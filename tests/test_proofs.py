@@ -186,7 +186,7 @@ async def test_a_truncated_log_is_never_signed_and_logged_once(make_client, capl
     client = await make_client(checkpoint_interval_s=3600)
     await client.post("/decisions", json=[decision() for _ in range(3)])
     assert await sign(client) == 3
-    conn = sqlite3.connect(client.app[RUNTIME_KEY].settings.store_path)
+    conn = sqlite3.connect(client.app[RUNTIME_KEY].settings.store.path)
     with conn:
         conn.execute("DELETE FROM audit_leaves WHERE leaf_index = 2")
     conn.close()

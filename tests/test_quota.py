@@ -137,7 +137,7 @@ async def test_duplicates_and_refused_records_do_not_count(make_client: MakeClie
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_two_apps_on_one_database_share_the_count(make_client: MakeClient, kind: str) -> None:
     one = await make_client(kind, quota_cache_s=0.0)
-    schema = one.app[SETTINGS_KEY].postgres_schema
+    schema = one.app[SETTINGS_KEY].store.postgres_schema
     two = await make_client(kind, quota_cache_s=0.0, postgres_schema=schema)
     token = await secret(one, ["ingest", "read"], "ten-one", daily_quota=6)
     assert (await one.post("/decisions", json=[decision() for _ in range(4)], headers=bearer(token))).status == 200
@@ -311,12 +311,12 @@ async def test_usage_that_cannot_be_read_is_a_503_and_nothing_is_written(make_cl
     client = await make_client("sqlite", quota_cache_s=0.0)
     token = await secret(client, ["ingest", "read"], "ten-one", daily_quota=100)
     assert (await client.post("/decisions", json=decision(), headers=bearer(token))).status == 200
-    with sqlite3.connect(client.app[SETTINGS_KEY].store_path) as db:
+    with sqlite3.connect(client.app[SETTINGS_KEY].store.path) as db:
         db.execute("ALTER TABLE token_usage RENAME TO token_usage_away")
     refused = await client.post("/decisions", json=decision(), headers=bearer(token))
     assert refused.status == 503 and refused.headers["Retry-After"] == "1"
     assert "daily usage could not be read" in (await refused.json())["detail"]
-    with sqlite3.connect(client.app[SETTINGS_KEY].store_path) as db:
+    with sqlite3.connect(client.app[SETTINGS_KEY].store.path) as db:
         db.execute("ALTER TABLE token_usage_away RENAME TO token_usage")
     assert await total(client, token) == 1
     assert (await client.post("/decisions", json=decision(), headers=bearer(token))).status == 200

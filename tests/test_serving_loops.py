@@ -39,7 +39,7 @@ async def over_the_cap(port: int) -> bytes:
 
     app = web.Application()
     app.router.add_get("/", ok)
-    server = asyncio.create_task(serving.serve(app, Settings(port=port, max_connections=3, header_read_timeout_s=5)))
+    server = asyncio.create_task(serving.serve(app, Settings.of(port=port, max_connections=3, header_read_timeout_s=5)))
     try:
         for _ in range(50):
             try:

@@ -61,7 +61,7 @@ def test_unknown_variables_are_named_with_the_closest_setting() -> None:
 def test_old_limit_names_still_work_and_warn(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="cavra_ingest.settings"):
         settings = Settings.from_env({"CAVRA_MAX_BATCH_RECORDS": "7", "CAVRA_BATCH_MAX_RECORDS": "9"})
-    assert (settings.request_max_records, settings.commit_max_records) == (7, 9)
+    assert (settings.limits.request_max_records, settings.writer.commit_max_records) == (7, 9)
     assert sorted(record.getMessage() for record in caplog.records) == [
         "CAVRA_BATCH_MAX_RECORDS is deprecated: use CAVRA_COMMIT_MAX_RECORDS",
         "CAVRA_MAX_BATCH_RECORDS is deprecated: use CAVRA_REQUEST_MAX_RECORDS",
@@ -69,7 +69,7 @@ def test_old_limit_names_still_work_and_warn(caplog: pytest.LogCaptureFixture) -
     # The new name wins, silently.
     caplog.clear()
     both = Settings.from_env({"CAVRA_REQUEST_MAX_RECORDS": "3", "CAVRA_MAX_BATCH_RECORDS": "7"})
-    assert both.request_max_records == 3 and not caplog.records
+    assert both.limits.request_max_records == 3 and not caplog.records
     with pytest.raises(SettingsError, match="CAVRA_MAX_BATCH_RECORDS: expected an integer"):
         Settings.from_env({"CAVRA_MAX_BATCH_RECORDS": "many"})
 
@@ -99,8 +99,13 @@ def test_config_prints_effective_settings_with_secrets_redacted() -> None:
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout and "other" not in result.stdout
     lines = result.stdout.splitlines()
-    assert "CAVRA_PORT=9001" in lines and "CAVRA_REQUEST_MAX_RECORDS=5000" in lines
-    assert "CAVRA_ACTIVITY_DB=postgresql://app:***@db:5432/activity?sslmode=require&password=***" in lines
+    assert "CAVRA_PORT=9001  # default: 8080" in lines and "CAVRA_REQUEST_MAX_RECORDS=5000" in lines
+    assert (
+        "CAVRA_ACTIVITY_DB=postgresql://app:***@db:5432/activity?sslmode=require&password=***  # default: unset"
+        in lines
+    )
+    # By group, in the declaration's order.
+    assert lines.index("# server") < lines.index("CAVRA_PORT=9001  # default: 8080") < lines.index("# store")
     assert redact("api_tokens", "abc") == "***" and redact("host", "127.0.0.1") == "127.0.0.1"
     assert redact("activity_db", "postgresql://db/x?password=p") == "postgresql://db/x?password=***"
 
@@ -108,6 +113,10 @@ def test_config_prints_effective_settings_with_secrets_redacted() -> None:
 def test_limits_that_zero_turns_off_accept_zero_and_refuse_negatives() -> None:
     off = {"CAVRA_MIN_FREE_DISK_BYTES": "0", "CAVRA_MAX_FUTURE_SKEW_S": "0", "CAVRA_AUTH_CACHE_S": "0"}
     settings = Settings.from_env(off)
-    assert (settings.min_free_disk_bytes, settings.max_future_skew_s, settings.auth_cache_s) == (0, 0.0, 0.0)
+    assert (settings.limits.min_free_disk_bytes, settings.limits.max_future_skew_s, settings.auth.auth_cache_s) == (
+        0,
+        0.0,
+        0.0,
+    )
     with pytest.raises(SettingsError, match="CAVRA_MAX_FUTURE_SKEW_S: expected a non-negative number, got -1"):
         Settings.from_env({"CAVRA_MAX_FUTURE_SKEW_S": "-1"})

@@ -70,7 +70,7 @@ def test_a_bad_cache_size_is_refused_at_start(text):
 
     with pytest.raises(SettingsError, match="CAVRA_SQLITE_CACHE_MB"):
         Settings.from_env({"CAVRA_SQLITE_CACHE_MB": text})
-    assert Settings.from_env({"CAVRA_SQLITE_CACHE_MB": "512"}).sqlite_cache_mb == "512"
+    assert Settings.from_env({"CAVRA_SQLITE_CACHE_MB": "512"}).store.sqlite_cache_mb == "512"
 
 
 async def test_a_new_file_takes_the_page_size_and_an_existing_file_keeps_its_own(tmp_path):
@@ -78,7 +78,7 @@ async def test_a_new_file_takes_the_page_size_and_an_existing_file_keeps_its_own
 
     from cavra_ingest.settings import Settings
 
-    assert Settings.from_env({}).sqlite_page_size == 4096
+    assert Settings.from_env({}).store.sqlite_page_size == 4096
     path = tmp_path / "p.db"
     created = SqliteStore(path, page_size=2048)
     await created.open()
@@ -105,7 +105,7 @@ def test_a_bad_page_size_is_refused_at_start(text):
 
     with pytest.raises(SettingsError, match="CAVRA_SQLITE_PAGE_SIZE"):
         Settings.from_env({"CAVRA_SQLITE_PAGE_SIZE": text})
-    assert Settings.from_env({"CAVRA_SQLITE_PAGE_SIZE": "2048"}).sqlite_page_size == 2048
+    assert Settings.from_env({"CAVRA_SQLITE_PAGE_SIZE": "2048"}).store.sqlite_page_size == 2048
 
 
 def test_warm_up_reads_the_random_key_indexes_only_into_a_cache_that_holds_them(tmp_path):

@@ -68,7 +68,7 @@ class Worker:
         self.settings = settings
         self.store = store
         self.nc = nc
-        self.js = nc.jetstream(timeout=settings.broker_timeout_s)
+        self.js = nc.jetstream(timeout=settings.broker.broker_timeout_s)
         self.stats = WorkerStats()
         self.stopping = asyncio.Event()
         self._retry_s = RETRY_FIRST_S
@@ -79,10 +79,10 @@ class Worker:
         config = ConsumerConfig(
             durable_name=DURABLE,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.settings.worker_ack_wait_s,
+            ack_wait=self.settings.broker.worker_ack_wait_s,
             max_deliver=-1,
             max_ack_pending=-1,
-            num_replicas=self.settings.stream_replicas,
+            num_replicas=self.settings.broker.stream_replicas,
         )
         for attempt in range(5):
             try:
@@ -100,10 +100,10 @@ class Worker:
         subscription = await self.subscribe()
         log.info("worker consuming %s as %s", STREAM, DURABLE)
         while not self.stopping.is_set():
-            if self.settings.worker_heartbeat_file:
-                Path(self.settings.worker_heartbeat_file).touch()
+            if self.settings.broker.worker_heartbeat_file:
+                Path(self.settings.broker.worker_heartbeat_file).touch()
             try:
-                msgs = await subscription.fetch(self.settings.worker_batch_messages, timeout=1.0)
+                msgs = await subscription.fetch(self.settings.broker.worker_batch_messages, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except nats.errors.Error as exc:
@@ -232,7 +232,7 @@ async def run_worker(settings: Settings, ready: asyncio.Event | None = None) -> 
 
 def main(settings: Settings) -> int:
     """Run a worker process until SIGTERM; 2 when the settings cannot make one."""
-    if not settings.broker_url or settings.store_kind != "postgres":
+    if not settings.broker.broker_url or settings.store.kind != "postgres":
         print("cavra-ingest worker: needs CAVRA_BROKER_URL (nats://...) and CAVRA_ACTIVITY_DB=postgresql://...")
         return 2
     asyncio.run(run_worker(settings))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cavra_ingest.core.sink import SinkHealth, Unavailable, WriteItem, WriteResult, WriterStats
+from cavra_ingest.settings import WriterSettings
 from cavra_ingest.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,7 @@ class BatchWriter:
     """Group commit: one transaction per batch, futures resolved only after COMMIT. Implements `Sink`."""
 
     store: Store
-    commit_max_records: int = 2000
-    batch_max_wait_ms: float = 0.0
-    queue_max_records: int = 50_000
-    drain_deadline_s: float = 10.0
+    settings: WriterSettings = field(default_factory=WriterSettings)
     stats: WriterStats = field(default_factory=WriterStats)
     # Called after each transaction attempt with (records, seconds, failed): metrics live outside the writer.
     observers: list[Callable[[int, float, bool], None]] = field(default_factory=list)
@@ -43,7 +41,7 @@ class BatchWriter:
         self.pending_records = 0
         self.closing = False
         # Every job holds at least one record, so the record cap bounds the queue; +1 for the stop sentinel.
-        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.queue_max_records + 1)
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.settings.queue_max_records + 1)
         self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Future[None] | None = None
 
@@ -55,7 +53,7 @@ class BatchWriter:
         """Refuse at once when closing or when `records` more would overfill the queue."""
         if self.closing:
             raise WriterClosed("server is shutting down; retry later")
-        if self.pending_records + max(records, 1) > self.queue_max_records:
+        if self.pending_records + max(records, 1) > self.settings.queue_max_records:
             raise Unavailable("ingest queue is full; retry later")
 
     def submit(self, items: list[WriteItem]) -> asyncio.Future[list[WriteResult]]:
@@ -77,7 +75,7 @@ class BatchWriter:
             raise WriterClosed("server is shutting down; nothing was written") from None
 
     def health(self) -> SinkHealth:
-        return SinkHealth(self.closing, self.pending_records, self.queue_max_records, self.stats)
+        return SinkHealth(self.closing, self.pending_records, self.settings.queue_max_records, self.stats)
 
     async def drain(self) -> None:
         """Wait until everything queued so far is committed (or has failed)."""
@@ -100,9 +98,9 @@ class BatchWriter:
             return
         self._queue.put_nowait(None)
         try:
-            await asyncio.wait_for(asyncio.shield(task), self.drain_deadline_s)
+            await asyncio.wait_for(asyncio.shield(task), self.settings.drain_deadline_s)
         except TimeoutError:
-            log.error("writer did not drain within %.1fs; cancelling", self.drain_deadline_s)
+            log.error("writer did not drain within %.1fs; cancelling", self.settings.drain_deadline_s)
             task.cancel()
             try:
                 await task
@@ -134,8 +132,8 @@ class BatchWriter:
     async def _gather(self, first: Job) -> tuple[list[Job], bool]:
         # Take whatever is already queued: under load batches form by themselves.
         batch, count = [first], len(first.items)
-        deadline = time.monotonic() + self.batch_max_wait_ms / 1000
-        while count < self.commit_max_records:
+        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        while count < self.settings.commit_max_records:
             try:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:

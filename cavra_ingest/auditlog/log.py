@@ -149,10 +149,10 @@ class AuditLog:
 
 async def open_log(settings: Settings, store: Any) -> AuditLog | None:
     """Open the log of a SQL store when CAVRA_AUDIT_LOG is on; the JSON store keeps none."""
-    if not settings.audit_log or store.kind not in ("sqlite", "postgres"):
+    if not settings.audit.enabled or store.kind not in ("sqlite", "postgres"):
         return None
-    signer = load_signer(key_path(settings), settings.audit_log_origin, create=True)
-    return AuditLog(log_db(store), signer, settings.audit_log_origin)
+    signer = load_signer(key_path(settings), settings.audit.audit_log_origin, create=True)
+    return AuditLog(log_db(store), signer, settings.audit.audit_log_origin)
 
 
 def log_db(store: Any) -> SqliteLog | PostgresLog:
@@ -212,7 +212,7 @@ async def audit_log(settings: Settings, store: Any) -> AsyncIterator[AuditLog | 
     if audit is None:
         yield None
         return
-    loop = CheckpointLoop(audit, settings.checkpoint_interval_s)
+    loop = CheckpointLoop(audit, settings.audit.checkpoint_interval_s)
     await loop.start()
     try:
         yield audit

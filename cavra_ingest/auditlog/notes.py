@@ -103,10 +103,10 @@ def parse_checkpoint(text: str) -> tuple[str, int, bytes]:
 
 def key_path(settings: Settings) -> Path:
     """Where the signing key is: CAVRA_SIGNING_KEY, or beside the SQLite file."""
-    if settings.signing_key:
-        return Path(settings.signing_key)
-    if settings.store_kind == "sqlite":
-        return settings.store_path.with_name(settings.store_path.name + ".signing-key")
+    if settings.audit.signing_key:
+        return Path(settings.audit.signing_key)
+    if settings.store.kind == "sqlite":
+        return settings.store.path.with_name(settings.store.path.name + ".signing-key")
     return Path(".cavra/signing-key")
 
 

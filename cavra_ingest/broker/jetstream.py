@@ -46,7 +46,7 @@ ENVELOPE_DECODER = msgspec.msgpack.Decoder(Envelope)
 
 
 def servers(settings: Settings) -> list[str]:
-    return [url.strip() for url in settings.broker_url.split(",") if url.strip()]
+    return [url.strip() for url in settings.broker.broker_url.split(",") if url.strip()]
 
 
 def partition(session_id: str, partitions: int) -> int:
@@ -66,11 +66,11 @@ async def connect(settings: Settings) -> Any:
         name="cavra-ingest",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
-        connect_timeout=settings.broker_timeout_s,
+        connect_timeout=settings.broker.broker_timeout_s,
         error_cb=reported,
     )
     try:
-        await ensure_streams(nc.jetstream(timeout=settings.broker_timeout_s), settings)
+        await ensure_streams(nc.jetstream(timeout=settings.broker.broker_timeout_s), settings)
     except BaseException:
         await nc.close()
         raise
@@ -91,19 +91,19 @@ async def ensure_streams(js: Any, settings: Settings) -> None:
             name=STREAM,
             subjects=[f"{SUBJECT_PREFIX}.*"],
             storage=StorageType.FILE,
-            num_replicas=settings.stream_replicas,
+            num_replicas=settings.broker.stream_replicas,
             duplicate_window=DUPLICATE_WINDOW_S,
         ),
         StreamConfig(
             name=DEAD_LETTER_STREAM,
             subjects=[DEAD_LETTER_SUBJECT],
             storage=StorageType.FILE,
-            num_replicas=settings.stream_replicas,
+            num_replicas=settings.broker.stream_replicas,
             max_age=30 * 86400.0,
         ),
     ]
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.broker_timeout_s
+    deadline = loop.time() + settings.broker.broker_timeout_s
     for config in wanted:
         while True:
             try:
@@ -126,7 +126,7 @@ class BrokerSink:
 
     def __init__(self, nc: Any, settings: Settings, direct: Sink) -> None:
         self.nc = nc
-        self.js = nc.jetstream(timeout=settings.broker_timeout_s)
+        self.js = nc.jetstream(timeout=settings.broker.broker_timeout_s)
         self.settings = settings
         self.direct = direct
         self.closing = False
@@ -142,7 +142,7 @@ class BrokerSink:
     def admit(self, records: int) -> None:
         if self.closing:
             raise Unavailable("server is shutting down; retry later")
-        if self.inflight + max(records, 1) > self.settings.queue_max_records:
+        if self.inflight + max(records, 1) > self.settings.writer.queue_max_records:
             raise Unavailable("too many records being published; retry later")
         if not self.nc.is_connected:
             raise Unavailable("the JetStream log is unreachable; nothing was written, retry later")
@@ -154,7 +154,9 @@ class BrokerSink:
         groups: dict[int, list[Accepted]] = {}
         for item in items:
             assert isinstance(item, Accepted)
-            groups.setdefault(partition(item.record.session_id, self.settings.stream_partitions), []).append(item)
+            groups.setdefault(partition(item.record.session_id, self.settings.broker.stream_partitions), []).append(
+                item
+            )
         self.inflight += len(items)
         self._idle.clear()
         try:
@@ -182,7 +184,7 @@ class BrokerSink:
             await self.js.publish(subject, data, stream=STREAM, headers=headers)
 
     def health(self) -> SinkHealth:
-        return SinkHealth(self.closing, self.inflight, self.settings.queue_max_records, self.stats)
+        return SinkHealth(self.closing, self.inflight, self.settings.writer.queue_max_records, self.stats)
 
     def begin_stop(self) -> None:
         self.closing = True

@@ -168,11 +168,13 @@ async def import_path(
     if progress is not None:
         progress.total = total
     report = ImportReport(str(path), kind)
-    size = chunk or min(settings.commit_max_records, settings.request_max_records, settings.queue_max_records)
+    size = chunk or min(
+        settings.writer.commit_max_records, settings.limits.request_max_records, settings.writer.queue_max_records
+    )
     async with running(settings) as runtime:
         pending: list[WriteItem] = []
         for raw in records:
-            checked = validate(raw, settings.max_record_bytes, check_nul=b"\\u0000" in raw)
+            checked = validate(raw, settings.limits.max_record_bytes, check_nul=b"\\u0000" in raw)
             if progress is not None:
                 progress.advance()
             if isinstance(checked, Problem):

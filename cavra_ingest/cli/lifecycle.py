@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 from cavra_ingest.cli.options import FAILED, USAGE, store_arguments
 from cavra_ingest.core.progress import Progress
-from cavra_ingest.settings import Settings, redact_url, variable_names
+from cavra_ingest.settings import SPECS, Settings, redact_url
 from cavra_ingest.store.migrate import MigrationError
 
 # Field names that hold a secret whole; URLs elsewhere are redacted by pattern.
@@ -27,11 +26,18 @@ def redact(name: str, value: Any) -> str:
 
 
 def print_config(settings: Settings) -> None:
-    """Print every setting as `CAVRA_NAME=value`, then the store it selects."""
-    names = variable_names()
-    for field in dataclasses.fields(settings):
-        print(f"{names[field.name]}={redact(field.name, getattr(settings, field.name))}")
-    print(f"# store: {settings.store_kind} at {redact('store', settings.store_label)}")
+    """Print every setting by group as `CAVRA_NAME=value` (a changed one says its default), then the store."""
+    group = None
+    for spec in SPECS:
+        if spec.group != group:
+            group = spec.group
+            print(f"{'' if spec is SPECS[0] else chr(10)}# {group}")
+        value = settings.value(spec)
+        line = f"{spec.env}={redact(spec.key, value)}"
+        if value != spec.default:
+            line += f"  # default: {'unset' if spec.default in (None, '') else spec.default}"
+        print(line)
+    print(f"\n# store: {settings.store.kind} at {redact('store', settings.store.label)}")
 
 
 def add_commands(commands: Any) -> None:
@@ -95,21 +101,21 @@ async def run_prune(args: argparse.Namespace, settings: Settings) -> int:
 def run_backup(args: argparse.Namespace, settings: Settings) -> int:
     from cavra_ingest.store.backup import BackupError, backup
 
-    if settings.store_kind != "sqlite":
+    if settings.store.kind != "sqlite":
         print(
-            f"cavra-ingest backup: the {settings.store_kind} store is not a SQLite file "
+            f"cavra-ingest backup: the {settings.store.kind} store is not a SQLite file "
             "(PostgreSQL: use pg_dump; JSON: copy the file while the server is stopped)",
             file=sys.stderr,
         )
         return USAGE
     progress = Progress("backup (pages)")
     try:
-        pages = backup(settings.store_path, args.file, progress)
+        pages = backup(settings.store.path, args.file, progress)
     except BackupError as exc:
         print(f"cavra-ingest backup: {exc}", file=sys.stderr)
         return FAILED
     progress.close()
-    print(f"backed up {settings.store_path} to {args.file} ({pages} pages, integrity_check ok)")
+    print(f"backed up {settings.store.path} to {args.file} ({pages} pages, integrity_check ok)")
     return 0
 
 
@@ -143,7 +149,7 @@ def run_recount(args: argparse.Namespace) -> int:
     from cavra_ingest.store.recount import recount_postgres, recount_sqlite
 
     settings = Settings.from_env(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
-    if not settings.activity_db:
+    if not settings.store.activity_db:
         print("cavra-ingest recount: give --sqlite PATH, --postgres URL or CAVRA_ACTIVITY_DB", file=sys.stderr)
         return 2
     if args.batch < 1:
@@ -154,14 +160,17 @@ def run_recount(args: argparse.Namespace) -> int:
     except MigrationError as exc:
         print(f"cavra-ingest: {exc}", file=sys.stderr)
         return 1
-    if settings.store_kind == "postgres":
+    if settings.store.kind == "postgres":
         count = asyncio.run(
             recount_postgres(
-                settings.activity_db, settings.postgres_schema, session_id=args.session, batch_sessions=args.batch
+                settings.store.activity_db,
+                settings.store.postgres_schema,
+                session_id=args.session,
+                batch_sessions=args.batch,
             )
         )
     else:
-        count = recount_sqlite(settings.store_path, session_id=args.session, batch_sessions=args.batch)
+        count = recount_sqlite(settings.store.path, session_id=args.session, batch_sessions=args.batch)
     print(f"recounted {count} session(s)")
     return 0
 

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         logs.configure()
         return usage_error(exc)
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.server.log_format, settings.server.log_level)
     for warning in unknown_variables():
         logging.getLogger("cavra_ingest.settings").warning(warning)
     if args.command == "send":
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("verify", "evidence"):
         return audit.run_audit_command(args)
     if args.command == "migrate":
-        target = Settings(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
+        target = Settings.of(activity_db=args.sqlite or args.postgres, postgres_schema=args.schema)
         try:
             applied = asyncio.run(lifecycle.migrate_store(target))
         except MigrationError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from cavra_ingest.settings import Settings
 
@@ -23,9 +22,9 @@ def with_store(settings: Settings, args: argparse.Namespace) -> Settings:
     """Apply a command's store flags (as `migrate` takes them) over the environment's store selection."""
     chosen = args.sqlite or args.postgres
     if chosen or args.json_store:
-        settings = dataclasses.replace(settings, activity_db=chosen, activity_store=args.json_store)
+        settings = settings.replace(activity_db=chosen, activity_store=args.json_store)
     if args.schema:
-        settings = dataclasses.replace(settings, postgres_schema=args.schema)
+        settings = settings.replace(postgres_schema=args.schema)
     return settings
 
 

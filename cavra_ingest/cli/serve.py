@@ -29,7 +29,7 @@ def serve(settings: Settings) -> int:
             settings,
             event_loop(settings),
             # The writer's drain deadline starts with shutdown; the margin lets its 503s reach their clients.
-            shutdown_timeout=settings.drain_deadline_s + SHUTDOWN_MARGIN_S,
+            shutdown_timeout=settings.writer.drain_deadline_s + SHUTDOWN_MARGIN_S,
             access_log=None,
         )
     except OSError as exc:
@@ -38,14 +38,16 @@ def serve(settings: Settings) -> int:
         reason = {errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied"}.get(
             exc.errno, "address not available"
         )
-        print(f"cavra-ingest: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
+        print(
+            f"cavra-ingest: cannot listen on {settings.server.host}:{settings.server.port}: {reason}", file=sys.stderr
+        )
         return FAILED
     return 0
 
 
 def event_loop(settings: Settings) -> asyncio.AbstractEventLoop | None:
     """Return a uvloop loop when wanted and installed; None lets aiohttp make a default one."""
-    if not settings.uvloop:
+    if not settings.server.uvloop:
         return None
     try:
         import uvloop

@@ -96,7 +96,7 @@ async def _run(args: argparse.Namespace) -> str:
                 bound += f", at most {token.daily_quota} decisions per UTC day"
             return (
                 f"created token {token.id} ({token.name}) with scopes {', '.join(token.scopes)} for {bound}, "
-                f"expires {token.expires_at or 'never'}, in {settings.store_label}\n"
+                f"expires {token.expires_at or 'never'}, in {settings.store.label}\n"
                 "The secret below is shown only this once; store it in a secret manager.\n"
                 f"{secret}"
             )

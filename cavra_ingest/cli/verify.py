@@ -193,7 +193,7 @@ async def opened(settings: Settings, *, create_key: bool = False) -> tuple[Store
     """Open the settings' store and its log, as `serve` does, without starting a writer."""
     from cavra_ingest.store import make_store
 
-    if settings.store_kind == "json":
+    if settings.store.kind == "json":
         raise SystemExit("cavra-ingest: the JSON store keeps no audit log; use SQLite or PostgreSQL")
     store = make_store(settings)
     await store.open()
@@ -201,8 +201,8 @@ async def opened(settings: Settings, *, create_key: bool = False) -> tuple[Store
     if not path.exists() and not create_key:
         signer = None
     else:
-        signer = load_signer(path, settings.audit_log_origin, create=create_key)
-    return store, AuditLog(log_db(store), signer, settings.audit_log_origin)  # type: ignore[arg-type]
+        signer = load_signer(path, settings.audit.audit_log_origin, create=create_key)
+    return store, AuditLog(log_db(store), signer, settings.audit.audit_log_origin)  # type: ignore[arg-type]
 
 
 async def run_verify(settings: Settings, public_key: str | None, archives: list[str] | None = None) -> int:

@@ -62,12 +62,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(
         # Host check before auth: a request for another host is refused before its token is looked at.
         middlewares=[logs.observe, json_errors, allowed_hosts, auth.require_token],
-        client_max_size=settings.max_body_bytes,
+        client_max_size=settings.limits.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = Metrics.create(app)
     app[HOSTS_KEY] = host_set(settings)
-    app[BUDGET_KEY] = BodyBudget(settings.max_inflight_body_bytes)
+    app[BUDGET_KEY] = BodyBudget(settings.limits.max_inflight_body_bytes)
     app[DISK_KEY] = DiskFloor(settings)
     app.on_response_prepare.append(security_headers)
     # Before the runtime, so its closing line comes after the writer drained and the store closed.
@@ -104,6 +104,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/sessions/{session_id}/evidence", evidence.session_evidence)
     app.router.add_get("/ingest/rejections", rejections.list_rejections)
     add_console_routes(app)
-    if settings.cors_origins:
-        cors.install(app, settings.cors_origins)
+    if settings.server.cors_origins:
+        cors.install(app, settings.server.cors_origins)
     return app

@@ -232,13 +232,13 @@ class Guard:
 
     async def required(self) -> bool:
         """Say whether requests need a token: CAVRA_AUTH=required, or once any token exists (for good)."""
-        if self.settings.auth == "required":
+        if self.settings.auth.mode == "required":
             return True
         if self.tokens is None:
             return False
         now = self.clock()
         if self._any_token is None or (not self._any_token[1] and now >= self._any_token[0]):
-            self._any_token = (now + self.settings.auth_cache_s, await self.tokens.count() > 0)
+            self._any_token = (now + self.settings.auth.auth_cache_s, await self.tokens.count() > 0)
         return self._any_token[1]
 
     async def lookup(self, secret: str) -> Token | None:
@@ -251,13 +251,13 @@ class Guard:
         token = await self.tokens.find(secret)
         if len(self._found) >= CACHE_MAX_ENTRIES:
             self._found.clear()
-        self._found[key] = (now + self.settings.auth_cache_s, token)
+        self._found[key] = (now + self.settings.auth.auth_cache_s, token)
         return token
 
     async def authenticate(self, header: str | None) -> Principal:
         """Return the caller's principal, or raise 401."""
         if not await self.required():
-            if is_loopback(self.settings.host) or self.settings.insecure_no_auth:
+            if is_loopback(self.settings.server.host) or self.settings.auth.insecure_no_auth:
                 return OPEN
             raise unauthorized("no token exists yet: create one with `cavra-ingest token create`")
         scheme, _, secret = (header or "").partition(" ")
@@ -273,7 +273,7 @@ class Guard:
             raise unauthorized("token has expired", invalid=True)
         await self._touch(token.id)
         # A token's own quota, else the server-wide default for tokens without one (0: none).
-        quota = token.daily_quota if token.daily_quota is not None else self.settings.default_daily_quota or None
+        quota = token.daily_quota if token.daily_quota is not None else self.settings.auth.default_daily_quota or None
         return Principal(
             token.id, frozenset(token.scopes), token.tenant_id, token.workspace_id, token.name, token.rate_per_s, quota
         )
@@ -296,7 +296,7 @@ class Guard:
         now = self.clock()
         bucket = self._buckets.get(principal.token_id)
         if bucket is None:
-            capacity = max(1.0, rate * self.settings.rate_burst_s)
+            capacity = max(1.0, rate * self.settings.auth.rate_burst_s)
             bucket = self._buckets[principal.token_id] = Bucket(rate, capacity, capacity, now)
         wait = bucket.take(records, now)
         if wait > 0:
@@ -334,12 +334,12 @@ async def guard_context(app: web.Application) -> AsyncIterator[None]:
     """Open the token store beside the data store (whose migration 008 made its table)."""
     settings = app[SETTINGS_KEY]
     tokens = token_store(settings)
-    if tokens is None and settings.auth == "required":
+    if tokens is None and settings.auth.mode == "required":
         raise RuntimeError("CAVRA_AUTH=required needs a SQL store: the JSON store keeps no tokens")
     if tokens is not None:
         await tokens.open()
     app[GUARD_KEY] = Guard(settings, tokens)
-    app[QUOTAS_KEY] = Quotas(tokens, settings.quota_cache_s)
+    app[QUOTAS_KEY] = Quotas(tokens, settings.auth.quota_cache_s)
     try:
         yield
     finally:
@@ -379,27 +379,27 @@ async def startup_problem(settings: Settings) -> str | None:
             count = await tokens.count()
         finally:
             await tokens.close()
-    elif settings.auth == "required":
+    elif settings.auth.mode == "required":
         return "CAVRA_AUTH=required needs a SQL store (CAVRA_ACTIVITY_DB): the JSON store keeps no tokens"
-    if count or settings.auth == "required":
+    if count or settings.auth.mode == "required":
         log.info("authentication required: %d token(s) exist", count)
         return None
-    if settings.insecure_no_auth:
+    if settings.auth.insecure_no_auth:
         log.warning(
             "INSECURE: --insecure-no-auth: serving %s WITHOUT AUTHENTICATION; anyone who reaches this port can "
             "forge and read every tenant's records",
-            settings.host,
+            settings.server.host,
         )
         return None
-    if is_loopback(settings.host):
+    if is_loopback(settings.server.host):
         log.warning(
             "no token exists: serving without authentication on loopback (%s) only; "
             "create one with `cavra-ingest token create --scope admin`",
-            settings.host,
+            settings.server.host,
         )
         return None
     return (
-        f"refusing to serve on {settings.host} without authentication: no token exists. Create one with "
+        f"refusing to serve on {settings.server.host} without authentication: no token exists. Create one with "
         "`cavra-ingest token create --scope ingest --scope read` (same store settings as serve), "
         "or pass --insecure-no-auth to serve openly anyway"
     )

@@ -53,7 +53,7 @@ async def allowed_hosts(request: web.Request, handler: Handler) -> web.StreamRes
 
 def host_set(settings: Settings) -> frozenset[str]:
     """Parse CAVRA_ALLOWED_HOSTS; a bare name also allows it with any port."""
-    return frozenset(name.strip().lower() for name in settings.allowed_hosts.split(",") if name.strip())
+    return frozenset(name.strip().lower() for name in settings.server.allowed_hosts.split(",") if name.strip())
 
 
 class BodyBudget:
@@ -100,10 +100,10 @@ class DiskFloor:
     """Refuse writes while the store's file system is below its free-space floor (CAVRA_MIN_FREE_DISK_BYTES)."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        self.floor = settings.min_free_disk_bytes
-        self.enabled = self.floor > 0 and settings.store_kind != "postgres"
-        self.path = settings.store_path if self.enabled else Path(".")
-        self.retry_after = settings.retry_after_s * 30
+        self.floor = settings.limits.min_free_disk_bytes
+        self.enabled = self.floor > 0 and settings.store.kind != "postgres"
+        self.path = settings.store.path if self.enabled else Path(".")
+        self.retry_after = settings.server.retry_after_s * 30
         self.clock = clock
         self.free = 0
         self.read_at = -float("inf")

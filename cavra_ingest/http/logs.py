@@ -157,7 +157,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         app = request.app
         if METRICS_KEY in app:
             app[METRICS_KEY].observe_request(request, status, seconds)
-        if app[SETTINGS_KEY].access_log and access_log.isEnabledFor(logging.INFO):
+        if app[SETTINGS_KEY].server.access_log and access_log.isEnabledFor(logging.INFO):
             method, path = request.method, request.path
             extra = {
                 "method": method,
@@ -179,8 +179,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
     log.info(
         "starting",
-        extra={"store": settings.store_kind, "location": settings.store_label, "host": settings.host,
-               "port": settings.port},
+        extra={"store": settings.store.kind, "location": settings.store.label, "host": settings.server.host,
+               "port": settings.server.port},
     )  # fmt: skip
     app[DRAIN_FROM_KEY] = [0, 0]
     yield
@@ -208,6 +208,6 @@ async def shutting_down(app: web.Application) -> None:
         "stopping: draining the writer",
         extra={
             "queued_records": health.queued_records if health else 0,
-            "drain_deadline_s": app[SETTINGS_KEY].drain_deadline_s,
+            "drain_deadline_s": app[SETTINGS_KEY].writer.drain_deadline_s,
         },
     )

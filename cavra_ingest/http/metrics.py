@@ -102,9 +102,9 @@ class Metrics:
             metrics.shed.labels(status)  # present at zero, so rate() works from the first scrape
         # Read at scrape time: the writer exists only once the app has started.
         metrics.queue_depth.set_function(lambda: app[SINK_KEY].health().queued_records if SINK_KEY in app else 0)
-        metrics.queue_capacity.set_function(lambda: app[SETTINGS_KEY].queue_max_records)
+        metrics.queue_capacity.set_function(lambda: app[SETTINGS_KEY].writer.queue_max_records)
         info = Info("cavra_build", "Version of the running server", registry=registry)
-        store = app[SETTINGS_KEY].store_kind
+        store = app[SETTINGS_KEY].store.kind
         info.info({"version": __version__, "python": platform.python_version(), "store": store})
         return metrics
 

@@ -38,7 +38,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_reply(exc.body(), exc.status, exc.headers or None)
     except Retryable as exc:
         # A full queue, a locked store, a heavy read out of time: nothing was done, a retry may succeed.
-        retry_after = str(request.app[SETTINGS_KEY].retry_after_s)
+        retry_after = str(request.app[SETTINGS_KEY].server.retry_after_s)
         return json_reply(error_body(exc.status, str(exc)), exc.status, {"Retry-After": retry_after})
     except web.HTTPException as exc:
         if exc.status < 400:

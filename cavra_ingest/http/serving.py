@@ -93,8 +93,8 @@ def connection_cap(settings: Settings) -> int:
     """Return the configured cap, lowered below the process's soft file-descriptor limit."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return settings.max_connections
-    return max(1, min(settings.max_connections, soft - FD_RESERVE))
+        return settings.server.max_connections
+    return max(1, min(settings.server.max_connections, soft - FD_RESERVE))
 
 
 class Counted(asyncio.Protocol):
@@ -133,9 +133,9 @@ class GuardedSite(web.TCPSite):
     """A TCP site whose protocol factory enforces the connection cap and the header-read time limit."""
 
     def __init__(self, runner: web.AppRunner, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(runner, settings.host, settings.port, backlog=BACKLOG, **kwargs)
+        super().__init__(runner, settings.server.host, settings.server.port, backlog=BACKLOG, **kwargs)
         self.cap = connection_cap(settings)
-        self.header_timeout_s = settings.header_read_timeout_s
+        self.header_timeout_s = settings.server.header_read_timeout_s
         self.over_cap = RateLimitedLog("connection cap of %d reached: new connections get 503")
         self.late = RateLimitedLog("closed %d connection(s) that sent no complete request headers in time")
         self.late_count = 0

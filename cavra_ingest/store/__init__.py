@@ -17,7 +17,7 @@ BACKENDS = {
 
 def make_store(settings: Settings) -> Store:
     """Build (but do not open) the store the settings select."""
-    module_name, _, class_name = BACKENDS[settings.store_kind].partition(":")
+    module_name, _, class_name = BACKENDS[settings.store.kind].partition(":")
     backend = getattr(importlib.import_module(module_name), class_name)
     store: Store = backend.from_settings(settings)
     return store

@@ -20,19 +20,6 @@ EDGE_BYTES = 16 * 1024
 HEADROOM = 32 * MIB
 
 
-def parse(text: str) -> int | None:
-    """Read CAVRA_SQLITE_CACHE_MB: `auto` (None) or a positive number of MiB; ValueError otherwise."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        mib = int(text)
-    except ValueError:
-        raise ValueError(f"expected auto or a number of MiB, got {text!r}") from None
-    if mib <= 0:
-        raise ValueError(f"expected auto or a positive number of MiB, got {text!r}")
-    return mib
-
-
 def memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -76,7 +76,7 @@ class JsonStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JsonStore:
-        return cls(settings.store_path)
+        return cls(settings.store.path)
 
     async def migrate(self) -> list[str]:
         """Nothing to migrate: the file keeps CAVRA's shape."""

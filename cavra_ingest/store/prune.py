@@ -119,8 +119,8 @@ class PostgresConnection:
 
         from cavra_ingest.store.postgres.store import schema_name
 
-        schema = schema_name(settings.postgres_schema)
-        return cls(await asyncpg.connect(settings.activity_db, server_settings={"search_path": schema}))
+        schema = schema_name(settings.store.postgres_schema)
+        return cls(await asyncpg.connect(settings.store.activity_db, server_settings={"search_path": schema}))
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         from cavra_ingest.core.sqltext import numbered
@@ -158,10 +158,10 @@ class PostgresConnection:
 
 async def connect(settings: Settings) -> Connection:
     """Open the configured SQL store for maintenance (the JSON store is rewritten whole by its server)."""
-    if settings.store_kind == "postgres":
+    if settings.store.kind == "postgres":
         return await PostgresConnection.connect(settings)
-    if settings.store_kind == "sqlite":
-        return SqliteConnection(settings.store_path, settings.sqlite_busy_timeout_ms)
+    if settings.store.kind == "sqlite":
+        return SqliteConnection(settings.store.path, settings.store.sqlite_busy_timeout_ms)
     raise ValueError("prune works on the SQLite and PostgreSQL stores; the JSON store is for local pilots")
 
 

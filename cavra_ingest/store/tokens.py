@@ -292,10 +292,10 @@ class PostgresTokens:
 
 def token_store(settings: Settings) -> TokenStore | None:
     """Return the token store of the settings' store, or None for the JSON store (which keeps none)."""
-    if settings.store_kind == "postgres":
+    if settings.store.kind == "postgres":
         from cavra_ingest.store.postgres.store import schema_name
 
-        return PostgresTokens(settings.activity_db or "", schema_name(settings.postgres_schema))
-    if settings.store_kind == "sqlite":
-        return SqliteTokens(settings.store_path, settings.sqlite_busy_timeout_ms)
+        return PostgresTokens(settings.store.activity_db or "", schema_name(settings.store.postgres_schema))
+    if settings.store.kind == "sqlite":
+        return SqliteTokens(settings.store.path, settings.store.sqlite_busy_timeout_ms)
     return None

@@ -112,10 +112,10 @@ async def decision_histogram(request: web.Request) -> web.Response:
     except (ValueError, OverflowError):
         raise bad_query("since", "since is too early to count buckets from") from None
     count = max(math.ceil((end - first_bucket).total_seconds() / seconds), 1)
-    if count > settings.histogram_max_buckets:
+    if count > settings.limits.histogram_max_buckets:
         raise bad_query(
             "interval",
-            f"{interval} gives {count} buckets over this window, more than {settings.histogram_max_buckets}:"
+            f"{interval} gives {count} buckets over this window, more than {settings.limits.histogram_max_buckets}:"
             " narrow since/until or choose a longer interval",
         )
     unit_chars, unit_format = unit_of(seconds)

@@ -28,8 +28,8 @@ async def read_body(request: web.Request, *, allow_ndjson: bool) -> bytes:
     if request.content_type not in allowed and not request.content_type.endswith("+json"):
         expected = " or ".join(sorted(allowed))
         raise ApiError(415, f"Content-Type must be {expected}, not {request.content_type}")
-    too_large = ApiError(413, f"body exceeds {settings.max_body_bytes} bytes")
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+    too_large = ApiError(413, f"body exceeds {settings.limits.max_body_bytes} bytes")
+    if request.content_length is not None and request.content_length > settings.limits.max_body_bytes:
         raise too_large
     try:
         if request.content.is_eof():
@@ -37,7 +37,7 @@ async def read_body(request: web.Request, *, allow_ndjson: bool) -> bytes:
             body = await request.read()
         else:
             # A timeout scope, not wait_for: no extra task per request (measured by bench/, issue 4).
-            async with asyncio.timeout(settings.body_read_timeout_s):
+            async with asyncio.timeout(settings.server.body_read_timeout_s):
                 body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
@@ -55,8 +55,8 @@ def guard_write(request: web.Request) -> BodyReservation:
     app[DISK_KEY].check()
     # A chunked body may grow to the limit: reserve the limit.
     size = request.content_length
-    size = settings.max_body_bytes if size is None else min(size, settings.max_body_bytes)
-    return app[BUDGET_KEY].reserve(size, settings.retry_after_s)
+    size = settings.limits.max_body_bytes if size is None else min(size, settings.limits.max_body_bytes)
+    return app[BUDGET_KEY].reserve(size, settings.server.retry_after_s)
 
 
 async def post_decisions(request: web.Request) -> web.Response:
@@ -87,10 +87,10 @@ async def post_decisions(request: web.Request) -> web.Response:
             checked, batch = check_decisions(
                 body,
                 ndjson=request.content_type in NDJSON_TYPES,
-                request_max_records=settings.request_max_records,
-                record_max_bytes=settings.max_record_bytes,
+                request_max_records=settings.limits.request_max_records,
+                record_max_bytes=settings.limits.max_record_bytes,
                 admit=admit,
-                window=TimeWindow(settings.max_future_skew_s, settings.max_past_age_s),
+                window=TimeWindow(settings.limits.max_future_skew_s, settings.limits.max_past_age_s),
             )
             del body
         checked = [stamp(principal, item) if isinstance(item, Accepted) else item for item in checked]

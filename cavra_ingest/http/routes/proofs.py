@@ -71,7 +71,7 @@ async def decision_proof(request: web.Request) -> web.Response:
     wanted = size_param(request.query, "tree_size")
     index = await audit.leaf_index(decision_id)
     if index is None and await audit.db.queued(decision_id):
-        retry = max(1, round(request.app[SETTINGS_KEY].checkpoint_interval_s))
+        retry = max(1, round(request.app[SETTINGS_KEY].audit.checkpoint_interval_s))
         raise ApiError(503, "decision is committed but not sequenced into the audit log yet", retry_after=retry)
     if index is None:
         raise ApiError(404, "decision is not in the audit log (stored before it existed, or by another program)")
@@ -79,7 +79,7 @@ async def decision_proof(request: web.Request) -> web.Response:
     if index >= size:
         if wanted is not None:
             raise ApiError(400, f"leaf {index} is not in the tree of size {size}", parameter="tree_size")
-        retry = max(1, round(request.app[SETTINGS_KEY].checkpoint_interval_s))
+        retry = max(1, round(request.app[SETTINGS_KEY].audit.checkpoint_interval_s))
         raise ApiError(503, "decision is not in a signed checkpoint yet", retry_after=retry)
     path = await audit.inclusion(index, size)
     return json_reply(InclusionProof(index, size, [b64(h) for h in path], note))

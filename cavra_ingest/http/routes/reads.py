@@ -204,7 +204,9 @@ def search_terms(request: web.Request) -> tuple[str, ...]:
     settings = request.app[SETTINGS_KEY]
     try:
         return parse_terms(
-            request.query.get("q", ""), max_chars=settings.search_max_chars, max_terms=settings.search_max_terms
+            request.query.get("q", ""),
+            max_chars=settings.limits.search_max_chars,
+            max_terms=settings.limits.search_max_terms,
         )
     except BadSearch as exc:
         raise bad_query("q", str(exc)) from None
@@ -300,8 +302,8 @@ async def console_config(request: web.Request) -> web.Response:
     origins: frozenset[str] = request.app[ORIGINS_KEY] if ORIGINS_KEY in request.app else frozenset()
     reply = ConsoleConfig(
         activity_mode=request.app[STORE_KEY].kind,
-        request_max_records=settings.request_max_records,
-        max_body_bytes=settings.max_body_bytes,
+        request_max_records=settings.limits.request_max_records,
+        max_body_bytes=settings.limits.max_body_bytes,
         default_limit=DEFAULT_LIMIT,
         max_limit=MAX_LIMIT,
         # The console builds its filter form, choices and facet sidebar from these, never from copies.
@@ -309,7 +311,7 @@ async def console_config(request: web.Request) -> web.Response:
         enums=ConsoleEnums(list(OUTCOMES), list(SEVERITIES), list(SESSION_STATES)),
         facet_fields=list(FACET_FIELDS),
         metadata_mode="api",
-        api_base_url=settings.api_base_url or f"{request.scheme}://{request.host}",
+        api_base_url=settings.console.api_base_url or f"{request.scheme}://{request.host}",
         cors_origins=sorted(origins),
     )
     return json_reply(reply)

@@ -25,7 +25,7 @@ async def list_rejections(request: web.Request) -> web.Response:
         raise ApiError(400, f"limit must be 1..{MAX_REJECTIONS}", parameter="limit")
     tenant = principal_of(request).tenant_id
     store = request.app[STORE_KEY]
-    if not isinstance(store, KeepsRejections) or not request.app[SETTINGS_KEY].broker_url:
+    if not isinstance(store, KeepsRejections) or not request.app[SETTINGS_KEY].broker.broker_url:
         # The embedded mode keeps none: every refusal is in the POST /decisions reply itself.
         return json_reply(RejectionPage([], None))
     rows = await store.rejections(

@@ -151,13 +151,13 @@ class PostgresStore:
         pool_size: int = 4,
         audit_log: bool = False,
         heavy_readers: int = 2,
-        heavy_timeout_s: float = 30.0,
+        heavy_query_timeout_s: float = 30.0,
     ) -> None:
         self.dsn = dsn
         self.audit_log = audit_log
         # At most `heavy_readers` exports, facets or counts hold a pool connection at once, so point reads,
         # pages and the writer always find one; each statement runs under `statement_timeout`.
-        self.heavy_timeout_s = heavy_timeout_s
+        self.heavy_query_timeout_s = heavy_query_timeout_s
         self._heavy = asyncio.Semaphore(max(1, min(heavy_readers, pool_size - 2)))
         self.schema = schema_name(schema)
         self.pool_size = pool_size
@@ -170,11 +170,11 @@ class PostgresStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
         return cls(
-            settings.activity_db or "",
-            schema=settings.postgres_schema,
-            audit_log=settings.audit_log,
-            heavy_readers=settings.heavy_readers,
-            heavy_timeout_s=settings.heavy_query_timeout_s,
+            settings.store.activity_db or "",
+            schema=settings.store.postgres_schema,
+            audit_log=settings.audit.enabled,
+            heavy_readers=settings.store.heavy_readers,
+            heavy_query_timeout_s=settings.store.heavy_query_timeout_s,
         )
 
     async def migrate(self) -> list[str]:
@@ -276,18 +276,20 @@ class PostgresStore:
     async def _heavy_fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run a heavy read in its own slot and transaction, stopped by the server at the time limit."""
         try:
-            async with asyncio.timeout(self.heavy_timeout_s):
+            async with asyncio.timeout(self.heavy_query_timeout_s):
                 await self._heavy.acquire()
         except TimeoutError:
-            raise QueryTimeout(f"no heavy reader free within {self.heavy_timeout_s:g} s; retry later") from None
+            raise QueryTimeout(f"no heavy reader free within {self.heavy_query_timeout_s:g} s; retry later") from None
         try:
             async with self.pool.acquire() as conn, conn.transaction(readonly=True):
                 # SET LOCAL takes no parameters; the value is a number of milliseconds we computed.
                 # At least 1 ms: 0 would mean no limit at all.
-                await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.heavy_timeout_s * 1000))}")
+                await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.heavy_query_timeout_s * 1000))}")
                 return list(await conn.fetch(numbered(sql), *params))
         except asyncpg.QueryCanceledError:
-            raise QueryTimeout(f"query exceeded the {self.heavy_timeout_s:g} s limit; narrow the filter") from None
+            raise QueryTimeout(
+                f"query exceeded the {self.heavy_query_timeout_s:g} s limit; narrow the filter"
+            ) from None
         finally:
             self._heavy.release()
 

@@ -22,6 +22,7 @@ from cavra_ingest.core.planning import decision_ids, plan_batch, quota_usage, se
 from cavra_ingest.core.search import trigrams
 from cavra_ingest.core.sink import WriteItem, WriteResult
 from cavra_ingest.settings import Settings
+from cavra_ingest.settings.checks import parse_cache_mb
 from cavra_ingest.store import cache
 from cavra_ingest.store.base import (
     FACET_FIELDS,
@@ -247,7 +248,7 @@ class SqliteStore:
         busy_timeout_ms: int = 2000,
         audit_log: bool = False,
         heavy_readers: int = 2,
-        heavy_timeout_s: float = 30.0,
+        heavy_query_timeout_s: float = 30.0,
         search_index: bool = True,
         cache_mb: int | None = None,
         warm_sessions: int = 10_000,
@@ -259,9 +260,9 @@ class SqliteStore:
         # Each created decision also becomes an audit-log leaf in its own transaction (auditlog.py).
         self.audit_log = audit_log
         # Exports, facets and counts get connections of their own, so they can never take the ones point
-        # reads and pages use; each of their statements stops at `heavy_timeout_s`.
+        # reads and pages use; each of their statements stops at `heavy_query_timeout_s`.
         self.heavy_readers = max(1, heavy_readers)
-        self.heavy_timeout_s = heavy_timeout_s
+        self.heavy_query_timeout_s = heavy_query_timeout_s
         self._heavy: asyncio.Queue[tuple[aiosqlite.Connection, Deadline]] = asyncio.Queue()
         # Without the background indexer the trigram index is never filled: search scans the rows instead.
         self.indexed_search = search_index
@@ -282,16 +283,16 @@ class SqliteStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> SqliteStore:
         return cls(
-            settings.store_path,
-            synchronous=settings.sqlite_synchronous,
-            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-            audit_log=settings.audit_log,
-            heavy_readers=settings.heavy_readers,
-            heavy_timeout_s=settings.heavy_query_timeout_s,
-            search_index=settings.search_index,
-            cache_mb=cache.parse(settings.sqlite_cache_mb),
-            warm_sessions=settings.sqlite_warm_sessions,
-            page_size=settings.sqlite_page_size,
+            settings.store.path,
+            synchronous=settings.store.sqlite_synchronous,
+            busy_timeout_ms=settings.store.sqlite_busy_timeout_ms,
+            audit_log=settings.audit.enabled,
+            heavy_readers=settings.store.heavy_readers,
+            heavy_query_timeout_s=settings.store.heavy_query_timeout_s,
+            search_index=settings.store.search_index,
+            cache_mb=parse_cache_mb(settings.store.sqlite_cache_mb),
+            warm_sessions=settings.store.sqlite_warm_sessions,
+            page_size=settings.store.sqlite_page_size,
         )
 
     async def migrate(self) -> list[str]:
@@ -469,11 +470,11 @@ class SqliteStore:
     async def _heavy_reader(self) -> AsyncIterator[aiosqlite.Connection]:
         """Lend a heavy reader with its deadline set; a cancelled caller (client gone) interrupts its statement."""
         try:
-            async with asyncio.timeout(self.heavy_timeout_s):
+            async with asyncio.timeout(self.heavy_query_timeout_s):
                 reader, deadline = await self._heavy.get()
         except TimeoutError:
-            raise QueryTimeout(f"no heavy reader free within {self.heavy_timeout_s:g} s; retry later") from None
-        deadline.until = time.monotonic() + self.heavy_timeout_s
+            raise QueryTimeout(f"no heavy reader free within {self.heavy_query_timeout_s:g} s; retry later") from None
+        deadline.until = time.monotonic() + self.heavy_query_timeout_s
         try:
             yield reader
         except asyncio.CancelledError:
@@ -483,7 +484,9 @@ class SqliteStore:
             raise
         except sqlite3.OperationalError as exc:
             if "interrupt" in str(exc):
-                raise QueryTimeout(f"query exceeded the {self.heavy_timeout_s:g} s limit; narrow the filter") from None
+                raise QueryTimeout(
+                    f"query exceeded the {self.heavy_query_timeout_s:g} s limit; narrow the filter"
+                ) from None
             raise
         finally:
             deadline.until = float("inf")

@@ -1,0 +1,47 @@
+"""Runtime settings in groups, read once from CAVRA_* variables (docs/configuration.md lists them).
+
+Owns the declaration (`groups.py`), its checks and the reading of the environment. Imports nothing of the
+project but itself: every other package may import it.
+"""
+
+from __future__ import annotations
+
+from cavra_ingest.settings.checks import redact_url
+from cavra_ingest.settings.env import (
+    ALIASES,
+    SPECS,
+    Settings,
+    SettingsError,
+    Spec,
+    unknown_variables,
+    variable_names,
+)
+from cavra_ingest.settings.groups import (
+    AuditSettings,
+    AuthSettings,
+    BrokerSettings,
+    ConsoleSettings,
+    LimitSettings,
+    ServerSettings,
+    StoreSettings,
+    WriterSettings,
+)
+
+__all__ = [
+    "ALIASES",
+    "SPECS",
+    "AuditSettings",
+    "AuthSettings",
+    "BrokerSettings",
+    "ConsoleSettings",
+    "LimitSettings",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "Spec",
+    "StoreSettings",
+    "WriterSettings",
+    "redact_url",
+    "unknown_variables",
+    "variable_names",
+]
