@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
 import yaml
 
 from cavra_ingest.cli.main import build_parser
-from cavra_ingest.settings import Settings
+from cavra_ingest.settings import Settings, variable_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +26,7 @@ def test_compose_service_runs_the_cli_with_known_settings():
     assert command[0] == "cavra-ingest"
     args = build_parser().parse_args(command[1:])
     assert (args.command, args.host, args.port) == ("serve", "0.0.0.0", 8080)
-    known = {f"CAVRA_{field.name.upper()}" for field in dataclasses.fields(Settings)}
+    known = set(variable_names().values())
     assert set(service["environment"]) <= known
     settings = Settings.from_env({k: str(v) for k, v in service["environment"].items()})
     assert settings.store.kind == "sqlite"
@@ -89,7 +88,7 @@ def test_scale_out_profile_runs_the_cli_with_known_settings():
     assert {"postgres", "nats-1", "nats-2", "nats-3", "ingest-1", "ingest-2", "worker-1", "worker-2", "lb"} <= set(
         profile
     )
-    known = {f"CAVRA_{field.name.upper()}" for field in dataclasses.fields(Settings)}
+    known = set(variable_names().values())
     known |= {name + "_FILE" for name in known}
     for name in ("ingest-1", "ingest-2", "worker-1", "worker-2"):
         service = profile[name]
