@@ -10,8 +10,8 @@ from email.utils import format_datetime
 import msgspec
 
 from cavra_ingest.client import Client
-from cavra_ingest.client.core import prepare
 from cavra_ingest.client.ids import IdGenerator, id_time_ms, new_decision_id
+from cavra_ingest.client.items import prepare
 from cavra_ingest.client.retry import backoff_delay, parse_retry_after
 from cavra_ingest.client.spool import Spool
 from cavra_ingest.core.models import DecisionIn

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from cavra_ingest.core import search
 from cavra_ingest.http.keys import STORE_KEY
-from cavra_ingest.http.routes import exports as export
+from cavra_ingest.http.routes import exports
 from cavra_ingest.store.base import FACET_FIELDS
 
 from .conftest import decision, store_of
@@ -321,13 +321,13 @@ async def export_csv(client: TestClient, query: str) -> list[dict[str, str]]:
     assert response.headers["Content-Type"].startswith("text/csv")
     reader = csv.reader(io.StringIO((await response.read()).decode()))
     header = next(reader)
-    assert tuple(header) == export.CSV_COLUMNS
+    assert tuple(header) == exports.CSV_COLUMNS
     return [dict(zip(header, row, strict=True)) for row in reader]
 
 
 @pytest.mark.parametrize("query", ["", "decision=block&decision=warn", "agent_id=agent-b&since=2026-03-01T10:00:07Z"])
 async def test_exports_stream_every_match_in_listing_order(any_client, monkeypatch, query):
-    monkeypatch.setattr(export, "CHUNK_ROWS", 3)  # many chunk boundaries on a small store
+    monkeypatch.setattr(exports, "CHUNK_ROWS", 3)  # many chunk boundaries on a small store
     await seeded(any_client)
     listing = await (await any_client.get(f"/decisions?limit=500&{query}")).json()
     want = [item["decision_id"] for item in listing["items"]]
@@ -354,7 +354,7 @@ async def test_empty_export_is_header_only(any_client):
 
 async def test_failed_export_is_visibly_truncated(client, monkeypatch):
     await post(client, [decision() for _ in range(5)])
-    monkeypatch.setattr(export, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(exports, "CHUNK_ROWS", 2)
     store = store_of(client)
     real = store.iter_decisions
 

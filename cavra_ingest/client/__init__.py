@@ -1,7 +1,8 @@
 """A client for agent fleets: batching, retries, a crash-safe spool and time-ordered ids (docs/sending.md)."""
 
-from cavra_ingest.client.core import Client, Stats
+from cavra_ingest.client.core import Client
 from cavra_ingest.client.ids import new_decision_id
+from cavra_ingest.client.items import Stats
 from cavra_ingest.client.sync import SyncClient
 
 __all__ = ["Client", "Stats", "SyncClient", "new_decision_id"]

@@ -11,15 +11,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import msgspec
 
-from cavra_ingest.client.ids import new_decision_id
+from cavra_ingest.client.items import STORED, Item, Signal, Stats, prepare
 from cavra_ingest.client.retry import RETRYABLE, backoff_delay, parse_retry_after
 from cavra_ingest.client.spool import Spool
 
@@ -27,66 +25,6 @@ log = logging.getLogger(__name__)
 
 WhenFull = Literal["block", "drop", "spool"]
 OnError = Callable[[dict[str, Any], int, dict[str, Any]], object]
-STORED = frozenset({"created", "duplicate"})
-ENCODER = msgspec.json.Encoder()
-
-
-@dataclass
-class Stats:
-    """Counters of what happened to the records given to `record()`."""
-
-    recorded: int = 0
-    created: int = 0
-    duplicates: int = 0
-    failed: int = 0
-    dropped: int = 0
-    spilled: int = 0
-    blocked: int = 0
-    requests: int = 0
-    retries: int = 0
-    failed_by_status: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def stored(self) -> int:
-        return self.created + self.duplicates
-
-
-@dataclass(slots=True)
-class Item:
-    ticket: int
-    seq: int | None
-    decision_id: str
-    body: bytes
-    at: float
-
-
-class Signal:
-    """Wake every waiter on the next pulse; waiters re-check their own condition."""
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-
-    def pulse(self) -> None:
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
-        self._future = None
-
-    def wait(self) -> asyncio.Future[None]:
-        """Return a future done at the next pulse; made at once, so no pulse between check and wait is lost."""
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-        # Shielded so a waiter's timeout cancels only its own wait, not the shared future.
-        return asyncio.shield(self._future)
-
-
-def prepare(decision: Mapping[str, Any], stamp_time: bool = True) -> tuple[str, bytes]:
-    """Name and date a decision client-side, so a resend is byte-identical: a duplicate, not a conflict."""
-    record = dict(decision)
-    if not record.get("decision_id"):
-        record["decision_id"] = new_decision_id()
-    if stamp_time and not record.get("timestamp"):
-        record["timestamp"] = datetime.now(UTC).isoformat()
-    return str(record["decision_id"]), ENCODER.encode(record)
 
 
 class Client:

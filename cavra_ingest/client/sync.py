@@ -8,7 +8,8 @@ import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
-from cavra_ingest.client.core import Client, Stats
+from cavra_ingest.client.core import Client
+from cavra_ingest.client.items import Stats
 
 T = TypeVar("T")
 

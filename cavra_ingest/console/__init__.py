@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cavra_ingest.http.middleware import error_response
+from cavra_ingest.core.errors import ApiError
 
 STATIC = Path(__file__).parent / "static"
 CONTENT_TYPES = {
@@ -66,7 +66,8 @@ async def console_asset(request: web.Request) -> web.StreamResponse:
     path = STATIC / name
     # The pattern already forbids "/", so only direct children of STATIC can match.
     if path.suffix not in CONTENT_TYPES or name.startswith(".") or not path.is_file():
-        return error_response(404, "not found")
+        # Rendered by the error middleware in the one shape, as every other 404.
+        raise ApiError(404, "not found")
     return _asset(request, path)
 
 

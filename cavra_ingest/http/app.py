@@ -22,11 +22,22 @@ from cavra_ingest.http.keys import (
     SINK_KEY,
     STORE_KEY,
 )
-from cavra_ingest.http.metrics import Metrics, metrics_view
+from cavra_ingest.http.metrics import Metrics
 from cavra_ingest.http.middleware import json_errors
-from cavra_ingest.http.routes import evidence, facets, histogram, ingest, probes, proofs, reads, rejections
-from cavra_ingest.http.routes import exports as export
-from cavra_ingest.http.routes import session_exports as session_export
+from cavra_ingest.http.routes import (
+    evidence,
+    exports,
+    facets,
+    histogram,
+    ingest,
+    probes,
+    proofs,
+    reads,
+    rejections,
+    session_exports,
+    whoami,
+)
+from cavra_ingest.http.routes.metrics import metrics_view
 from cavra_ingest.runtime import running
 from cavra_ingest.settings import Settings
 
@@ -81,13 +92,13 @@ def create_app(settings: Settings | None = None) -> web.Application:
     # Fixed paths before `/decisions/{decision_id}`, which would otherwise capture `facets`.
     app.router.add_get("/decisions/facets", facets.decision_facets)
     app.router.add_get("/decisions/histogram", histogram.decision_histogram)
-    app.router.add_get("/decisions.ndjson", export.decisions_ndjson)
-    app.router.add_get("/decisions.csv", export.decisions_csv)
+    app.router.add_get("/decisions.ndjson", exports.decisions_ndjson)
+    app.router.add_get("/decisions.csv", exports.decisions_csv)
     app.router.add_get("/decisions/{decision_id}", reads.get_decision)
     app.router.add_post("/sessions", ingest.post_sessions)
     app.router.add_get("/sessions", reads.list_sessions)
-    app.router.add_get("/sessions.ndjson", session_export.sessions_ndjson)
-    app.router.add_get("/sessions.csv", session_export.sessions_csv)
+    app.router.add_get("/sessions.ndjson", session_exports.sessions_ndjson)
+    app.router.add_get("/sessions.csv", session_exports.sessions_csv)
     app.router.add_get("/sessions/{session_id}", reads.get_session)
     app.router.add_get("/sessions/{session_id}/decisions", reads.session_timeline)
     app.router.add_get("/healthz", reads.healthz)
@@ -96,7 +107,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/console/config", reads.console_config)
     app.router.add_get("/openapi.json", openapi.spec)
     app.router.add_get("/docs", openapi.docs)
-    app.router.add_get("/auth/whoami", auth.whoami)
+    app.router.add_get("/auth/whoami", whoami.whoami)
     app.router.add_get("/decisions/{decision_id}/proof", proofs.decision_proof)
     app.router.add_get("/log/checkpoint", proofs.checkpoint)
     app.router.add_get("/log/public-key", proofs.public_key)

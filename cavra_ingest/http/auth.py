@@ -22,9 +22,8 @@ from aiohttp import web
 from cavra_ingest.core.errors import ApiError, Problem
 from cavra_ingest.core.models import ENCODER, Accepted, BoundSessionIn, SessionIn, now_text
 from cavra_ingest.http.keys import GUARD_KEY, QUOTAS_KEY, SETTINGS_KEY
-from cavra_ingest.http.middleware import Handler, json_reply
+from cavra_ingest.http.middleware import Handler
 from cavra_ingest.http.quota import Quotas
-from cavra_ingest.http.replies import Whoami
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.base import ListQuery
 from cavra_ingest.store.tokens import SCOPES, Token, TokenStore, hash_secret, token_store
@@ -345,25 +344,6 @@ async def guard_context(app: web.Application) -> AsyncIterator[None]:
     finally:
         if tokens is not None:
             await tokens.close()
-
-
-async def whoami(request: web.Request) -> web.Response:
-    """Say which token is calling and which tenant it sees (the console shows it)."""
-    principal = principal_of(request)
-    used = None
-    if principal.daily_quota is not None and principal.token_id is not None:
-        used = await request.app[QUOTAS_KEY].used(principal.token_id)
-    reply = Whoami(
-        authenticated=principal.token_id is not None,
-        token_id=principal.token_id,
-        name=principal.name,
-        scopes=sorted(principal.scopes),
-        tenant_id=principal.tenant_id,
-        workspace_id=principal.workspace_id,
-        daily_quota=principal.daily_quota,
-        used_today=used,
-    )
-    return json_reply(reply)
 
 
 async def startup_problem(settings: Settings) -> str | None:

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from cavra_ingest import __version__
-from cavra_ingest.core.errors import ApiError, Problem
+from cavra_ingest.core.errors import Problem
 from cavra_ingest.http.auth import PRINCIPAL
-from cavra_ingest.http.keys import METRICS_KEY, SETTINGS_KEY, SINK_KEY
+from cavra_ingest.http.keys import SETTINGS_KEY, SINK_KEY
 
 # Seconds: from a cache-hot read (~1 ms) to a request that waited out a long drain.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -179,13 +179,3 @@ def route_of(request: web.Request) -> str:
 
 def now() -> float:
     return time.perf_counter()
-
-
-async def metrics_view(request: web.Request) -> web.Response:
-    """Serve this app's metrics in the Prometheus text format."""
-    principal = request.get(PRINCIPAL)
-    if principal is not None and principal.tenant_id is not None:
-        # The counts span every tenant (and name them): only an unbound token may read them.
-        raise ApiError(403, "metrics cover every tenant; use a token not bound to a tenant")
-    body = generate_latest(request.app[METRICS_KEY].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

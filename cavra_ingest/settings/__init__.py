@@ -7,15 +7,7 @@ project but itself: every other package may import it.
 from __future__ import annotations
 
 from cavra_ingest.settings.checks import redact_url
-from cavra_ingest.settings.env import (
-    ALIASES,
-    SPECS,
-    Settings,
-    SettingsError,
-    Spec,
-    unknown_variables,
-    variable_names,
-)
+from cavra_ingest.settings.env import ALIASES, SPECS, Settings, SettingsError, Spec, unknown_variables, variable_names
 from cavra_ingest.settings.groups import (
     AuditSettings,
     AuthSettings,
