@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from cavra_ingest.core.errors import Retryable
 from cavra_ingest.core.models import RejectionReply
 from cavra_ingest.core.sink import WriteItem, WriteResult
+from cavra_ingest.store.dimensions import FACET_FIELDS
 
 
 class StoreUnavailable(Retryable):
@@ -70,8 +71,6 @@ DECISION_FILTERS = (
 )
 SESSION_FILTERS = ("agent_id", "repository", "policy_pack", "state", "tenant_id", "workspace_id")
 
-# The columns `GET /decisions/facets` counts by, in response order.
-FACET_FIELDS = ("decision", "severity", "repository", "agent_id", "policy_pack", "action_type")
 FacetCounts = list[tuple[str | None, int]]
 
 

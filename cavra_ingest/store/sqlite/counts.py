@@ -28,27 +28,23 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cavra_ingest.store.base import FACET_FIELDS, ListQuery
+from cavra_ingest.store.base import ListQuery
+from cavra_ingest.store.dimensions import (
+    ALL_TIME,
+    ANY_OUTCOME,
+    ANY_TENANT,
+    COUNTED_FIELDS,
+    DAY,
+    FACET_FIELDS,
+    KEYED,
+    PAIR_FIELDS,
+    PAIRED,
+    ROLLED,
+    TOTAL_FIELD,
+    pairs,
+)
 
-# Fields counted per value; the decision facet and the total are sums over the `severity` rows.
-COUNTED_FIELDS = ("severity", "repository", "agent_id", "policy_pack", "action_type", "workspace_id", "rule_id")
-TOTAL_FIELD = "severity"
-# Facet fields are also counted per value of one of these: filters no index serves, whose broad values
-# (a policy pack on half the rows) would otherwise read every match. Their keys are `field|given=value`.
-# The pair triggers (020) name these fields: a change here needs a migration that makes them again.
-PAIRED = ("policy_pack", "severity", "action_type", "workspace_id")
-PAIR_FIELDS = tuple(name for name in FACET_FIELDS if name != "decision")
-# Fields whose all-time rows are also summed over the outcomes: the facet fields but the decision (whose
-# facet is the `severity` rows per outcome). TOTAL_FIELD is one, so a total without an outcome filter reads
-# them too.
-ROLLED = tuple(name for name in FACET_FIELDS if name != "decision")
-# The outcome of those sums: '*' names no real outcome (those are words: allow, block, ...).
-ANY_OUTCOME = "*"
-# Bucket lengths as prefixes of the normalised timestamp: all time, a day.
-ALL_TIME, DAY = 0, 10
 ONE_DAY = timedelta(days=1)
-# Filters the counts are keyed by: any values of these, plus (totals only) any values of one counted field.
-KEYED = frozenset({"tenant_id", "decision"})
 # More unseen rows than this and a read runs on a heavy reader (its statement time limit applies): it counts
 # them from the table, as it counts the few that wait between folds; it never waits for a fold.
 READ_LAG_ROWS = 1000
@@ -67,7 +63,6 @@ CATCH_UP_CHUNK = 200_000
 
 # Each decision counts in its day, in all time under its tenant, and in all time under ANY_TENANT: with
 # thousands of agents and ten tenants, summing all tenants' rows made unfiltered facets 400 ms at 5 M.
-ANY_TENANT = "*"  # real tenants are keyed '' (NULL) or '=...', so this names none of them
 _TENANT = f"CASE WHEN s.rollup THEN '{ANY_TENANT}' ELSE ifnull('=' || d.tenant_id, '') END"
 _FIELDS = " UNION ALL ".join(f"SELECT '{name}' AS field" for name in COUNTED_FIELDS)
 _VALUE = (
@@ -121,9 +116,7 @@ PAIR_BATCH = 1000
 PAIR_READ_LAG = 10_000
 # Rowids per pair fold when catching up: each adds 24 rows to sort (12 pairs, 2 tenant keys).
 PAIR_CATCH_UP_CHUNK = 50_000
-_PAIRS = " UNION ALL ".join(
-    f"SELECT '{name}' AS field, '{given}' AS given" for given in PAIRED for name in PAIR_FIELDS if name != given
-)
+_PAIRS = " UNION ALL ".join(f"SELECT '{name}' AS field, '{given}' AS given" for name, given in pairs())
 _PAIR_VALUE = (
     "CASE f.field "
     + " ".join(f"WHEN '{name}' THEN d.{name}" for name in PAIR_FIELDS[:-1])
