@@ -83,7 +83,8 @@ async def test_writer_folder_triggers_and_recount_make_the_declared_count_rows(t
         # Counted rows changed and deleted in place move their counts through the migrations' triggers.
         with sqlite3.connect(path) as db:
             db.execute("UPDATE activity_decisions SET severity = 'critical', workspace_id = 'ws-9' WHERE rowid % 5 = 0")
-            db.execute("UPDATE activity_decisions SET timestamp = '2026-04-01T00:00:00.000000+00:00' WHERE rowid % 7 = 0")
+            moved = "2026-04-01T00:00:00.000000+00:00"
+            db.execute("UPDATE activity_decisions SET timestamp = ? WHERE rowid % 7 = 0", (moved,))
             db.execute("DELETE FROM activity_decisions WHERE rowid % 3 = 0")
         assert stored(path) == expected(path)
     finally:
