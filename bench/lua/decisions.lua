@@ -31,6 +31,11 @@ function init(args)
       wrk.headers["Content-Type"] = "application/json"
    end
    wrk.method = "POST"
+   -- BENCH_TOKEN: a bearer token for a server that requires one (bench/featurecost.py).
+   local token = os.getenv("BENCH_TOKEN")
+   if token and token ~= "" then
+      wrk.headers["Authorization"] = "Bearer " .. token
+   end
    wrk.path = "/decisions"
 end
 
