@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser nats-server run migrate test test-fast screenshots lint format bench bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
+.PHONY: install browser nats-server run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,14 @@ bench: install
 	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(filter command line environment,$(origin ROWS)),--rows $(ROWS)) $(BENCH_ARGS)
+	$(MAKE) bench-features
+
+# What each write-path feature costs in server CPU per decision against its budget (bench/featurecost.py):
+# arrays of 100 and single posts, interleaved on/off pairs; writes bench/results/featurecost-*.md.
+bench-features: install
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(PY) -m bench.featurecost --mode array $(if $(QUICK),--repeats 1 --duration 3)
+	$(PY) -m bench.featurecost --mode single $(if $(QUICK),--repeats 1 --duration 3)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -85,6 +85,9 @@ def variants() -> dict[str, tuple[Callable[[], object], Callable[[sqlite3.Connec
         "counts-every-batch": (lambda: patched(counts, "FOLD_ROWS", 1), None, False),
         "counts-at-256": (lambda: patched(counts, "FOLD_ROWS", 256), None, False),
         "counts-at-1024": (lambda: patched(counts, "FOLD_ROWS", 1024), None, False),
+        "pairs-at-4000": (lambda: patched(counts, "PAIR_BATCH", 4000), None, False),
+        "pairs-at-8000": (lambda: patched(counts, "PAIR_BATCH", 8000), None, False),
+        "-pairs": (lambda: patched(counts, "PAIR_BATCH", 1 << 62), None, False),
         "-session-writes": (
             lambda: _both(
                 patched(sqlite_store, "UPDATE_SESSION_COUNTS", NO_SESSION_UPDATE),
