@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cavra_ingest.store.base import FACET_FIELDS, ListQuery
-from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite import countplan, countreads
 from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .read_bench import PACKS, RESULTS, pick
@@ -37,32 +37,32 @@ def read_once(query: ListQuery, counted: int) -> list[tuple[str, list[Any]]]:
     """Facet rows of the partial days and the uncounted rows as before 020: each range read once, grouped six ways."""
     picked = ", ".join(FACET_FIELDS)
     statements = []
-    for w, ps, sign in counts._scans(query, counts.plan(query.since, query.until), counted):
+    for w, ps, sign in countplan._scans(query, countplan.plan(query.since, query.until), counted):
         grouped = " UNION ALL ".join(
             f"SELECT '{name}', ifnull('=' || {name}, ''), {sign} * count(*) FROM rows GROUP BY {name}"
             for name in FACET_FIELDS
         )
         statements.append((f"WITH rows AS MATERIALIZED (SELECT {picked} FROM activity_decisions{w}) {grouped}", ps))
-    return counts.together(statements)
+    return countreads.together(statements)
 
 
 @contextlib.contextmanager
 def mode(name: str) -> Iterator[None]:
     """Switch the facet paths to those of `name` ("after", "one reader" or "before")."""
-    paired, rolled, scans = counts.PAIRED, counts.ROLLED, counts.facet_scans
+    paired, rolled, scans = countplan.PAIRED, countreads.ROLLED, countreads.facet_scans
     if name == "before":
-        counts.PAIRED = paired[:3]  # type: ignore[assignment]
-        counts.ROLLED = ()  # type: ignore[assignment]
-        counts.facet_scans = read_once  # type: ignore[assignment]
+        countplan.PAIRED = paired[:3]  # type: ignore[assignment]
+        countreads.ROLLED = ()  # type: ignore[assignment]
+        countreads.facet_scans = read_once  # type: ignore[assignment]
     elif name == "one reader":
         # One statement: nothing to share with a second reader.
-        counts.facet_scans = lambda query, counted: counts.together(scans(query, counted))  # type: ignore[assignment]
+        countreads.facet_scans = lambda query, counted: countreads.together(scans(query, counted))  # type: ignore[assignment]
     try:
         yield
     finally:
-        counts.PAIRED = paired  # type: ignore[misc]
-        counts.ROLLED = rolled  # type: ignore[misc]
-        counts.facet_scans = scans  # type: ignore[assignment]
+        countplan.PAIRED = paired  # type: ignore[misc]
+        countreads.ROLLED = rolled  # type: ignore[misc]
+        countreads.facet_scans = scans  # type: ignore[assignment]
 
 
 def queries(v: dict[str, Any]) -> dict[str, ListQuery]:

@@ -12,8 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from cavra_ingest.http.app import create_app
 from cavra_ingest.settings import Settings
+from cavra_ingest.store import dimensions
 from cavra_ingest.store.base import ListQuery
-from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite import countplan
 from cavra_ingest.store.sqlite.store import SqliteStore
 
 QUERIES = {
@@ -26,7 +27,7 @@ async def timed(store: SqliteStore, query: ListQuery, runs: int) -> tuple[float,
     took = []
     for _ in range(runs):
         started = time.perf_counter()
-        rows = await store.histogram(query, counts.DAY)
+        rows = await store.histogram(query, dimensions.DAY)
         took.append((time.perf_counter() - started) * 1000)
     return statistics.median(took), sum(n for _, _, n in rows)
 
@@ -42,9 +43,9 @@ async def over_http(path: Path, runs: int) -> None:
         for url in URLS:
             figures = []
             for scanned in (True, False):
-                servable = counts.servable
+                servable = countplan.servable
                 if scanned:
-                    counts.servable = lambda *args, **kwargs: None  # type: ignore[assignment]
+                    countplan.servable = lambda *args, **kwargs: None  # type: ignore[assignment]
                 try:
                     took = []
                     for _ in range(runs):
@@ -53,7 +54,7 @@ async def over_http(path: Path, runs: int) -> None:
                         reply = await response.json()
                         took.append((time.perf_counter() - started) * 1000)
                 finally:
-                    counts.servable = servable
+                    countplan.servable = servable
                 figures.append(f"{statistics.median(took):.1f} ms")
             print(f"GET /decisions/histogram?{url} ({reply['interval']}): before {figures[0]}, after {figures[1]}")
     finally:
@@ -70,12 +71,12 @@ async def main(path: Path, runs: int) -> None:
             await store.time_bounds(query)
             bounds_ms = (time.perf_counter() - bounds_start) * 1000
             fast, total = await timed(store, query, runs)
-            servable = counts.servable
-            counts.servable = lambda *args, **kwargs: None  # type: ignore[assignment]
+            servable = countplan.servable
+            countplan.servable = lambda *args, **kwargs: None  # type: ignore[assignment]
             try:
                 slow, scanned = await timed(store, query, runs)
             finally:
-                counts.servable = servable
+                countplan.servable = servable
             assert total == scanned, (total, scanned)
             print(f"{name}: scan {slow:.1f} ms, counts {fast:.1f} ms, time_bounds {bounds_ms:.1f} ms ({total:,} rows)")
     finally:

@@ -26,10 +26,10 @@ from cavra_ingest.core.models import DecisionIn, normalize
 from cavra_ingest.core.planning import decision_ids, plan_batch, session_ids
 from cavra_ingest.store.sql import UPSERT_SESSION, decision_row, session_from_row, session_row
 from cavra_ingest.store.sqlite import counts
-from cavra_ingest.store.sqlite.store import (
+from cavra_ingest.store.sqlite.store import SqliteStore
+from cavra_ingest.store.sqlite.writes import (
     SELECT_STORED_SESSIONS,
     UPDATE_SESSION_COUNTS,
-    SqliteStore,
     _counts_row,
     _described,
     _stored_described,

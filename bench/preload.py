@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 from cavra_ingest.store.migrate import apply_migrations
-from cavra_ingest.store.sqlite import counts
-from cavra_ingest.store.sqlite.store import SqliteStore
+from cavra_ingest.store.sqlite import counts, writes
 
 # Ids spread evenly over the key space (random style) or older than any posted id (ordered style),
 # inserted in key order so the primary-key index fills sequentially.
@@ -121,11 +120,10 @@ def build_search_index(path: Path, chunk: int = 500_000) -> None:
     A server opened on a backlog spends its writer thread indexing it (5 M rows: about a minute), so
     workload 4 measured on such a file measures the indexer, not the writes (0.04 of the empty file).
     """
-    store = SqliteStore(path)
     con = sqlite3.connect(path, isolation_level=None)
     try:
         while True:
-            upto, newest = store._index_search(con, chunk)
+            upto, newest = writes.index_search(con, chunk)
             if upto >= newest:
                 return
     finally:

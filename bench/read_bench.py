@@ -26,7 +26,8 @@ import msgspec
 
 from cavra_ingest.store.base import ListQuery
 from cavra_ingest.store.migrate import apply_migrations
-from cavra_ingest.store.sqlite.store import DECISIONS, SqliteStore
+from cavra_ingest.store.sqlite.listings import DECISIONS
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 RESULTS = Path(__file__).parent / "results"
 OUTCOMES = (("allow", 70), ("warn", 10), ("block", 8), ("require_approval", 6), ("audit_only", 5))

@@ -29,7 +29,7 @@ from cavra_ingest.http.keys import RUNTIME_KEY
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.sql import INSERT_DECISION, SQLITE_SEARCH_TEXT
-from cavra_ingest.store.sqlite.store import INDEX_SEARCH
+from cavra_ingest.store.sqlite.writes import INDEX_SEARCH
 
 RESULTS = Path(__file__).parent / "results"
 TRIGGER = f"""CREATE TRIGGER search_now AFTER INSERT ON activity_decisions BEGIN

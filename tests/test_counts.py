@@ -17,9 +17,11 @@ import pytest
 
 from cavra_ingest.core.models import DecisionIn, normalize
 from cavra_ingest.http.keys import RUNTIME_KEY, STORE_KEY
+from cavra_ingest.store import dimensions
 from cavra_ingest.store.base import FACET_FIELDS, Facets, ListQuery, facets_from_rows
-from cavra_ingest.store.sqlite import counts
-from cavra_ingest.store.sqlite.store import DECISIONS, SqliteStore
+from cavra_ingest.store.sqlite import countplan, countreads, counts
+from cavra_ingest.store.sqlite.listings import DECISIONS
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 DECODER = msgspec.json.Decoder(DecisionIn)
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -133,7 +135,7 @@ async def check_all(store: SqliteStore, path: Path, rng: random.Random) -> None:
     for query in queries(rng):
         page = await store.list_decisions(query)
         assert page.total == scanned_total(path, query), query
-        if counts.servable(query, facets=True) is not None:
+        if countplan.servable(query, facets=True) is not None:
             # top=1 and 2 cut through ties: the counts' SQL ranking must break them as facets_from_rows does.
             for top in (100, 2, 1):
                 assert await store.facets(query, top) == scanned_facets(path, query, top), (query, top)
@@ -206,9 +208,9 @@ async def test_a_backlog_is_read_from_the_table_and_folded_by_the_background_fol
             cavra_insert(db, f"cavra-{n:03d}", **without_id(record(rng, n)))
     assert state(store.path) == (0, 50)
     heavy = []
-    lend, spare = store._heavy_reader, store._spare_reader
-    monkeypatch.setattr(store, "_heavy_reader", lambda: heavy.append(1) or lend())
-    monkeypatch.setattr(store, "_spare_reader", lambda wanted: spare(False))  # a long edge's second reader is heavy too
+    lend, spare = store.readers.heavy, store.readers.spare
+    monkeypatch.setattr(store.readers, "heavy", lambda: heavy.append(1) or lend())
+    monkeypatch.setattr(store.readers, "spare", lambda wanted: spare(False))  # a long edge's second reader is heavy too
     await check_all(store, store.path, rng)  # exact, and no read folded anything
     assert heavy and state(store.path) == (0, 50)
     await store.write([accepted(record(rng, 50))])  # 51 waiting: more than a batch folds
@@ -240,7 +242,7 @@ async def test_the_writer_folds_once_enough_decisions_wait_and_reads_count_them_
     await check_all(store, store.path, rng)
     for tenant in ("acme", None):
         histogram_query = ListQuery(equals=(("tenant_id", (tenant,)),) if tenant else ())
-        assert sorted(await store.histogram(histogram_query, counts.DAY)) == scanned_histogram(
+        assert sorted(await store.histogram(histogram_query, dimensions.DAY)) == scanned_histogram(
             store.path, histogram_query
         )
     await store.write([accepted(record(rng, n)) for n in range(60, 99)])
@@ -307,44 +309,44 @@ async def test_filters_the_counts_lack_are_scanned(store):
     rng = random.Random(19)
     await store.write([accepted(record(rng, n)) for n in range(100)])
     query = ListQuery(equals=(("agent_id", ("agent-1",)), ("severity", ("high",))))
-    assert counts.servable(query, facets=False) is None
-    assert counts.servable(query, facets=True) is None
-    assert counts.servable(ListQuery(equals=(("repository", ("acme/a",)),)), facets=True) is None
-    assert counts.servable(ListQuery(equals=(("rule_id", ("rule.1",)),)), facets=True) is None
+    assert countplan.servable(query, facets=False) is None
+    assert countplan.servable(query, facets=True) is None
+    assert countplan.servable(ListQuery(equals=(("repository", ("acme/a",)),)), facets=True) is None
+    assert countplan.servable(ListQuery(equals=(("rule_id", ("rule.1",)),)), facets=True) is None
     # A workspace within a window: its pair rows are all-time rows.
-    assert counts.servable(ListQuery(equals=(("workspace_id", ("ws-1",)),), since=moment(1)), facets=True) is None
+    assert countplan.servable(ListQuery(equals=(("workspace_id", ("ws-1",)),), since=moment(1)), facets=True) is None
     two = ListQuery(equals=(("severity", ("high",)), ("policy_pack", ("strict",))))
-    assert counts.servable(two, facets=True) is None
+    assert countplan.servable(two, facets=True) is None
     assert (await store.list_decisions(query)).total == scanned_total(store.path, query)
 
 
 def test_a_window_is_split_into_whole_days_and_partial_days():
-    p = counts.plan("2026-03-01T10:30:00.000000+00:00", "2026-03-04T02:00:00.000000+00:00")
+    p = countplan.plan("2026-03-01T10:30:00.000000+00:00", "2026-03-04T02:00:00.000000+00:00")
     # 13.5 hours of March 1st: the whole day, less its first 10.5 hours; 2 hours of March 4th: scanned.
     assert p.buckets == [(10, "2026-03-01", "2026-03-04")]
     assert p.scans == [
         ("2026-03-01T00:00:00.000000+00:00", "2026-03-01T10:30:00.000000+00:00", -1),
         ("2026-03-04T00:00:00.000000+00:00", "2026-03-04T02:00:00.000000+00:00", 1),
     ]
-    assert counts.plan(None, None).buckets == [(0, None, None)]
-    short = counts.plan("2026-03-01T10:05:00.000000+00:00", "2026-03-02T10:00:00.000000+00:00")
+    assert countplan.plan(None, None).buckets == [(0, None, None)]
+    short = countplan.plan("2026-03-01T10:05:00.000000+00:00", "2026-03-02T10:00:00.000000+00:00")
     assert short.buckets == [(10, "2026-03-01", "2026-03-02")] and [sign for *_, sign in short.scans] == [-1, 1]
-    narrow = counts.plan("2026-03-01T20:00:00.000000+00:00", "2026-03-02T03:00:00.000000+00:00")
+    narrow = countplan.plan("2026-03-01T20:00:00.000000+00:00", "2026-03-02T03:00:00.000000+00:00")
     assert narrow.buckets == [] and [sign for *_, sign in narrow.scans] == [1, 1]
     # No edge scans more than half a day, however the window falls.
-    late = counts.plan("2026-03-01T23:00:00.000000+00:00", "2026-03-02T23:00:00.000000+00:00")
+    late = countplan.plan("2026-03-01T23:00:00.000000+00:00", "2026-03-02T23:00:00.000000+00:00")
     assert late.buckets == [(10, "2026-03-02", "2026-03-03")]
     assert late.scans == [
         ("2026-03-01T23:00:00.000000+00:00", "2026-03-02T00:00:00.000000+00:00", 1),
         ("2026-03-02T23:00:00.000000+00:00", "2026-03-03T00:00:00.000000+00:00", -1),
     ]
-    inside = counts.plan("2026-03-01T01:00:00.000000+00:00", "2026-03-01T23:00:00.000000+00:00")
+    inside = countplan.plan("2026-03-01T01:00:00.000000+00:00", "2026-03-01T23:00:00.000000+00:00")
     assert inside.buckets == [(10, "2026-03-01", "2026-03-02")] and len(inside.scans) == 2
-    assert counts.plan("2026-03-01T01:00:00Z", "2026-03-01T02:00:00Z").buckets == []
-    open_end = counts.plan("2026-03-01T00:00:00.000000+00:00", None)
-    assert open_end == counts.Plan([(10, "2026-03-01", None)], [])
+    assert countplan.plan("2026-03-01T01:00:00Z", "2026-03-01T02:00:00Z").buckets == []
+    open_end = countplan.plan("2026-03-01T00:00:00.000000+00:00", None)
+    assert open_end == countplan.Plan([(10, "2026-03-01", None)], [])
     # Another offset names the same instant: the day is UTC's.
-    assert counts.plan("2026-03-01T02:00:00+02:00", "2026-03-03T00:00:00Z").buckets == [
+    assert countplan.plan("2026-03-01T02:00:00+02:00", "2026-03-03T00:00:00Z").buckets == [
         (10, "2026-03-01", "2026-03-03")
     ]
 
@@ -374,7 +376,7 @@ def test_rebuild_recounts_after_a_replace_that_fired_no_trigger(tmp_path):
 async def test_a_window_query_reads_only_its_buckets(store):
     # The counts' primary key (span, bucket, ...) bounds each part of a window: no scan of the whole table.
     query = dataclasses.replace(ListQuery(), since=moment(3.5), until=moment(60))
-    sql, params = counts.total_statements(query, "", 0)[0]
+    sql, params = countreads.total_statements(query, "", 0)[0]
     with sqlite3.connect(store.path) as db:
         steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
     assert all("SCAN" not in step for step in steps), steps
@@ -399,7 +401,7 @@ def test_recount_command_rebuilds_the_decision_counts(tmp_path):
 
 def scanned_histogram(path: Path, query: ListQuery) -> list[tuple[str, str, int]]:
     """The day histogram without counts: the listing's own statement over the rows."""
-    sql, params = DECISIONS.histogram(query, counts.DAY)
+    sql, params = DECISIONS.histogram(query, dimensions.DAY)
     with sqlite3.connect(path) as db:
         return sorted(db.execute(sql, params).fetchall())
 
@@ -413,10 +415,10 @@ async def test_day_histograms_from_the_counts_equal_a_scan(store):
         cavra_insert(db, "cavra-h", decision="block", timestamp="2026-03-02T23:59:59Z", tenant_id="acme")
         db.execute("DELETE FROM activity_decisions WHERE decision_id >= 'd-00390' AND decision_id < 'd-00400'")
     assert state(store.path) == (400, 401)
-    served = [q for q in queries(rng) if counts.servable(q, facets=True) is not None]
+    served = [q for q in queries(rng) if countplan.servable(q, facets=True) is not None]
     assert len(served) > 40
     for query in served:
-        assert sorted(await store.histogram(query, counts.DAY)) == scanned_histogram(store.path, query), query
+        assert sorted(await store.histogram(query, dimensions.DAY)) == scanned_histogram(store.path, query), query
         if query.since is None and query.until is None:
             sql, params = DECISIONS.bounds(query)
             with sqlite3.connect(store.path) as db:
@@ -436,9 +438,9 @@ async def test_the_histogram_endpoint_answers_whole_days_from_the_counts(make_cl
     with sqlite3.connect(store.path) as db:
         cavra_insert(db, "cavra-h", decision="warn", timestamp="2026-03-03T12:00:00Z", tenant_id="acme")
     calls: list[ListQuery] = []
-    statements = counts.histogram_statements
+    statements = countreads.histogram_statements
     monkeypatch.setattr(
-        counts, "histogram_statements", lambda query, counted: calls.append(query) or statements(query, counted)
+        countreads, "histogram_statements", lambda query, counted: calls.append(query) or statements(query, counted)
     )
     cases = [
         ("interval=1d", admin, True),
@@ -455,7 +457,7 @@ async def test_the_histogram_endpoint_answers_whole_days_from_the_counts(make_cl
         got = await (await client.get(f"/decisions/histogram?{url}", headers=bearer(token))).json()
         assert bool(calls) == from_counts, url
         with monkeypatch.context() as m:
-            m.setattr(counts, "servable", lambda *args, **kwargs: None)  # the scan path, for the truth
+            m.setattr(countplan, "servable", lambda *args, **kwargs: None)  # the scan path, for the truth
             want = await (await client.get(f"/decisions/histogram?{url}", headers=bearer(token))).json()
         assert got == want and got["total"] > 0, url
     # The forced tenant: the acme token sees what the administrator sees filtered to acme.
@@ -467,7 +469,7 @@ async def test_the_histogram_endpoint_answers_whole_days_from_the_counts(make_cl
 
 async def test_a_day_histogram_reads_only_its_count_rows(store):
     query = ListQuery(equals=(("decision", ("block",)),), since=moment(3.5), until=moment(60))
-    sql, params = counts.histogram_statements(query, 0)[0]
+    sql, params = countreads.histogram_statements(query, 0)[0]
     with sqlite3.connect(store.path) as db:
         steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
     assert any("activity_decision_counts" in step for step in steps)
@@ -561,8 +563,8 @@ async def test_facets_for_each_single_filter_equal_a_group_by(store):
     for rounds in range(2):
         for name, value in singles.items():
             query = ListQuery(equals=((name, (value,)),))
-            fast = counts.servable(query, facets=True) is not None
-            assert fast == (name in {*counts.PAIRED, *counts.KEYED}), name
+            fast = countplan.servable(query, facets=True) is not None
+            assert fast == (name in {*dimensions.PAIRED, *dimensions.KEYED}), name
             for top in (10, 1):
                 assert await store.facets(query, top) == grouped_facets(store.path, query, top), (name, top)
         # The next batch folds the rows written behind the writer's back into the counts.
@@ -611,12 +613,12 @@ async def test_facets_of_windows_at_any_edges_equal_a_group_by(store):
     windows = [(12, 36), (12, 60), (6, 30), (30, 42), (0.5, 71.5), (36, 37)]
     for lo, hi in windows:
         query = ListQuery(since=moment(lo), until=moment(hi))
-        assert counts.servable(query, facets=True) == ""
+        assert countplan.servable(query, facets=True) == ""
         for top in (10, 1):
             assert await store.facets(query, top) == grouped_facets(store.path, query, top), (lo, hi, top)
     for name, values in (("workspace_id", ("ws-2",)), ("workspace_id", ("ws-1", "ws-2")), ("rule_id", ("rule.9",))):
         query = ListQuery(equals=((name, values),))
-        assert counts.servable(query, facets=True) == (name if name in counts.PAIRED else None)
+        assert countplan.servable(query, facets=True) == (name if name in dimensions.PAIRED else None)
         assert await store.facets(query, 10) == grouped_facets(store.path, query, 10), name
 
 
@@ -627,16 +629,17 @@ async def test_two_readers_share_one_snapshot_or_one_reads_alone(store, monkeypa
     await store.write([accepted(record(rng, n)) for n in range(600)])
     noon_to_noon = ListQuery(since=moment(12), until=moment(36))
     # Only partial days of 6 hours or more, with no filter, are worth a second reader.
-    assert counts.long_edges(noon_to_noon) and not counts.long_edges(ListQuery(since=moment(1), until=moment(2)))
-    assert not counts.long_edges(dataclasses.replace(noon_to_noon, equals=(("decision", ("block",)),)))
+    assert countreads.long_edges(noon_to_noon)
+    assert not countreads.long_edges(ListQuery(since=moment(1), until=moment(2)))
+    assert not countreads.long_edges(dataclasses.replace(noon_to_noon, equals=(("decision", ("block",)),)))
     shared: list[bool] = []
-    same_snapshot = store._same_snapshot
+    same_snapshot = store.readers.same_snapshot
 
     async def spied(other: Any, version: Any) -> bool:
         shared.append(await same_snapshot(other, version))
         return shared[-1]
 
-    monkeypatch.setattr(store, "_same_snapshot", spied)
+    monkeypatch.setattr(store.readers, "same_snapshot", spied)
     before = grouped_facets(store.path, noon_to_noon, 10)
     assert await store.facets(noon_to_noon, 10) == before
     assert shared == [True]
@@ -649,10 +652,10 @@ async def test_two_readers_share_one_snapshot_or_one_reads_alone(store, monkeypa
             ).rowcount
         assert gone > 10
 
-    monkeypatch.setattr(store, "_between_snapshots", delete_in_the_second_half_day)
+    monkeypatch.setattr(store.readers, "between_snapshots", delete_in_the_second_half_day)
     assert await store.facets(noon_to_noon, 10) == before
     assert shared == [True, False]
-    monkeypatch.setattr(store, "_between_snapshots", lambda: asyncio.sleep(0))
+    monkeypatch.setattr(store.readers, "between_snapshots", lambda: asyncio.sleep(0))
     after = grouped_facets(store.path, noon_to_noon, 10)
     assert after != before
     assert await store.facets(noon_to_noon, 10) == after
@@ -736,7 +739,7 @@ async def test_unfiltered_facets_read_the_top_values_of_the_sums_from_their_inde
     with sqlite3.connect(store.path) as db:
         # Top ten (nothing waits for the counts), or all values (some rows wait above the watermark).
         for query, top in itertools.product((ListQuery(), ListQuery(equals=(("tenant_id", ("acme",)),))), (10, None)):
-            statements = dict(zip(FACET_FIELDS, counts.facet_counts(query, top), strict=True))
+            statements = dict(zip(FACET_FIELDS, countreads.facet_counts(query, top), strict=True))
             for name in counts.ROLLED:
                 sql, params = statements[name]
                 steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
@@ -750,10 +753,10 @@ async def test_unfiltered_facets_read_the_top_values_of_the_sums_from_their_inde
             sql, params = statements["decision"]
             assert ("'*'",) != params and "decision != '*'" in sql
         # With an outcome filter, the per-outcome rows.
-        sql, params = counts.facet_counts(ListQuery(equals=(("decision", ("block",)),)), 10)[2]
+        sql, params = countreads.facet_counts(ListQuery(equals=(("decision", ("block",)),)), 10)[2]
         steps = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
         assert any("USING PRIMARY KEY" in step for step in steps), steps
-    total_sql, total_params = counts.total_statements(ListQuery(), "", 100)[0]
+    total_sql, total_params = countreads.total_statements(ListQuery(), "", 100)[0]
     assert "decision = '*'" in total_sql  # totals without an outcome filter read the sums too
 
 

@@ -17,8 +17,8 @@ from cavra_ingest.store.base import ListQuery
 from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.postgres.store import DECISIONS as POSTGRES_DECISIONS
 from cavra_ingest.store.recount import recount_sqlite
-from cavra_ingest.store.sqlite import counts
-from cavra_ingest.store.sqlite.store import DECISIONS as SQLITE_DECISIONS
+from cavra_ingest.store.sqlite import countplan, countreads, counts
+from cavra_ingest.store.sqlite.listings import DECISIONS as SQLITE_DECISIONS
 from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .test_counts import accepted, cavra_insert, record
@@ -136,12 +136,12 @@ def test_the_fold_and_the_readers_follow_the_declaration():
         sql, _ = listing.facets(ListQuery(), dim.FACET_FIELDS)
         for name in dim.FACET_FIELDS:
             assert name in sql
-    scan = " ".join(sql for sql, _ in counts.facet_scans(ListQuery(), 0))
+    scan = " ".join(sql for sql, _ in countreads.facet_scans(ListQuery(), 0))
     assert all(f"GROUP BY {name}" in scan for name in dim.FACET_FIELDS)
     # What the counts answer: a paired filter's facets, a counted field's total, nothing else.
-    assert counts.servable(ListQuery(equals=(("workspace_id", ("w",)),)), facets=True) is not None
-    assert counts.servable(ListQuery(equals=(("rule_id", ("r",)),)), facets=False) is not None
-    assert counts.servable(ListQuery(equals=(("rule_id", ("r",)),)), facets=True) is None
+    assert countplan.servable(ListQuery(equals=(("workspace_id", ("w",)),)), facets=True) is not None
+    assert countplan.servable(ListQuery(equals=(("rule_id", ("r",)),)), facets=False) is not None
+    assert countplan.servable(ListQuery(equals=(("rule_id", ("r",)),)), facets=True) is None
 
 
 @pytest.mark.parametrize("doc", ["docs/reading.md"])

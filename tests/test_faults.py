@@ -424,7 +424,7 @@ async def test_full_queue_sheds_before_reading_the_body(make_client: Any) -> Non
     """With the queue already full, a request is refused from its headers: its body is never waited for."""
     client = await make_client(body_read_timeout_s=30.0, queue_max_records=10)
     writer = writer_of(client)
-    writer.pending_records = writer.queue_max_records  # as if ten records were waiting for the disk
+    writer.pending_records = writer.settings.queue_max_records  # as if ten records were waiting for the disk
     try:
         reader, stream = await raw_request(
             client.port,

@@ -296,11 +296,11 @@ async def test_kill_one_nats_node_under_load_every_202_is_committed(topology):
 @pytest.mark.slow
 async def test_postgres_outage_backlog_drains_after_it_returns(topology):
     target = urlsplit(POSTGRES_URL)
-    outage = Outage(target.hostname or "127.0.0.1", target.server.port or 5432)
+    outage = Outage(target.hostname or "127.0.0.1", target.port or 5432)
     await outage.start()
     try:
         replica = await topology.start("serve")
-        proxied = POSTGRES_URL.replace(f"{target.hostname}:{target.server.port or 5432}", f"127.0.0.1:{outage.port}")
+        proxied = POSTGRES_URL.replace(f"{target.hostname}:{target.port or 5432}", f"127.0.0.1:{outage.port}")
         worker = await topology.start("worker", db_url=proxied)
         acked: set[str] = set()
         stop = asyncio.Event()

@@ -371,11 +371,11 @@ async def test_a_cancelled_heavy_read_interrupts_its_statement(tmp_path: Path) -
         endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
 
         async def run() -> None:
-            async with store._heavy_reader() as db:  # noqa: SLF001
+            async with store.readers.heavy() as db:
                 await db.execute_fetchall(endless)
 
         task = asyncio.create_task(run())
-        await wait_until(lambda: store._heavy.empty())  # noqa: SLF001  (the reader is lent)
+        await wait_until(lambda: store.readers.heavies.empty())  # (the reader is lent)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

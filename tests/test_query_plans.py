@@ -10,7 +10,7 @@ import pytest
 from cavra_ingest.store.base import FACET_FIELDS, ListQuery
 from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.sql import Listing
-from cavra_ingest.store.sqlite.store import DECISIONS, SESSIONS
+from cavra_ingest.store.sqlite.listings import DECISIONS, SESSIONS
 
 SINCE, UNTIL = "2026-03-01T00:00:00.000000+00:00", "2026-03-02T00:00:00.000000+00:00"
 AFTER = ("2026-03-01T10:00:00.000000+00:00", "dec-1")

@@ -218,14 +218,14 @@ async def test_histogram_bucket_limit_is_a_setting(make_client):
 
 
 async def test_an_unselective_search_scans_and_agrees(make_client, monkeypatch):
-    from cavra_ingest.store.sqlite import store as sqlite_store
+    from cavra_ingest.store.sqlite import listings
 
     client = await make_client("sqlite")
     await seeded(client)
     await client.app[RUNTIME_KEY].indexer.catch_up()
     indexed = await found(client, "q=.py")
     facets = await (await client.get("/decisions/facets?q=.py")).json()
-    monkeypatch.setattr(sqlite_store, "SEARCH_PROBE_ROWS", 1)
+    monkeypatch.setattr(listings, "SEARCH_PROBE_ROWS", 1)
     assert await found(client, "q=.py") == indexed and len(indexed) == 1
     assert await (await client.get("/decisions/facets?q=.py")).json() == facets
 

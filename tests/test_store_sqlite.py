@@ -17,7 +17,7 @@ async def test_writer_and_readers_are_configured(tmp_path):
         assert writer is not None
         assert writer.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
         assert writer.execute("PRAGMA synchronous").fetchall() == [(1,)]
-        async with store._reader() as reader:
+        async with store.readers.point() as reader:
             with pytest.raises(sqlite3.OperationalError, match="readonly"):
                 await reader.execute("DELETE FROM activity_decisions")
     finally:
@@ -137,11 +137,11 @@ async def test_a_heavy_reader_left_inside_a_transaction_is_rolled_back_before_it
     await store.open()
     try:
         with pytest.raises(asyncio.CancelledError):
-            async with store._heavy_reader() as reader:
+            async with store.readers.heavy() as reader:
                 await reader.execute("BEGIN")
                 await reader.execute_fetchall("SELECT count(*) FROM activity_decisions")
                 raise asyncio.CancelledError
-        async with store._heavy_reader() as again:
+        async with store.readers.heavy() as again:
             assert again is reader and not again.in_transaction
             await again.execute("BEGIN")  # would fail inside the abandoned transaction
             await again.execute("COMMIT")
@@ -155,22 +155,22 @@ async def test_a_reader_left_inside_a_transaction_is_rolled_back_before_it_is_le
     import asyncio
 
     from cavra_ingest.store.base import ListQuery
-    from cavra_ingest.store.sqlite.store import READERS
+    from cavra_ingest.store.sqlite.readers import READERS
 
     store = SqliteStore(tmp_path / "t.db")
     await store.open()
     try:
         with pytest.raises(asyncio.CancelledError):
-            async with store._reader() as reader:
+            async with store.readers.point() as reader:
                 await reader.execute("BEGIN")
                 await reader.execute("SELECT count(*) FROM activity_decisions")
                 raise asyncio.CancelledError  # as a cancelled request is interrupted between the two
         for _ in range(READERS):
             # Every reader in turn: each count read opens its own snapshot with BEGIN.
             assert (await store.facets(ListQuery(), 10)).total == 0
-        lent = [store._readers.get_nowait() for _ in range(READERS)]
+        lent = [store.readers.points.get_nowait() for _ in range(READERS)]
         assert not any(reader.in_transaction for reader in lent)
         for reader in lent:
-            store._readers.put_nowait(reader)
+            store.readers.points.put_nowait(reader)
     finally:
         await store.close()

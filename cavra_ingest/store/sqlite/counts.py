@@ -30,50 +30,11 @@ from cavra_ingest.store.dimensions import (
     ANY_TENANT,
     COUNTED_FIELDS,
     DAY,
-    KEYED,
     PAIR_FIELDS,
     PAIRED,
     ROLLED,
     pairs,
 )
-
-# The read side, planned in countplan and stated in countreads, under the names its callers know.
-from cavra_ingest.store.sqlite.countplan import Plan, _scans, decode, encode, pair_key, plan, servable
-from cavra_ingest.store.sqlite.countreads import (
-    bounds_statements,
-    facet_counts,
-    facet_scans,
-    histogram_statements,
-    long_edges,
-    merge_facet_rows,
-    merge_histogram_rows,
-    together,
-    total_statements,
-)
-
-__all__ = [
-    "KEYED",
-    "Plan",
-    "_scans",
-    "backlog",
-    "bounds_statements",
-    "catch_up",
-    "decode",
-    "encode",
-    "facet_counts",
-    "facet_scans",
-    "fold_new",
-    "histogram_statements",
-    "long_edges",
-    "merge_facet_rows",
-    "merge_histogram_rows",
-    "pair_key",
-    "plan",
-    "rebuild",
-    "servable",
-    "together",
-    "total_statements",
-]
 
 # More unseen rows than this and a read runs on a heavy reader (its statement time limit applies): it counts
 # them from the table, as it counts the few that wait between folds; it never waits for a fold.
