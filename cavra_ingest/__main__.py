@@ -1,3 +1,8 @@
+"""`python -m cavra_ingest`: the command line.
+
+Imports: cli.
+"""
+
 import sys
 
 from cavra_ingest.cli.main import main

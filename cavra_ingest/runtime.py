@@ -1,4 +1,9 @@
-"""The store and the batch writer as one async context: the app, a worker process and tests all use it."""
+"""The store and the batch writer as one async context: the app, a worker process and tests all use it.
+
+The wiring: the one module of the package that imports workers.
+
+Imports: core, settings, auditlog, store, broker, workers.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The Activity Explorer: static HTML, CSS and JS served at /console, talking only to the public JSON API."""
+"""The Activity Explorer: static HTML, CSS and JS served at /console, talking only to the public JSON API.
+
+Imports: core.
+"""
 
 from __future__ import annotations
 

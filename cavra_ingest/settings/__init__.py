@@ -1,7 +1,8 @@
 """Runtime settings in groups, read once from CAVRA_* variables (docs/configuration.md lists them).
 
-Owns the declaration (`groups.py`), its checks and the reading of the environment. Imports nothing of the
-project but itself: every other package may import it.
+Owns the declaration (`groups.py`), its checks and the reading of the environment.
+
+Imports: nothing of the project. Every other package may import it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Stores behind one interface, chosen by the scheme of the settings' store URL (SPEC §4 precedence)."""
+"""Stores behind one interface, chosen by the scheme of the settings' store URL (SPEC §4 precedence).
+
+`base` declares the protocol and its optional features; `sqlite/` and `postgres/` are packages, `jsonfile` one module.
+
+Imports: core, settings, auditlog. Never http: a store knows nothing of requests.
+"""
 
 from __future__ import annotations
 
