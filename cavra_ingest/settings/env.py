@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from cavra_ingest.settings.groups import (
-    GROUPS,
     AuditSettings,
     AuthSettings,
     BrokerSettings,
@@ -64,21 +63,6 @@ class Spec:
     def key(self) -> str:
         """The flat name flags and `Settings.of` use: the variable without `CAVRA_`, in lower case."""
         return self.env.removeprefix("CAVRA_").lower()
-
-
-def _specs() -> tuple[Spec, ...]:
-    specs = []
-    for group, cls in GROUPS.items():
-        for f in dataclasses.fields(cls):
-            meta = f.metadata
-            env = meta["env"] or f"CAVRA_{f.name.upper()}"
-            specs.append(Spec(group, f.name, env, f.default, str(f.type), meta["help"], meta["zero"],
-                              meta["choices"], meta["check"]))  # fmt: skip
-    return tuple(specs)
-
-
-SPECS = _specs()
-BY_KEY = {spec.key: spec for spec in SPECS}
 
 
 class SettingsError(ValueError):
@@ -156,6 +140,25 @@ class Settings:
         if problems:
             raise SettingsError(problems)
         return cls.of(**values)
+
+
+# Each group's name and class, in the order `Settings` declares them: the one list of groups.
+GROUPS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Settings)}  # type: ignore[misc]
+
+
+def _specs() -> tuple[Spec, ...]:
+    specs = []
+    for group, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            env = meta["env"] or f"CAVRA_{f.name.upper()}"
+            specs.append(Spec(group, f.name, env, f.default, str(f.type), meta["help"], meta["zero"],
+                              meta["choices"], meta["check"]))  # fmt: skip
+    return tuple(specs)
+
+
+SPECS = _specs()
+BY_KEY = {spec.key: spec for spec in SPECS}
 
 
 def variable_names() -> dict[str, str]:

@@ -172,15 +172,3 @@ class ConsoleSettings:
     """What the Activity Explorer console is told."""
 
     api_base_url: str = setting("", "the API's address as CAVRA's console should call it; empty: the request's")
-
-
-GROUPS: dict[str, type] = {
-    "server": ServerSettings,
-    "store": StoreSettings,
-    "writer": WriterSettings,
-    "limits": LimitSettings,
-    "auth": AuthSettings,
-    "audit": AuditSettings,
-    "broker": BrokerSettings,
-    "console": ConsoleSettings,
-}
