@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser nats-server run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
+.PHONY: docs install browser nats-server run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Pages written from the code: the settings' reference.
+docs: install
+	$(PY) -m cavra_ingest config --markdown > docs/configuration.md
 
 # Load benchmark (never part of `test`): QUICK=1 for a ~2 minute pass, ROWS=N for workload 4's pre-load.
 BENCH_ARGS ?=

@@ -7,12 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cavra_ingest import __version__
 from cavra_ingest.cli.lifecycle import redact
-from cavra_ingest.settings import Settings, SettingsError, unknown_variables
+from cavra_ingest.settings import SPECS, Settings, SettingsError, unknown_variables
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -120,3 +121,12 @@ def test_limits_that_zero_turns_off_accept_zero_and_refuse_negatives() -> None:
     )
     with pytest.raises(SettingsError, match="CAVRA_MAX_FUTURE_SKEW_S: expected a non-negative number, got -1"):
         Settings.from_env({"CAVRA_MAX_FUTURE_SKEW_S": "-1"})
+
+
+def test_the_configuration_page_is_written_from_the_declaration_and_current() -> None:
+    from cavra_ingest.settings.reference import markdown
+
+    page = (Path(__file__).resolve().parents[1] / "docs/configuration.md").read_text()
+    assert page == markdown(), "run `make docs` (cavra-ingest config --markdown > docs/configuration.md)"
+    for spec in SPECS:
+        assert f"| `{spec.env}` |" in page, spec.env

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--token", help="bearer token (CAVRA_TOKEN)")
     send.add_argument("--spool", metavar="PATH", help="SQLite spool: what is unsent survives a crash, resent next run")
     send.add_argument("--batch-size", type=int, default=500, help="records per request (default 500)")
-    commands.add_parser("config", help="print the effective settings (secrets redacted) and exit")
+    config = commands.add_parser("config", help="print the effective settings (secrets redacted) and exit")
+    config.add_argument("--markdown", action="store_true", help="print docs/configuration.md: every setting, by group")
     from cavra_ingest.cli.lifecycle import add_commands
 
     add_commands(commands)
@@ -94,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_token_command(args)
     if args.command == "config":
         from cavra_ingest.cli.lifecycle import print_config
+        from cavra_ingest.settings.reference import markdown
 
-        print_config(settings)
+        print(markdown(), end="") if args.markdown else print_config(settings)
         return 0
     if args.command != "serve":
         from cavra_ingest.cli.lifecycle import run_command
