@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: docs install browser nats-server run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
+.PHONY: bench-store bench-search bench-console bench-single docs install browser nats-server run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
 
 install: $(VENV)/.installed
 
@@ -77,6 +77,25 @@ bench-features: install
 	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(PY) -m bench.featurecost --mode array $(if $(QUICK),--repeats 1 --duration 3)
 	$(PY) -m bench.featurecost --mode single $(if $(QUICK),--repeats 1 --duration 3)
+
+# The store's own cost per decision at 32-row transactions, CPU and WAL, with each component left out in turn
+# (bench/storecost.py) and at several batch sizes (bench/wal.py): the store-CPU and WAL goals.
+bench-store: install
+	$(PY) -m bench.storecost bench/work/storecost.db --batch 32
+	$(PY) -m bench.wal bench/work/wal.db
+
+# Search: the trigram index's write cost and size, and search read times at ROWS decisions.
+bench-search: install
+	$(PY) -m bench.search_bench --rows $(ROWS)
+
+# The console's default view at ROWS decisions: time to first paint (Chromium), the first-paint goal.
+bench-console: install browser
+	$(PY) -m bench.console_paint --db bench/data/reads-$(ROWS).db
+
+# Single-decision posts: server CPU per decision beside the no-op handler and the null-sink app, in one run.
+bench-single: install
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(PY) -m bench.hotpath
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
