@@ -37,7 +37,7 @@ test: install browser nats-server
 
 # Refresh the console screenshots under docs/ (a plain test run never writes them).
 screenshots: install browser
-	CAVRA_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_console_browser.py
+	CAVRA_SCREENSHOTS=1 $(PY) -m pytest -q tests/console/test_console_browser.py
 
 # The quick loop: everything but the fault, fuzz and browser campaigns (marked `slow`).
 test-fast: install
@@ -48,7 +48,7 @@ FAULT_ROUNDS ?= 25
 FUZZ_EXAMPLES ?= 300
 faults: install
 	CAVRA_FAULT_ROUNDS=$(FAULT_ROUNDS) CAVRA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s \
-		tests/test_faults.py $(wildcard tests/test_fuzz_api.py)
+		tests/web/test_faults.py $(wildcard tests/web/test_fuzz_api.py)
 
 lint: install
 	$(VENV)/bin/ruff check .

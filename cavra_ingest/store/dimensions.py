@@ -3,7 +3,7 @@
 The SQLite writer's fold and the background folder (store/sqlite/counts.py) build their SQL from these
 names; the facet and total readers pick their statements by them; `recount` rebuilds through the same
 fold. The triggers of the applied migrations (013-020) name them in plain SQL, and the PostgreSQL store
-facets the table by FACET_FIELDS: tests/test_dimensions.py checks all of these against this module, and
+facets the table by FACET_FIELDS: tests/store/test_dimensions.py checks all of these against this module, and
 docs/reading.md lists the dimensions from `markdown()` (the same test checks the list is current). A
 change here needs a new migration that makes the triggers again.
 """

@@ -1,0 +1,1 @@
+"""Tests of cavra_ingest/client."""
