@@ -35,10 +35,11 @@ class Node:
     cluster_port: int
     config: Path
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
 
 @dataclass
