@@ -31,6 +31,7 @@ INSERT_CHECKPOINT = (
 # PostgreSQL (migration 014): writers queue created decisions; one sequencer at a time numbers them.
 QUEUE_LEAVES = "INSERT INTO audit_pending (decision_id) SELECT unnest($1::text[])"
 SEQUENCER_LOCK = 0x63617673 + 1
+SEQUENCER_TURN = "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))"
 # Queue order; a queued decision pruned before it was sequenced has no payload and is dropped from the queue.
 SELECT_QUEUED = """
 SELECT p.seq, p.decision_id, d.payload FROM audit_pending p
@@ -139,8 +140,10 @@ class PostgresLog:
         total = 0
         while True:
             async with self.pool.acquire() as conn, conn.transaction():
-                # One sequencer at a time, whichever server or worker gets the lock; the others skip a turn.
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SEQUENCER_LOCK):
+                # One sequencer at a time per schema, whichever server or worker gets the lock; the others skip
+                # a turn. Keyed by the schema too: a database-wide key let one schema's sequencer make every
+                # other schema's skip its turn.
+                if not await conn.fetchval(SEQUENCER_TURN, SEQUENCER_LOCK):
                     return total
                 rows = await conn.fetch(SELECT_QUEUED, SEQUENCE_BATCH)
                 if not rows:
