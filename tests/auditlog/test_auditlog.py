@@ -219,6 +219,7 @@ async def test_route_bundle_verifies_offline(make_client, tmp_path):
     assert (await client.get("/sessions/nope/evidence")).status == 404
 
 
+@pytest.mark.slow
 async def test_checkpoints_before_a_kill_are_consistent_with_the_one_after_restart(tmp_path):
     db = tmp_path / "killed.db"
     env = {"CAVRA_CHECKPOINT_INTERVAL_S": "0.02"}

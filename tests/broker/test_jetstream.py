@@ -146,6 +146,7 @@ async def run_load(urls: list[str], seconds: float, fault=None, at: float = 1.0)
     return acked
 
 
+@pytest.mark.slow
 async def test_replica_answers_202_and_a_worker_commits_with_summaries(topology):
     replica = await topology.start("serve")
     await topology.start("worker")
@@ -225,6 +226,7 @@ class CreatingPeer:
         raise RuntimeError("stream name already in use")
 
 
+@pytest.mark.slow
 async def test_a_replica_waits_for_streams_another_is_creating_up_to_the_broker_timeout():
     from cavra_ingest.broker.jetstream import ensure_streams
 
@@ -246,6 +248,7 @@ def test_worker_refuses_to_start_without_a_broker_and_postgres(monkeypatch, caps
     assert "needs CAVRA_BROKER_URL" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 async def test_replica_refuses_with_503_when_the_log_is_unreachable(topology):
     replica = await topology.start("serve")
     for index in range(3):
@@ -322,6 +325,7 @@ async def test_postgres_outage_backlog_drains_after_it_returns(topology):
         await outage.close()
 
 
+@pytest.mark.slow
 async def test_quota_charges_travel_with_the_records_to_the_worker(topology):
     from datetime import UTC, datetime
 

@@ -66,6 +66,7 @@ def test_store_selection_follows_spec_precedence():
     assert Settings.from_env({"CAVRA_PORT": "9000"}, port=9100).server.port == 9100
 
 
+@pytest.mark.slow
 async def test_json_store_is_served_and_survives_a_restart(tmp_path, servers):
     store = tmp_path / "activity.json"
     sent = decision(decision="block")

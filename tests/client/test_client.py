@@ -57,6 +57,7 @@ def stored_ids(db: Path) -> list[str]:
         return [row[0] for row in conn.execute("SELECT decision_id FROM activity_decisions")]
 
 
+@pytest.mark.slow
 async def test_server_killed_twice_loses_nothing_and_stores_each_once(tmp_path, servers):
     db = tmp_path / "activity.db"
     server = await serve(servers, db)
@@ -86,6 +87,7 @@ async def test_server_killed_twice_loses_nothing_and_stores_each_once(tmp_path, 
     assert check_file(db)["ids"] == set(recorded)  # integrity, and every summary equals a recount
 
 
+@pytest.mark.slow
 async def test_client_killed_mid_stream_resends_its_spool(tmp_path, servers):
     db, spool = tmp_path / "activity.db", tmp_path / "spool.db"
     server = await serve(servers, db)
@@ -162,6 +164,7 @@ def shedding_app(
     return app
 
 
+@pytest.mark.slow
 async def test_backoff_waits_at_least_retry_after(aiohttp_server):
     arrivals: list[float] = []
     headers: list[dict[str, str]] = []
@@ -260,6 +263,7 @@ async def test_sync_client_blocks_when_full(tmp_path, servers):
     assert sorted(stored_ids(tmp_path / "activity.db")) == sorted(ids)
 
 
+@pytest.mark.slow
 async def test_spool_policy_spills_to_disk_then_sends_it_all(tmp_path, servers):
     port, spool = free_port(), tmp_path / "spool.db"
     options = {"spool": spool, "when_full": "spool", "max_queue_records": 50, "backoff_cap_s": 0.05}
@@ -292,6 +296,7 @@ async def run_send(*args: str, stdin: bytes | None = None) -> tuple[int, str, st
     return proc.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.slow
 async def test_send_command(tmp_path, servers):
     db = tmp_path / "activity.db"
     server = await serve(servers, db)
@@ -312,6 +317,7 @@ async def test_send_command(tmp_path, servers):
     assert len(stored_ids(db)) == 340
 
 
+@pytest.mark.slow
 async def test_sync_client_left_open_flushes_at_exit(tmp_path, servers):
     server = await serve(servers, tmp_path / "activity.db")
     script = (

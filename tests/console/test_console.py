@@ -63,6 +63,7 @@ async def test_console_page_is_html_that_revalidates(client):
     assert '<script type="module" src="/console/static/app.js"></script>' in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "content_type"), sorted(ASSETS.items()))
 async def test_assets_have_their_content_type_and_an_etag(client, name, content_type):
     response = await client.get(f"/console/static/{name}")

@@ -70,6 +70,7 @@ def page() -> Iterator[Page]:
         assert errors == [], errors
 
 
+@pytest.mark.slow
 def test_console_asks_for_a_token_keeps_it_in_the_tab_and_shows_the_tenant(
     page: Page, secured: tuple[LiveServer, dict[str, str]]
 ) -> None:

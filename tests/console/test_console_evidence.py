@@ -54,6 +54,7 @@ def wait_for_checkpoint(live: LiveServer, size: int) -> None:
     raise TimeoutError("no checkpoint")
 
 
+@pytest.mark.slow
 def test_session_page_links_the_bundle_and_verifies_the_records_on_screen(page: Page, live: LiveServer) -> None:
     bodies = [decision(session_id="sess-ev") for _ in range(4)]
     live.post("/decisions", bodies)

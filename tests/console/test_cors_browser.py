@@ -67,6 +67,7 @@ def origins(tmp_path: Path) -> Iterator[dict[str, Any]]:
         stop_loop(loop, thread)
 
 
+@pytest.mark.slow
 def test_a_console_on_an_allowed_origin_reads_and_others_cannot(origins: dict[str, Any]) -> None:
     import json
     import urllib.request

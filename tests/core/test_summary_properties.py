@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -125,18 +126,21 @@ def run(store_factory: Any, universe: dict[str, dict[str, Any]], batches: list[l
         asyncio.run(store_history(store_factory(Path(folder)), universe, batches))
 
 
+@pytest.mark.slow
 @PROPERTIES
 @given(histories())
 def test_sqlite_summary_equals_recount(history: Any) -> None:
     run(lambda folder: SqliteStore(folder / "activity.db"), *history)
 
 
+@pytest.mark.slow
 @PROPERTIES
 @given(histories())
 def test_json_store_summary_equals_recount(history: Any) -> None:
     run(lambda folder: JsonStore(folder / "activity.json"), *history)
 
 
+@pytest.mark.slow
 @PROPERTIES
 @given(histories(with_states=False), st.randoms(use_true_random=False))
 def test_summary_is_the_same_for_any_order_and_batching(history: Any, rnd: Any) -> None:

@@ -103,6 +103,7 @@ def reads_of(db: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]
         db.execute("COMMIT")
 
 
+@pytest.mark.slow
 async def test_after_the_warm_up_a_write_reads_almost_nothing_from_the_file(filled, monkeypatch):
     cold = await reads_of_a_write(filled, monkeypatch, warm=False, seed=11)
     # Other new decisions (the same ones again would be duplicates, which insert nothing).
@@ -113,6 +114,7 @@ async def test_after_the_warm_up_a_write_reads_almost_nothing_from_the_file(fill
     assert warmed * 8 <= cold, (cold, warmed)
 
 
+@pytest.mark.slow
 async def test_every_page_the_warm_up_claims_is_in_the_cache_afterwards(filled):
     db = sqlite3.connect(filled, isolation_level=None)
     try:
@@ -148,6 +150,7 @@ async def test_every_page_the_warm_up_claims_is_in_the_cache_afterwards(filled):
         db.close()
 
 
+@pytest.mark.slow
 async def test_the_warm_up_is_bounded(filled):
     db = sqlite3.connect(filled)
     try:
@@ -173,6 +176,7 @@ def test_how_many_sessions_are_warmed_is_a_setting():
     assert store.warm_sessions == 7
 
 
+@pytest.mark.slow
 async def test_auto_size_counts_the_leaves_and_the_warmed_sessions(filled):
     db = sqlite3.connect(filled)
     try:
@@ -199,6 +203,7 @@ async def test_auto_size_counts_the_leaves_and_the_warmed_sessions(filled):
         db.close()
 
 
+@pytest.mark.slow
 async def test_the_audit_log_commits_on_the_writer_connection_and_keeps_its_cache(filled):
     from cavra_ingest.auditlog.log import log_db
     from cavra_ingest.auditlog.tables import INSERT_NODE, SqliteLog

@@ -155,6 +155,7 @@ async def test_recount_rebuilds_what_cavra_froze(make_client, tmp_path):
     assert summary["repository"] == "local"  # the latest decision's null takes SPEC's default
 
 
+@pytest.mark.slow
 def test_recount_command_one_session_and_store_selection(tmp_path):
     db = tmp_path / "activity.db"
     layouts.runner_layout(db)

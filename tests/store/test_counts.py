@@ -158,6 +158,7 @@ def state(path: Path) -> tuple[int, int]:
         return db.execute(counts.STATE).fetchone()
 
 
+@pytest.mark.slow
 async def test_counts_equal_a_scan_for_every_window_and_keyed_filter(store, tmp_path):
     rng = random.Random(3)
     for start in range(0, 600, 60):
@@ -167,6 +168,7 @@ async def test_counts_equal_a_scan_for_every_window_and_keyed_filter(store, tmp_
     await check_all(store, store.path, rng)
 
 
+@pytest.mark.slow
 async def test_rows_cavra_inserts_are_counted_at_once_and_folded_by_the_next_batch(store):
     rng = random.Random(5)
     await store.write([accepted(record(rng, n)) for n in range(200)])
@@ -183,6 +185,7 @@ async def test_rows_cavra_inserts_are_counted_at_once_and_folded_by_the_next_bat
     await check_all(store, store.path, rng)
 
 
+@pytest.mark.slow
 async def test_cavra_overwriting_and_deleting_counted_rows_moves_their_counts(store):
     rng = random.Random(11)
     await store.write([accepted(record(rng, n)) for n in range(300)])
@@ -198,6 +201,7 @@ async def test_cavra_overwriting_and_deleting_counted_rows_moves_their_counts(st
     await check_all(store, store.path, rng)
 
 
+@pytest.mark.slow
 async def test_a_backlog_is_read_from_the_table_and_folded_by_the_background_folder_in_steps(store, monkeypatch):
     rng = random.Random(13)
     monkeypatch.setattr(counts, "READ_LAG_ROWS", 5)  # reads of this backlog go to a heavy reader
@@ -234,6 +238,7 @@ async def test_a_backlog_is_read_from_the_table_and_folded_by_the_background_fol
     assert await store.fold_counts(20) == (0, 51)  # nothing waits: no write transaction at all
 
 
+@pytest.mark.slow
 async def test_the_writer_folds_once_enough_decisions_wait_and_reads_count_them_until_then(store, monkeypatch):
     rng = random.Random(29)
     monkeypatch.setattr(counts, "FOLD_ROWS", 100)
@@ -282,6 +287,7 @@ async def test_a_server_on_a_file_without_counts_starts_at_once_and_its_folder_b
     assert facets["total"] == 120
 
 
+@pytest.mark.slow
 async def test_open_leaves_a_backlog_to_the_folder_and_reads_stay_exact(tmp_path, monkeypatch):
     monkeypatch.setattr(counts, "FOLD_ROWS", 10)
     rng = random.Random(19)
@@ -487,6 +493,7 @@ def test_auto_prefers_whole_days_from_two_weeks():
     assert auto_interval(start, start + timedelta(days=2)) == ("1h", 3600)
 
 
+@pytest.mark.slow
 async def test_rowids_freed_by_deleting_the_newest_counted_rows_are_counted_when_reused(store):
     """SQLite gives a new row max(rowid) + 1: deleting the newest counted rows hands their rowids out again,
     below the watermark. The delete lowers the watermark with them, so the reused rowids are counted."""
@@ -537,6 +544,7 @@ def grouped_facets(path: Path, query: ListQuery, top: int) -> Facets:
     return facets_from_rows(rows, top)
 
 
+@pytest.mark.slow
 async def test_facets_for_each_single_filter_equal_a_group_by(store):
     """Every filter field the console offers, fast path or index path, against GROUP BY on the file,
     also with rows another program wrote straight into it (counted at read time, then folded in)."""
@@ -695,6 +703,7 @@ async def check_unfiltered(store: SqliteStore) -> None:
     assert (await store.facets(star, 10)).total == 0
 
 
+@pytest.mark.slow
 async def test_facets_without_an_outcome_filter_read_sums_that_stay_equal_to_a_group_by(store):
     """The sums over the outcomes through every way rows change: the writer, CAVRA inserting, overwriting and
     deleting straight in the file, prune, and a rebuild."""

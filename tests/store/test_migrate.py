@@ -106,6 +106,7 @@ async def test_database_from_cavras_runner_opens_upgrades_and_keeps_working(make
         assert conn.execute("SELECT body FROM evidence_records").fetchall() == [("kept",)]
 
 
+@pytest.mark.slow
 def test_migrate_command_reports_what_it_applied(tmp_path):
     db = tmp_path / "cli.db"
     command = [sys.executable, "-m", "cavra_ingest", "migrate", "--sqlite", str(db)]

@@ -6,6 +6,7 @@ import asyncio
 import random
 
 import asyncpg
+import pytest
 
 from cavra_ingest.http.keys import AUDIT_KEY, STORE_KEY
 from tests.conftest import POSTGRES_URL, decision, drain
@@ -14,6 +15,7 @@ from tests.pgcheck import check_schema
 KINDS = ["allow", "block", "require_approval", "warn"]
 
 
+@pytest.mark.slow
 async def test_four_servers_with_replays_and_conflicts_equal_a_recount(make_client):
     first = await make_client("postgres", checkpoint_interval_s=3600)
     schema = first.app[STORE_KEY].schema

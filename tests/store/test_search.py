@@ -74,6 +74,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("query", "want"), CASES)
 async def test_search_and_prefixes_agree_on_every_store(any_client, query, want):
     await seeded(any_client)
@@ -201,6 +202,7 @@ async def test_histogram_counts_per_bucket_and_outcome(any_client):
     assert reply["total"] == 0 and reply["buckets"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query", ["interval=2m", "interval=1m&since=2020-01-01T00:00:00Z", "interval=5m&interval=1h"])
 async def test_bad_histograms_are_400s(any_client, query):
     await any_client.post("/decisions", json=[decision(timestamp=at(1))])

@@ -44,6 +44,7 @@ def test_secrets_are_random_prefixed_and_hashed() -> None:
         new_token(["read"], workspace_id="ws-1")
 
 
+@pytest.mark.slow
 async def test_cli_create_list_revoke_and_no_secret_anywhere(tmp_path: Path) -> None:
     db = tmp_path / "served.db"
     secret = create("--sqlite", str(db), "--scope", "ingest", "--scope", "read", "--tenant", "acme", "--name", "ci")
@@ -81,6 +82,7 @@ async def test_cli_create_list_revoke_and_no_secret_anywhere(tmp_path: Path) -> 
             assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_serve_on_a_public_address_without_token_refuses_to_start(tmp_path: Path) -> None:
     done = cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--db", str(tmp_path / "a.db"))
     assert done.returncode != 0
@@ -94,6 +96,7 @@ def test_json_store_refuses_tokens_with_a_reason(tmp_path: Path) -> None:
     assert done.returncode == 1 and "JSON store keeps no tokens" in done.stderr
 
 
+@pytest.mark.slow
 async def test_cli_on_postgres_stores_only_the_hash() -> None:
     import asyncpg
 

@@ -199,6 +199,7 @@ async def test_every_route_has_an_expected_rule(client: TestClient) -> None:
     assert required_scope("GET", None) == "read"
 
 
+@pytest.mark.slow
 async def test_route_matrix(secured: tuple[TestClient, Callers]) -> None:
     client, who = secured
     checked = 0
@@ -261,6 +262,7 @@ async def test_bound_token_sees_only_its_tenant(secured: tuple[TestClient, Calle
     assert admin["total"] == 2
 
 
+@pytest.mark.slow
 async def test_writes_are_stamped_and_other_tenants_refused_per_record(secured: tuple[TestClient, Callers]) -> None:
     client, who = secured
     batch = [

@@ -209,6 +209,7 @@ async def test_control_characters_are_stored_verbatim(any_client: TestClient) ->
         ({"labels": {"\u0000key": 1}}, "$.labels.\u0000key"),
     ],
 )
+@pytest.mark.slow
 async def test_nul_is_a_422_naming_the_field_on_every_store(any_client: TestClient, fields: Any, field: str) -> None:
     """PostgreSQL cannot store NUL, so no store accepts it: the same record gets the same answer everywhere."""
     response = await any_client.post("/decisions", json=decision(**fields))
@@ -292,6 +293,7 @@ async def test_sql_text_in_every_query_parameter(any_client: TestClient) -> None
     ("value", "status"),
     [("99999999999999999999999", 400), ("-99999999999999999999999", 400), ("1e3", 400), (" 5", 200), ("-5", 200)],
 )
+@pytest.mark.slow
 async def test_out_of_range_paging_integers(any_client: TestClient, value: str, status: int) -> None:
     for name in ("limit", "offset"):
         response = await any_client.get("/decisions", params={name: value})
@@ -300,6 +302,7 @@ async def test_out_of_range_paging_integers(any_client: TestClient, value: str, 
     assert response.status == status
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-01-01"])
 async def test_out_of_range_time_filters(any_client: TestClient, moment: str) -> None:
     response = await any_client.get("/decisions", params={"since": moment})
@@ -318,6 +321,7 @@ TRAVERSALS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", TRAVERSALS)
 async def test_path_traversal_in_route_parameters_is_just_an_unknown_id(any_client: TestClient, path: str) -> None:
     response = await any_client.get(URL(path, encoded=True))

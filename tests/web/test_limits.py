@@ -342,6 +342,7 @@ def test_the_connection_cap_stays_below_the_descriptor_limit(monkeypatch: pytest
     assert serving.connection_cap(Settings.of(max_connections=100)) == 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_heavy_statement_time_limit_gives_503_and_point_reads_go_on(make_client: MakeClient, kind: str) -> None:
     """SQLite's progress handler and PostgreSQL's statement_timeout (1 ms here) stop the facets statement."""

@@ -55,6 +55,7 @@ async def send_body(port: int, body: bytes) -> bytes:
         writer.close()
 
 
+@pytest.mark.slow
 async def test_peak_rss_under_big_bodies_stays_bounded(spawn: Any) -> None:
     """40 concurrent 8 MiB bodies and 8 MiB arrays of numbers: peak RSS grows by well under the 377 MB and
     302 MB the review measured; over the in-flight budget requests get 503 before being read."""
@@ -90,6 +91,7 @@ async def answer(reader: asyncio.StreamReader) -> bytes:
         return b"reset"
 
 
+@pytest.mark.slow
 async def test_stalled_header_senders_cannot_lock_out_new_clients(spawn: Any) -> None:
     """Over the connection cap new clients get an immediate 503 (not a timeout); stalled header senders are
     closed with 408 after the header-read timeout; the condition is logged once, not per connection."""
@@ -115,6 +117,7 @@ async def test_stalled_header_senders_cannot_lock_out_new_clients(spawn: Any) ->
     assert "Too many open files" not in log and "Traceback" not in log
 
 
+@pytest.mark.slow
 async def test_point_reads_stay_fast_while_exports_run(spawn: Any) -> None:
     """Three CSV exports in a loop (the review's starvation case) beside single-record reads: their p99."""
     server = await spawn()
@@ -171,6 +174,7 @@ async def test_point_reads_stay_fast_while_exports_run(spawn: Any) -> None:
     assert p99 < 1.0, p99
 
 
+@pytest.mark.slow
 async def test_300_stalled_header_senders_under_a_256_descriptor_limit(tmp_path: Path) -> None:
     """The review's case: fd limit 256, 300 stalled header senders. New clients get an answer (503, then 200
     once the stalled ones time out), and the log holds no "Too many open files" flood."""

@@ -80,6 +80,7 @@ async def test_docs_page_needs_no_network(client: TestClient) -> None:
     assert not re.search(r"""fetch\(["']https?:""", page)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on this machine")
 async def test_docs_page_renders_every_operation_in_a_real_browser(client: TestClient) -> None:
     document: dict[str, Any] = await (await client.get("/openapi.json")).json()

@@ -187,6 +187,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 async def test_cli_quota_and_a_restarted_server_still_refuses(tmp_path: Path) -> None:
     db = tmp_path / "served.db"
     made = cli("create", "--sqlite", str(db), "--scope", "ingest", "--scope", "read", "--daily-quota", "4")

@@ -115,6 +115,7 @@ FILTER_VALUES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FILTER_VALUES))
 async def test_each_filter_alone(any_client, name):
     rows = await seeded(any_client)
@@ -208,6 +209,7 @@ async def test_limit_and_offset_are_clamped(any_client):
         ("/decisions.csv?severity=urgent", "severity"),
     ],
 )
+@pytest.mark.slow
 async def test_bad_parameters_are_400s_naming_the_parameter(any_client, url, parameter):
     await post(any_client, [decision()])
     body = await error_of(any_client, url)
@@ -324,6 +326,7 @@ async def export_csv(client: TestClient, query: str) -> list[dict[str, str]]:
     return [dict(zip(header, row, strict=True)) for row in reader]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query", ["", "decision=block&decision=warn", "agent_id=agent-b&since=2026-03-01T10:00:07Z"])
 async def test_exports_stream_every_match_in_listing_order(any_client, monkeypatch, query):
     monkeypatch.setattr(exports, "CHUNK_ROWS", 3)  # many chunk boundaries on a small store
@@ -439,6 +442,7 @@ async def test_post_sessions_sets_state_and_never_counts(any_client):
     assert (await bad.json())["error"] == "validation_error"
 
 
+@pytest.mark.slow
 async def test_random_filter_combinations_agree_across_stores_and_with_python(make_client):
     clients = [await make_client(kind) for kind in ("sqlite", "json", "postgres")]
     rows = dataset()

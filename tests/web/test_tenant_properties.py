@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
+import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,6 +53,7 @@ async def get_json(client: TestClient, url: str, token: str) -> Any:
     return await response.json()
 
 
+@pytest.mark.slow
 async def test_no_read_route_leaks_another_tenants_records(make_client: MakeClient) -> None:
     client = await make_client("sqlite", auth_cache_s=60.0)
     admin = await secret(client, ["admin"])

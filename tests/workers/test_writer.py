@@ -169,6 +169,7 @@ async def test_drain_deadline_fails_what_was_not_committed(make_client, tmp_path
     assert rows(tmp_path / "activity.db", "SELECT count(*) FROM activity_decisions") == [(0,)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "json", "postgres"])
 async def test_fifty_concurrent_clients_give_exact_counts(make_client, tmp_path, kind):
     client = await make_client(kind)
