@@ -13,6 +13,7 @@ from cavra_ingest.http.keys import (
     AUDIT_KEY,
     BUDGET_KEY,
     COUNTS_HEALTH_KEY,
+    DELIVERY_KEY,
     DISK_KEY,
     HOSTS_KEY,
     METRICS_KEY,
@@ -20,6 +21,7 @@ from cavra_ingest.http.keys import (
     SEARCH_HEALTH_KEY,
     SETTINGS_KEY,
     SINK_KEY,
+    SINK_TABLES_KEY,
     STORE_KEY,
 )
 from cavra_ingest.http.metrics import Metrics
@@ -38,6 +40,7 @@ from cavra_ingest.http.routes import (
     whoami,
 )
 from cavra_ingest.http.routes.metrics import metrics_view
+from cavra_ingest.http.routes.sinks import add_sink_routes
 from cavra_ingest.runtime import running
 from cavra_ingest.settings import Settings
 
@@ -56,6 +59,33 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         if runtime.folder is not None:
             app[COUNTS_HEALTH_KEY] = runtime.folder.health
         yield
+
+
+async def sinks_context(app: web.Application) -> AsyncIterator[None]:
+    """Open the sinks' tables and start the delivery; on the way out every delivery task is cancelled and
+    awaited within a bound, so none outlives the app."""
+    settings = app[SETTINGS_KEY]
+    if settings.store.kind not in ("sqlite", "postgres"):
+        yield
+        return
+    from cavra_ingest.http.sinkfilter import compiler
+    from cavra_ingest.store.sinks import SinkTables
+    from workers.delivery import Delivery
+
+    tables = SinkTables(settings)
+    await tables.open()
+    app[SINK_TABLES_KEY] = tables
+    delivery = None
+    try:
+        if settings.sinks.sinks_enabled:
+            delivery = Delivery(tables, settings.sinks, compiler(app))
+            app[DELIVERY_KEY] = delivery
+            delivery.start()
+        yield
+    finally:
+        if delivery is not None:
+            await delivery.stop()
+        await tables.close()
 
 
 async def refuse_new_writes(app: web.Application) -> None:
@@ -84,6 +114,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     # Before the runtime, so its closing line comes after the writer drained and the store closed.
     app.cleanup_ctx.append(logs.lifecycle)
     app.cleanup_ctx.append(runtime_context)
+    app.cleanup_ctx.append(sinks_context)
     app.cleanup_ctx.append(auth.guard_context)
     app.on_shutdown.append(logs.shutting_down)
     app.on_shutdown.append(refuse_new_writes)
@@ -114,6 +145,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/log/consistency", proofs.consistency)
     app.router.add_get("/sessions/{session_id}/evidence", evidence.session_evidence)
     app.router.add_get("/ingest/rejections", rejections.list_rejections)
+    add_sink_routes(app)
     add_console_routes(app)
     if settings.server.cors_origins:
         cors.install(app, settings.server.cors_origins)

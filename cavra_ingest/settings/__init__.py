@@ -15,6 +15,7 @@ from cavra_ingest.settings.groups import (
     ConsoleSettings,
     LimitSettings,
     ServerSettings,
+    SinkSettings,
     StoreSettings,
     WriterSettings,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "SettingsError",
+    "SinkSettings",
     "Spec",
     "StoreSettings",
     "WriterSettings",

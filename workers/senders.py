@@ -1,0 +1,333 @@
+"""One sender per sink kind: each takes a batch of decisions and delivers it, or says whether to retry.
+
+`Retry` (429, 5xx, a timeout, a lost connection) is tried again after a backoff; `Refused` (a 4xx that a
+retry cannot fix) sends the events to the dead letters. Formats: docs/streaming.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+
+from cavra_ingest.core.sinks import SinkDef
+
+APP_NAME = "cavra-ingest"
+# RFC 5612's documentation enterprise number: the structured-data id of the decision's fields.
+SD_ID = "cavra@32473"
+SD_FIELDS = ("decision_id", "decision", "severity", "session_id", "agent_id", "actor", "repository",
+             "action_type", "rule_id", "policy_pack", "tenant_id", "workspace_id", "correlation_id")  # fmt: skip
+SEVERITY_SYSLOG = {"critical": 2, "high": 3, "medium": 4, "low": 5}
+SEVERITY_OTEL = {"critical": (21, "FATAL"), "high": (17, "ERROR"), "medium": (13, "WARN"), "low": (9, "INFO")}
+FACILITY_AUDIT = 13  # RFC 5424 "log audit"
+
+
+class Retry(Exception):
+    """The delivery failed in a way a later try may not: back off (at least `after_s` when given)."""
+
+    def __init__(self, detail: str, after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.after_s = after_s
+
+
+class Refused(Exception):
+    """The receiver refused the batch for good (a 4xx other than 408 and 429)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    position: tuple[int, int]
+    fields: dict[str, Any]
+    payload: bytes
+
+
+class Sender(Protocol):
+    async def send(self, events: Sequence[Event]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def epoch_of(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        try:
+            from email.utils import parsedate_to_datetime
+
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError):
+            return None
+
+
+class HttpSender:
+    """POST one body per batch; the status says delivered, retry or refused."""
+
+    content_type = "application/json"
+
+    def __init__(self, sink: SinkDef, secret: str | None, timeout_s: float) -> None:
+        self.sink = sink
+        self.secret = secret
+        self.url = self.endpoint(sink.target)
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def endpoint(self, target: str) -> str:
+        return target
+
+    def body(self, events: Sequence[Event]) -> bytes:
+        raise NotImplementedError
+
+    def headers(self, events: Sequence[Event], body: bytes) -> dict[str, str]:
+        return {}
+
+    async def send(self, events: Sequence[Event]) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        body = self.body(events)
+        headers = {"Content-Type": self.content_type, "User-Agent": APP_NAME, **self.headers(events, body)}
+        try:
+            async with self._session.post(self.url, data=body, headers=headers) as reply:
+                await reply.read()
+                status, after = reply.status, retry_after(reply.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Retry(f"{type(exc).__name__}: {exc}"[:300]) from None
+        if 200 <= status < 300:
+            return
+        if status in (408, 429) or status >= 500:
+            raise Retry(f"HTTP {status}", after)
+        raise Refused(f"HTTP {status}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class WebhookSender(HttpSender):
+    """A JSON batch signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature)."""
+
+    def __init__(self, sink: SinkDef, secret: str | None, timeout_s: float) -> None:
+        from standardwebhooks.webhooks import Webhook
+
+        super().__init__(sink, secret, timeout_s)
+        self.signer = Webhook(secret or "")
+
+    def body(self, events: Sequence[Event]) -> bytes:
+        records = b",".join(event.payload for event in events)
+        return b'{"type":"cavra.decisions","data":[' + records + b"]}"
+
+    def headers(self, events: Sequence[Event], body: bytes) -> dict[str, str]:
+        hi, lo = events[0].position
+        # The same batch re-sent after a crash keeps its id: receivers may drop it by webhook-id too.
+        msg_id = f"msg_{self.sink.name}_{hi}_{lo}"
+        now = datetime.now(UTC)
+        signature = self.signer.sign(msg_id, now, body)
+        return {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
+
+
+class SplunkSender(HttpSender):
+    """Splunk HTTP Event Collector: one JSON event object per decision, concatenated."""
+
+    def endpoint(self, target: str) -> str:
+        parts = urlsplit(target)
+        return target.rstrip("/") + "/services/collector/event" if parts.path in ("", "/") else target
+
+    def body(self, events: Sequence[Event]) -> bytes:
+        lines = []
+        for event in events:
+            wrapped = {"time": epoch_of(event.fields["timestamp"]), "host": socket.gethostname(),
+                       "source": APP_NAME, "sourcetype": "cavra:decision", "event": event.fields}  # fmt: skip
+            lines.append(json.dumps(wrapped, separators=(",", ":")))
+        return "\n".join(lines).encode()
+
+    def headers(self, events: Sequence[Event], body: bytes) -> dict[str, str]:
+        return {"Authorization": f"Splunk {self.secret or ''}"}
+
+
+class OtlpSender(HttpSender):
+    """OTLP/HTTP logs in protobuf: one LogRecord per decision."""
+
+    content_type = "application/x-protobuf"
+
+    def endpoint(self, target: str) -> str:
+        parts = urlsplit(target)
+        return target.rstrip("/") + "/v1/logs" if parts.path in ("", "/") else target
+
+    def body(self, events: Sequence[Event]) -> bytes:
+        return otlp_request(events).SerializeToString()
+
+
+def otlp_request(events: Sequence[Event]) -> Any:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    def attribute(key: str, value: str) -> KeyValue:
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+
+    now = time.time_ns()
+    records = []
+    for event in events:
+        fields = event.fields
+        number, text = SEVERITY_OTEL.get(str(fields.get("severity")), (9, "INFO"))
+        attributes = [attribute("event.name", "cavra.decision")]
+        if fields.get("session_id"):
+            attributes.append(attribute("session.id", str(fields["session_id"])))
+        if fields.get("actor"):
+            attributes.append(attribute("enduser.id", str(fields["actor"])))
+        attributes += [attribute(f"cavra.{name}", str(fields[name])) for name in SD_FIELDS if fields.get(name)]
+        records.append(
+            LogRecord(
+                time_unix_nano=int(epoch_of(fields["timestamp"]) * 1e9),
+                observed_time_unix_nano=now,
+                severity_number=number,  # type: ignore[arg-type]
+                severity_text=text,
+                body=AnyValue(string_value=event.payload.decode()),
+                attributes=attributes,
+            )
+        )
+    resource = Resource(attributes=[attribute("service.name", APP_NAME)])
+    scope = ScopeLogs(log_records=records)
+    scope.scope.name = APP_NAME
+    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(resource=resource, scope_logs=[scope])])
+
+
+def sd_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def syslog_message(event: Event, hostname: str) -> bytes:
+    """One RFC 5424 message: the decision's fields as structured data, its JSON as the message."""
+    fields = event.fields
+    severity = SEVERITY_SYSLOG.get(str(fields.get("severity")), 6)
+    if fields.get("decision") == "block" and severity > 4:
+        severity = 4
+    params = " ".join(f'{name}="{sd_escape(str(fields[name]))}"' for name in SD_FIELDS if fields.get(name))
+    stamp = datetime.fromisoformat(fields["timestamp"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    pri = FACILITY_AUDIT * 8 + severity
+    head = f"<{pri}>1 {stamp} {hostname} {APP_NAME} {os.getpid()} decision [{SD_ID} {params}] "
+    return head.encode() + event.payload
+
+
+class SyslogSender:
+    """RFC 5424 over TCP with octet counting (RFC 6587), or over TLS (RFC 5425): `tls://host:port?ca=FILE`."""
+
+    def __init__(self, sink: SinkDef, timeout_s: float) -> None:
+        parts = urlsplit(sink.target)
+        self.host, self.port = parts.hostname or "", parts.port or 0
+        self.tls: ssl.SSLContext | None = None
+        if parts.scheme == "tls":
+            ca = parse_qs(parts.query).get("ca", [None])[0]
+            self.tls = ssl.create_default_context(cafile=ca)
+        self.timeout_s = timeout_s
+        self.hostname = socket.gethostname()[:255] or "-"
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def send(self, events: Sequence[Event]) -> None:
+        frames = []
+        for event in events:
+            message = syslog_message(event, self.hostname)
+            frames.append(str(len(message)).encode() + b" " + message)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if self._writer is None or self._writer.is_closing():
+                    _, self._writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+                self._writer.write(b"".join(frames))
+                await self._writer.drain()
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            await self.close()
+            raise Retry(f"{type(exc).__name__}: {exc}"[:300]) from None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                async with asyncio.timeout(2):
+                    await self._writer.wait_closed()
+            except (OSError, TimeoutError, ssl.SSLError):
+                pass
+            self._writer = None
+
+
+PARQUET_COLUMNS = ("decision_id", "session_id", "timestamp", "decision", "severity", "agent_id", "actor",
+                   "repository", "action_type", "target", "rule_id", "policy_pack", "tenant_id", "workspace_id",
+                   "correlation_id")  # fmt: skip
+NO_TENANT = "__HIVE_DEFAULT_PARTITION__"
+
+
+class ParquetSender:
+    """A daily archive: `tenant=T/date=YYYY-MM-DD/part-<position>.parquet`, written whole then renamed.
+
+    The part is named by the batch's first position: a batch re-sent after a crash starts at the same
+    position and replaces the part instead of adding a duplicate.
+    """
+
+    def __init__(self, sink: SinkDef) -> None:
+        self.root = Path(sink.target)
+
+    async def send(self, events: Sequence[Event]) -> None:
+        try:
+            await asyncio.to_thread(self._write, events)
+        except OSError as exc:
+            raise Retry(f"{type(exc).__name__}: {exc}"[:300]) from None
+
+    def _write(self, events: Sequence[Event]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        groups: dict[tuple[str, str], list[Event]] = {}
+        for event in events:
+            tenant = str(event.fields.get("tenant_id") or NO_TENANT)
+            day = datetime.fromisoformat(event.fields["timestamp"]).astimezone(UTC).date().isoformat()
+            groups.setdefault((tenant, day), []).append(event)
+        hi, lo = events[0].position
+        for (tenant, day), group in groups.items():
+            folder = self.root / f"tenant={tenant}" / f"date={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            columns: dict[str, list[Any]] = {name: [e.fields.get(name) for e in group] for name in PARQUET_COLUMNS}
+            columns["record"] = [e.payload.decode() for e in group]
+            table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+            final = folder / f"part-{hi:020d}-{lo:020d}.parquet"
+            temp = folder / f".{final.name}.tmp"
+            pq.write_table(table, temp)
+            with open(temp, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(temp, final)
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    async def close(self) -> None:
+        return None
+
+
+def make_sender(sink: SinkDef, secret: str | None, timeout_s: float) -> Sender:
+    if sink.kind == "webhook":
+        return WebhookSender(sink, secret, timeout_s)
+    if sink.kind == "splunk_hec":
+        return SplunkSender(sink, secret, timeout_s)
+    if sink.kind == "otlp":
+        return OtlpSender(sink, secret, timeout_s)
+    if sink.kind == "syslog":
+        return SyslogSender(sink, timeout_s)
+    return ParquetSender(sink)
