@@ -28,6 +28,8 @@ class Receiver:
     headers: list[dict[str, str]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Seconds each request takes to answer: a slow receiver, so the sink lags.
+    delay_s: float = 0.0
 
     def ids(self) -> set[str]:
         return {record["decision_id"] for record in self.records}
@@ -89,6 +91,8 @@ async def http_receiver(
         except Exception as exc:  # a malformed delivery is a test failure, answered 400
             receiver.problems.append(repr(exc))
             return web.Response(status=400)
+        if receiver.delay_s:
+            await asyncio.sleep(receiver.delay_s)
         status = receiver.behaviour(receiver.requests, records)
         if 200 <= status < 300:
             receiver.records.extend(records)

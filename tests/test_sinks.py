@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cavra_ingest.http.keys import DELIVERY_KEY
+from cavra_ingest.core.errors import ApiError
+from cavra_ingest.core.sinks import SinkDef
+from cavra_ingest.http.app import create_app
+from cavra_ingest.http.keys import DELIVERY_KEY, SETTINGS_KEY
+from cavra_ingest.http.sinkfilter import compiler
+from cavra_ingest.settings import Settings
+from cavra_ingest.store.tokens import new_token, token_store
 from tests.conftest import MakeClient, decision
 from tests.sinkreceivers import decode_hec, decode_otlp, decode_webhook, http_receiver, until
 
@@ -178,3 +187,78 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(make_client: MakeCli
     response = await client.post("/sinks", data=b"{not json")
     assert response.status == 400
     assert await (await client.get("/sinks")).json() == before
+
+
+FILTERS = st.lists(
+    st.sampled_from(["decision=block", "decision=allow", "tenant_id=ten-a", "tenant_id=ten-b", "severity=high",
+                     "q=aws", "repository=acme/*", "agent_id=agent-a", "tenant_id=", "workspace_id=w1"]),
+    max_size=3,
+).map("&".join)  # fmt: skip
+RECORDS = st.lists(
+    st.fixed_dictionaries({
+        "tenant_id": st.sampled_from(["ten-a", "ten-b", None]),
+        "decision": st.sampled_from(["allow", "block"]),
+        "target": st.sampled_from(["~/.aws/credentials", "src/app.py"]),
+        "workspace_id": st.sampled_from(["w1", None]),
+    }),
+    max_size=20,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=FILTERS, records=RECORDS)
+def test_a_tenant_sink_never_matches_another_tenants_record(text: str, records: list[dict[str, Any]]) -> None:
+    app = create_app(Settings.of(activity_db=":memory:"))
+    sink = SinkDef("t", "webhook", "http://h/", "2026-01-01T00:00:00+00:00", text, tenant_id="ten-a")
+    try:
+        test = compiler(app)(sink)
+    except ApiError as exc:
+        # The route refuses such a filter (another tenant named, `q` twice): it is never stored.
+        assert (exc.status == 403 and "ten-b" in text) or (exc.status == 400 and text.count("q=") > 1)
+        return
+    for fields in records:
+        record = {**decision(**{k: v for k, v in fields.items() if v is not None}), "severity": "high"}
+        if fields["tenant_id"] is None:
+            record.pop("tenant_id", None)
+        if test(record):
+            assert record.get("tenant_id") == "ten-a", (text, record)
+
+
+async def test_tenant_admin_manages_and_receives_only_its_tenant(make_client: MakeClient) -> None:
+    client = await sink_client(make_client)
+    tokens = token_store(client.app[SETTINGS_KEY])
+    assert tokens is not None
+    await tokens.open()
+    try:
+        made = {}
+        for label, scopes, tenant in (("root", ["admin"], None), ("a", ["admin"], "ten-a"), ("b", ["admin"], "ten-b")):
+            token, secret = new_token(scopes, tenant_id=tenant)
+            await tokens.create(token, secret)
+            made[label] = {"Authorization": f"Bearer {secret}"}
+    finally:
+        await tokens.close()
+    async with http_receiver(decode_webhook, "/hook") as receiver:
+        response = await client.post("/sinks", json={"name": "a", "kind": "webhook", "target": receiver.url,
+                                                     "filter": "tenant_id="}, headers=made["a"])  # fmt: skip
+        assert response.status == 201, await response.text()
+        receiver.secret = (await response.json())["secret"]
+        assert (await response.json())["tenant_id"] == "ten-a"
+        refused = await client.post("/sinks", json={"name": "a2", "kind": "webhook", "target": receiver.url,
+                                                    "filter": "tenant_id=ten-b"}, headers=made["a"])  # fmt: skip
+        assert refused.status == 403
+        other = await client.post("/sinks", json={"name": "a3", "kind": "webhook", "target": receiver.url,
+                                                  "tenant_id": "ten-b"}, headers=made["a"])  # fmt: skip
+        assert other.status == 403
+        assert (await client.get("/sinks/a", headers=made["b"])).status == 404
+        assert (await client.delete("/sinks/a", headers=made["b"])).status == 404
+        assert (await (await client.get("/sinks", headers=made["b"])).json())["items"] == []
+        assert [s["name"] for s in (await (await client.get("/sinks", headers=made["root"])).json())["items"]] == ["a"]
+        tenants = [random.choice(["ten-a", "ten-b"]) for _ in range(60)]
+        mixed = [decision(tenant_id=t, session_id=f"s-{t}") for t in tenants] + [decision(session_id="s-none")]
+        response = await client.post("/decisions", json=mixed, headers=made["root"])
+        assert response.status == 200
+        mine = {r["decision_id"] for r in mixed if r.get("tenant_id") == "ten-a"}
+        await until(lambda: receiver.ids() >= mine, what="tenant a's records")
+        # The sink has read past every record by now: the others were seen and skipped.
+        await until(lambda: client.app[DELIVERY_KEY].stats["a"].lag_records == 0, what="caught up")
+        assert receiver.ids() == mine and all(r["tenant_id"] == "ten-a" for r in receiver.records)
