@@ -228,7 +228,9 @@ async def test_route_matrix(secured: tuple[TestClient, Callers]) -> None:
         method, path = route
         url, body = request_for(route)
 
-        async def call(token: str | None, url: str = url, body: Any = body, method: str = method) -> Any:
+        async def call(
+            token: str | None, url: str = url, body: Any = body, method: str = method, path: str = path
+        ) -> Any:
             if body is not None and "decision" in body:
                 body = {**body, "decision_id": f"m-{next(FRESH)}"}  # each attempt a new record
             if body is not None and "kind" in body:
