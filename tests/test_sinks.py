@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -262,3 +263,35 @@ async def test_tenant_admin_manages_and_receives_only_its_tenant(make_client: Ma
         # The sink has read past every record by now: the others were seen and skipped.
         await until(lambda: client.app[DELIVERY_KEY].stats["a"].lag_records == 0, what="caught up")
         assert receiver.ids() == mine and all(r["tenant_id"] == "ten-a" for r in receiver.records)
+
+
+async def test_metrics_and_healthz_show_a_lagging_sink(make_client: MakeClient) -> None:
+    client = await sink_client(make_client, sink_lag_alert_s=0.2)
+    async with http_receiver(decode_webhook, "/hook") as receiver:
+        sink = await add_sink(client, name="up", kind="webhook", target=receiver.url)
+        receiver.secret = sink["secret"]
+        # Nothing listens on port 9: every attempt fails, the sink lags.
+        await add_sink(client, name="down", kind="webhook", target="http://127.0.0.1:9/hook")
+        records = [decision() for _ in range(5)]
+        await post(client, records)
+        await until(lambda: len(receiver.ids()) == 5, what="the healthy sink's delivery")
+
+        async def health() -> dict[str, Any]:
+            reply: dict[str, Any] = await (await client.get("/healthz")).json()
+            return reply
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (await health())["sinks"]["lagging"]:
+            assert asyncio.get_running_loop().time() < deadline, await health()
+            await asyncio.sleep(0.05)
+        sinks = (await health())["sinks"]
+        assert sinks["total"] == 2 and [s["name"] for s in sinks["lagging"]] == ["down"]
+        assert sinks["lagging"][0]["lag_records"] == 5
+        text = await (await client.get("/metrics")).text()
+        assert 'cavra_sink_delivered_total{sink="up"} 5.0' in text
+        assert 'cavra_sink_lag_records{sink="down"} 5.0' in text
+        failed = [line for line in text.splitlines() if line.startswith('cavra_sink_failed_total{sink="down"}')]
+        assert failed and float(failed[0].split()[-1]) >= 1
+        assert 'cavra_sink_last_success_timestamp_seconds{sink="up"}' in text
+        shown = await status(client, "down")
+        assert shown["last_error"] and shown["lag_records"] == 5 and shown["delivered"] == 0

@@ -44,9 +44,14 @@ class SinkStats:
     failed: int = 0
     dead_lettered: int = 0
     lag_records: int = 0
-    lag_s: float = 0.0
+    # Monotonic time since which the sink has been behind (None: caught up).
+    behind_since: float | None = None
     last_success: float | None = None
     held: bool = False
+
+    @property
+    def lag_s(self) -> float:
+        return 0.0 if self.behind_since is None else round(time.monotonic() - self.behind_since, 3)
 
 
 @dataclass
@@ -55,7 +60,6 @@ class Run:
     task: asyncio.Task[None] | None = None
     sender: Sender | None = None
     renewed: float = field(default_factory=time.monotonic)
-    behind_since: float | None = None
 
 
 class Delivery:
@@ -154,7 +158,8 @@ class Delivery:
             return
         position, stats.delivered, stats.failed, _, stats.last_success, caught_up = cursor
         stats.lag_records = await self.tables.lag(position)
-        stats.lag_s = round(time.time() - caught_up, 3) if stats.lag_records and caught_up else 0.0
+        behind = time.time() - caught_up if stats.lag_records and caught_up else None
+        stats.behind_since = None if behind is None else time.monotonic() - behind
         stats.dead_lettered = await self.tables.dead_count(name)
 
     async def _renew(self, run: Run) -> None:
@@ -181,14 +186,14 @@ class Delivery:
                 await self._renew(run)
                 rows = await self.tables.read_after(position, self.settings.sink_batch_max)
                 if not rows:
-                    if run.behind_since is not None:
+                    if stats.behind_since is not None:
                         await self.tables.mark_caught_up(name)
-                    run.behind_since = None
-                    stats.lag_records, stats.lag_s = 0, 0.0
+                    stats.lag_records, stats.behind_since = 0, None
                     await self._wait(self.settings.sink_batch_ms / 1000)
                     continue
-                if run.behind_since is None:
-                    run.behind_since = time.monotonic()
+                if stats.behind_since is None:
+                    stats.behind_since = time.monotonic()
+                stats.lag_records = await self.tables.lag(position)
                 events = []
                 for row_position, payload in rows:
                     fields = msgspec.json.decode(payload)
@@ -202,9 +207,8 @@ class Delivery:
                 if sent:
                     stats.last_success = time.time()
                 stats.lag_records = await self.tables.lag(position) if full else 0
-                stats.lag_s = round(time.monotonic() - run.behind_since, 3) if full else 0.0
                 if not full:
-                    run.behind_since = None
+                    stats.behind_since = None
         except LeaseLost:
             log.info("sink %s: another process holds its lease now", name)
         except asyncio.CancelledError:

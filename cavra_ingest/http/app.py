@@ -69,6 +69,7 @@ async def sinks_context(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     from cavra_ingest.http.sinkfilter import compiler
+    from cavra_ingest.http.sinkmetrics import SinkCollector
     from cavra_ingest.store.sinks import SinkTables
     from workers.delivery import Delivery
 
@@ -80,11 +81,14 @@ async def sinks_context(app: web.Application) -> AsyncIterator[None]:
         if settings.sinks.sinks_enabled:
             delivery = Delivery(tables, settings.sinks, compiler(app))
             app[DELIVERY_KEY] = delivery
+            collector = SinkCollector(delivery)
+            app[METRICS_KEY].registry.register(collector)
             delivery.start()
         yield
     finally:
         if delivery is not None:
             await delivery.stop()
+            app[METRICS_KEY].registry.unregister(collector)
         await tables.close()
 
 
