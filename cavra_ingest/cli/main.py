@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cavra_ingest.cli.tokens import add_token_parser
 
     add_token_parser(commands)
+    from cavra_ingest.cli.sinks import add_sinks_parser
+
+    add_sinks_parser(commands)
     lifecycle.add_recount_parser(commands)
     audit.add_audit_commands(commands)
     commands.add_parser("worker", help="JetStream mode: commit the log (CAVRA_BROKER_URL) to PostgreSQL, then ack")
@@ -88,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return FAILED
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         return 0
+    if args.command == "sinks":
+        from cavra_ingest.cli.sinks import run_sinks_command
+
+        return run_sinks_command(args)
     if args.command == "token":
         from cavra_ingest.cli.tokens import run_token_command
 
