@@ -60,3 +60,40 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> N
             assert before < len(receiver.ids())
         finally:
             server.kill()
+
+
+async def held_by(http: aiohttp.ClientSession, server: Server) -> bool:
+    async with http.get(f"{server.url}/metrics") as response:
+        return 'cavra_sink_held{sink="siem"} 1.0' in await response.text()
+
+
+async def test_two_servers_one_deliverer_and_takeover_after_kill_9(tmp_path: Path) -> None:
+    db = tmp_path / "activity.db"
+    one, two = Server(db, env=ENV), Server(db, env={**ENV, "CAVRA_SEARCH_INDEX": "0"})
+    async with http_receiver(decode_webhook, "/hook") as receiver:
+        await one.start()
+        await two.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                body = {"name": "siem", "kind": "webhook", "target": receiver.url}
+                async with http.post(f"{two.url}/sinks", json=body) as response:
+                    assert response.status == 201, await response.text()
+                    receiver.secret = (await response.json())["secret"]
+                first = [decision(session_id="s-two") for _ in range(100)]
+                async with http.post(f"{one.url}/decisions", json=first) as response:
+                    assert response.status == 200
+                await until(lambda: receiver.ids() >= {r["decision_id"] for r in first}, what="first delivery")
+                holders = [await held_by(http, s) for s in (one, two)]
+                assert holders.count(True) == 1, holders
+                assert len(receiver.records) == len(receiver.ids()), "one deliverer: no duplicates"
+                holder, survivor = (one, two) if holders[0] else (two, one)
+                holder.kill()
+                later = [decision(session_id="s-two") for _ in range(50)]
+                async with http.post(f"{survivor.url}/decisions", json=later) as response:
+                    assert response.status == 200
+                # The lease (2 s) expires, the survivor takes the sink over and resumes at the cursor.
+                await until(lambda: receiver.ids() >= {r["decision_id"] for r in later}, what="takeover")
+                assert await held_by(http, survivor)
+        finally:
+            one.kill()
+            two.kill()
