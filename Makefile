@@ -71,6 +71,7 @@ bench: install
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(filter command line environment,$(origin ROWS)),--rows $(ROWS)) $(BENCH_ARGS)
 	$(MAKE) bench-features
+	$(MAKE) bench-streaming
 
 # What each write-path feature costs in server CPU per decision against its budget (bench/featurecost.py):
 # arrays of 100 and single posts, interleaved on/off pairs; writes bench/results/featurecost-*.md.
@@ -112,6 +113,12 @@ bench-audit: install
 audit: install
 	$(PY) -m pip install --quiet -e ".[audit]"
 	$(VENV)/bin/pip-audit -r requirements.lock --no-deps --disable-pip
+
+# Streaming (docs/streaming.md): 2xx-to-receiver latency at ~1,000 decisions/s with three sinks, and ingest
+# throughput with three sinks beside none, interleaved in one run; writes bench/results/streaming.{json,md}.
+bench-streaming: install
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m bench.streaming
 
 # Servers on one PostgreSQL beside COPY, then JetStream end to end with 1 and 2 workers (docs/scale-out.md).
 bench-scaleout: install nats-server
