@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -36,6 +37,12 @@ HEC_TOKEN = "bench-hec-token"
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def skim(receiver: Receiver, body: bytes, headers: dict[str, str]) -> list[dict[str, Any]]:
@@ -129,7 +136,7 @@ async def latency(root: Path, rate: int, seconds: float) -> dict[str, Any]:
 
 async def throughput(
     root: Path, label: str, with_sinks: bool, seconds: float, connections: int
-) -> tuple[float, list[int]]:
+) -> tuple[float, float, list[int]]:
     """Decisions/s stored by one server under `connections` posting arrays of 100 as fast as they can."""
     server = Server(root / f"{label}.db", env=ENV)
     await server.start()
@@ -151,15 +158,17 @@ async def throughput(
                         if response.status == 200:
                             stored += len(batch)
 
-            began = time.monotonic()
+            began, cpu = time.monotonic(), cpu_s(server.pid)
             await asyncio.gather(*(sender(k) for k in range(connections)))
             rate = stored / (time.monotonic() - began)
+            # The server's CPU per stored decision over the window (its delivery included).
+            cpu_us = (cpu_s(server.pid) - cpu) / max(stored, 1) * 1e6
             # How far behind each sink was when the load ended (records), to tell keeping up from not.
             lags = []
             if with_sinks:
                 async with http.get(f"{server.url}/sinks") as response:
                     lags = [item["lag_records"] for item in (await response.json())["items"]]
-            return rate, lags
+            return rate, cpu_us, lags
     finally:
         server.kill()
 
@@ -169,17 +178,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         root = Path(tmp)
         result: dict[str, Any] = {"latency": await latency(root, args.rate, args.seconds)}
         runs: dict[str, list[float]] = {"none": [], "three": []}
+        cpu: dict[str, list[float]] = {"none": [], "three": []}
         lags: list[list[int]] = []
         for r in range(args.rounds):
             # Interleaved, so a drift of the machine touches both alike.
             for label, on in (("none", False), ("three", True)):
-                rate, lag = await throughput(root, f"{label}-{r}", on, args.load_seconds, args.connections)
+                rate, cpu_us, lag = await throughput(root, f"{label}-{r}", on, args.load_seconds, args.connections)
                 runs[label].append(round(rate, 1))
+                cpu[label].append(round(cpu_us, 1))
                 if on:
                     lags.append(lag)
         none, three = statistics.median(runs["none"]), statistics.median(runs["three"])
         result["throughput"] = {"runs": runs, "none_per_s": none, "three_sinks_per_s": three,
-                                "ratio": round(three / none, 3), "lag_at_end": lags}  # fmt: skip
+                                "ratio": round(three / none, 3), "lag_at_end": lags,
+                                "server_cpu_us_per_decision": cpu}  # fmt: skip
     return result
 
 
@@ -201,10 +213,10 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "Ingest throughput, arrays of 100, interleaved runs (median):",
         "",
-        "| sinks | decisions/s | runs |",
-        "|---|---|---|",
-        f"| none | {tp['none_per_s']} | {tp['runs']['none']} |",
-        f"| three | {tp['three_sinks_per_s']} | {tp['runs']['three']} |",
+        "| sinks | decisions/s | runs | server CPU µs per decision |",
+        "|---|---|---|---|",
+        f"| none | {tp['none_per_s']} | {tp['runs']['none']} | {tp['server_cpu_us_per_decision']['none']} |",
+        f"| three | {tp['three_sinks_per_s']} | {tp['runs']['three']} | {tp['server_cpu_us_per_decision']['three']} |",
         "",
         f"Ratio three/none: **{tp['ratio']}** (goal >= 0.90; p50 < 1 s, p99 < 3 s). Records each sink still had"
         f" to read when a loaded run ended (webhook, HEC, OTLP): {tp['lag_at_end']}.",

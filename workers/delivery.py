@@ -25,10 +25,11 @@ import msgspec
 from cavra_ingest.core.sinks import SinkDef
 from cavra_ingest.settings import SinkSettings
 from cavra_ingest.store.sinks import Position, SinkTables
-from workers.senders import Event, Refused, Retry, Sender, make_sender
+from workers.senders import Event, Refused, Retry, Sender, brief_fields, make_sender
 
 log = logging.getLogger(__name__)
-Matcher = Callable[[dict[str, Any]], bool]
+# None: the sink takes every record (no filter, no tenant), so records need not be decoded whole.
+Matcher = Callable[[dict[str, Any]], bool] | None
 STOP_WAIT_S = 5.0
 
 
@@ -60,6 +61,8 @@ class Run:
     task: asyncio.Task[None] | None = None
     sender: Sender | None = None
     renewed: float = field(default_factory=time.monotonic)
+    lag: int = 0
+    lag_at: float = 0.0
 
 
 class Delivery:
@@ -162,6 +165,14 @@ class Delivery:
         stats.behind_since = None if behind is None else time.monotonic() - behind
         stats.dead_lettered = await self.tables.dead_count(name)
 
+    async def _lag(self, run: Run, position: Position) -> int:
+        # Counted at most once a second per sink: under load the count would cost more than it tells.
+        now = time.monotonic()
+        if now - run.lag_at >= 1.0:
+            run.lag_at = now
+            run.lag = await self.tables.lag(position)
+        return run.lag
+
     async def _renew(self, run: Run) -> None:
         if time.monotonic() - run.renewed < self.settings.sink_lease_s / 3:
             return
@@ -193,9 +204,12 @@ class Delivery:
                     continue
                 if stats.behind_since is None:
                     stats.behind_since = time.monotonic()
-                stats.lag_records = await self.tables.lag(position)
+                stats.lag_records = await self._lag(run, position)
                 events = []
                 for row_position, payload in rows:
+                    if matches is None:
+                        events.append(Event(row_position, brief_fields(payload), payload))
+                        continue
                     fields = msgspec.json.decode(payload)
                     if isinstance(fields, dict) and matches(fields):
                         events.append(Event(row_position, fields, payload))
@@ -206,7 +220,7 @@ class Delivery:
                 stats.delivered += sent
                 if sent:
                     stats.last_success = time.time()
-                stats.lag_records = await self.tables.lag(position) if full else 0
+                stats.lag_records = await self._lag(run, position) if full else 0
                 if not full:
                     stats.behind_since = None
         except LeaseLost:

@@ -71,9 +71,11 @@ async def sinks_context(app: web.Application) -> AsyncIterator[None]:
     from cavra_ingest.http.sinkfilter import compiler
     from cavra_ingest.http.sinkmetrics import SinkCollector
     from cavra_ingest.store.sinks import SinkTables
+    from cavra_ingest.store.sqlite.store import SqliteStore
     from workers.delivery import Delivery
 
-    tables = SinkTables(settings)
+    store = app[STORE_KEY]
+    tables = SinkTables(settings, store.write_statements if isinstance(store, SqliteStore) else None)
     await tables.open()
     app[SINK_TABLES_KEY] = tables
     delivery = None

@@ -32,11 +32,13 @@ async def checked_query(app: web.Application, text: str, tenant_id: str | None) 
     return parse_query(request, DECISION_FILTERS, scope=SCOPE, held=held, paging=False, search=True)
 
 
-def compiler(app: web.Application) -> Callable[[SinkDef], Callable[[dict[str, Any]], bool]]:
+def compiler(app: web.Application) -> Callable[[SinkDef], Callable[[dict[str, Any]], bool] | None]:
     """Turn a stored sink's filter into a test of one record (its values were checked when it was set)."""
 
-    def compile_filter(sink: SinkDef) -> Callable[[dict[str, Any]], bool]:
+    def compile_filter(sink: SinkDef) -> Callable[[dict[str, Any]], bool] | None:
         request = _request(app, sink.filter, sink.tenant_id)
+        if sink.tenant_id is None and not request.query:
+            return None  # every record: nothing to test
         held = {name: frozenset(request.query.getall(name, [])) for name in ENUMS}
         query = parse_query(request, DECISION_FILTERS, scope=SCOPE, held=held, paging=False, search=True)
         tenant = sink.tenant_id

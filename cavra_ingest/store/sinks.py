@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +126,11 @@ def sink_from_row(row: Sequence[Any]) -> SinkDef:
 class SinkTables:
     """The tables on SQLite (short connections on a thread) or PostgreSQL (a small pool of their own)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, writer: Callable[[Any], Awaitable[None]] | None = None) -> None:
         self.kind = settings.store.kind
+        # SQLite: the writer's own connection (SqliteStore.write_statements) for the frequent small writes. A
+        # commit from another connection would drop the writer's whole page cache at its next batch.
+        self._writer = writer
         self.settings = settings
         self._pool: Any = None
         self._conn: sqlite3.Connection | None = None
@@ -199,6 +202,9 @@ class SinkTables:
                     status = await conn.execute(numbered(sql), *params)
                     changed += int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
             return changed
+        if self._writer is not None:
+            await self._writer([(sql, [params]) for sql, params in statements])
+            return len(statements)  # the writer reports no counts; callers that need one check first
         _, changed = await asyncio.to_thread(self._sqlite, list(statements))
         return changed
 
@@ -249,7 +255,10 @@ class SinkTables:
         await self._run((UPDATE_SINK, (filter_, state, name)))
 
     async def remove(self, name: str) -> bool:
-        return await self._run(*((sql, (name,)) for sql in DELETE)) > 0
+        if await self.get(name) is None:
+            return False
+        await self._run(*((sql, (name,)) for sql in DELETE))
+        return True
 
     # Progress.
 
