@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +64,25 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> N
             server.kill()
 
 
+def parent_of(holder: str) -> int:
+    """The parent pid of the lease holder (`host:pid:nonce`): the server whose delivery child it is."""
+    pid = holder.split(":")[1]
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(holder)
+
+
+def lease_holder(db: Path) -> str | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT holder FROM sink_leases WHERE name = 'siem' AND expires_at >= ?",
+                           (time.time(),)).fetchone()  # fmt: skip
+    return None if row is None else str(row[0])
+
+
 async def held_by(http: aiohttp.ClientSession, server: Server) -> bool:
-    async with http.get(f"{server.url}/metrics") as response:
-        return 'cavra_sink_held{sink="siem"} 1.0' in await response.text()
+    holder = lease_holder(server.db) if server.db is not None else None
+    return holder is not None and parent_of(holder) == server.pid
 
 
 async def test_two_servers_one_deliverer_and_takeover_after_kill_9(tmp_path: Path) -> None:
@@ -93,6 +111,7 @@ async def test_two_servers_one_deliverer_and_takeover_after_kill_9(tmp_path: Pat
                     assert response.status == 200
                 # The lease (2 s) expires, the survivor takes the sink over and resumes at the cursor.
                 await until(lambda: receiver.ids() >= {r["decision_id"] for r in later}, what="takeover")
+                await until(lambda: lease_holder(db) is not None, what="a lease")
                 assert await held_by(http, survivor)
         finally:
             one.kill()

@@ -21,7 +21,13 @@ from cavra_ingest.store.tokens import new_token, token_store
 from tests.conftest import MakeClient, decision
 from tests.sinkreceivers import decode_hec, decode_otlp, decode_webhook, http_receiver, until
 
-FAST = {"sink_batch_ms": 20, "sink_backoff_s": 0.02, "sink_backoff_max_s": 0.2, "sink_lease_s": 3.0}
+FAST = {
+    "sink_delivery": "inline",
+    "sink_batch_ms": 20,
+    "sink_backoff_s": 0.02,
+    "sink_backoff_max_s": 0.2,
+    "sink_lease_s": 3.0,
+}
 
 
 async def sink_client(make_client: MakeClient, kind: str = "sqlite", **overrides: Any) -> TestClient:

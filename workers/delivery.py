@@ -68,8 +68,17 @@ class Run:
 class Delivery:
     """The supervisor and its per-sink loops; `stop` cancels and awaits every task within a bound."""
 
-    def __init__(self, tables: SinkTables, settings: SinkSettings, compile_filter: Callable[[SinkDef], Matcher]):
+    def __init__(
+        self,
+        tables: SinkTables,
+        settings: SinkSettings,
+        compile_filter: Callable[[SinkDef], Matcher],
+        *,
+        deliver: bool = True,
+    ) -> None:
         self.tables = tables
+        # False: only watch (the server's view for /metrics and /healthz while a child process delivers).
+        self.deliver = deliver
         self.settings = settings
         self.compile_filter = compile_filter
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -145,7 +154,7 @@ class Delivery:
                 del self.stats[name]
         for name, sink in sinks.items():
             stats = self.stats.setdefault(name, SinkStats())
-            if sink.state == "active" and name not in self.runs and not self._stop.is_set():
+            if self.deliver and sink.state == "active" and name not in self.runs and not self._stop.is_set():
                 if await self.tables.take_lease(name, self.holder, self.settings.sink_lease_s):
                     run = Run(sink)
                     self.runs[name] = run

@@ -62,8 +62,8 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def sinks_context(app: web.Application) -> AsyncIterator[None]:
-    """Open the sinks' tables and start the delivery; on the way out every delivery task is cancelled and
-    awaited within a bound, so none outlives the app."""
+    """Open the sinks' tables and start the delivery (inline, or a child process this app watches); on the
+    way out every task is cancelled and awaited, and the child stopped, within a bound: none outlives the app."""
     settings = app[SETTINGS_KEY]
     if settings.store.kind not in ("sqlite", "postgres"):
         yield
@@ -75,22 +75,31 @@ async def sinks_context(app: web.Application) -> AsyncIterator[None]:
     from workers.delivery import Delivery
 
     store = app[STORE_KEY]
-    tables = SinkTables(settings, store.write_statements if isinstance(store, SqliteStore) else None)
+    mode = settings.sinks.sink_delivery
+    # Inline on SQLite, the small writes go through the writer's connection (its page cache stays warm).
+    writer = store.write_statements if isinstance(store, SqliteStore) and mode == "inline" else None
+    tables = SinkTables(settings, writer)
     await tables.open()
     app[SINK_TABLES_KEY] = tables
-    delivery = None
+    # `process`: this app only watches (for /metrics and /healthz); the child delivers.
+    delivery = Delivery(tables, settings.sinks, compiler(app), deliver=mode == "inline")
+    app[DELIVERY_KEY] = delivery
+    collector = SinkCollector(delivery)
+    app[METRICS_KEY].registry.register(collector)
+    delivery.start()
+    child = None
+    if mode == "process":
+        from workers.childproc import Child
+
+        child = Child(settings)
+        child.start()
     try:
-        if settings.sinks.sinks_enabled:
-            delivery = Delivery(tables, settings.sinks, compiler(app))
-            app[DELIVERY_KEY] = delivery
-            collector = SinkCollector(delivery)
-            app[METRICS_KEY].registry.register(collector)
-            delivery.start()
         yield
     finally:
-        if delivery is not None:
-            await delivery.stop()
-            app[METRICS_KEY].registry.unregister(collector)
+        if child is not None:
+            await child.stop()
+        await delivery.stop()
+        app[METRICS_KEY].registry.unregister(collector)
         await tables.close()
 
 

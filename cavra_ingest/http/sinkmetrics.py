@@ -27,7 +27,9 @@ class SinkCollector(Collector):
                                   labels=["sink"])  # fmt: skip
         success = GaugeMetricFamily("cavra_sink_last_success_timestamp_seconds",
                                     "Unix time of the sink's last delivery", labels=["sink"])  # fmt: skip
-        held = GaugeMetricFamily("cavra_sink_held", "1 when this process delivers the sink", labels=["sink"])
+        held = GaugeMetricFamily(
+            "cavra_sink_held", "1 while a process holds the sink's delivery lease", labels=["sink"]
+        )
         for name, stats in sorted(self.delivery.stats.items()):
             delivered.add_metric([name], stats.delivered)
             failed.add_metric([name], stats.failed)

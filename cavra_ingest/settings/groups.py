@@ -178,7 +178,12 @@ class ConsoleSettings:
 class SinkSettings:
     """Streaming to sinks (docs/streaming.md): batching, retries, the lease and the lag threshold."""
 
-    sinks_enabled: bool = setting(True, "deliver to the configured sinks from this process", env="CAVRA_SINKS")
+    # `process` keeps delivery off the event loop that serves ingest: on a small machine it is the difference.
+    sink_delivery: str = setting(
+        "process",
+        "where `serve` delivers: a child `process`, `inline` on its own loop, or `off`",
+        choices=("process", "inline", "off"),
+    )
     sink_batch_max: int = setting(500, "events per delivery at most")
     sink_batch_ms: int = setting(200, "ms between a sink's looks for new decisions when caught up")
     sink_timeout_s: float = setting(10.0, "seconds a delivery may take before it counts as failed (retried)")

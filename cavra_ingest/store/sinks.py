@@ -68,6 +68,7 @@ TAKE_LEASE = (
     " WHERE sink_leases.holder = excluded.holder OR sink_leases.expires_at < ?"
 )
 LEASE_HOLDER = "SELECT holder FROM sink_leases WHERE name = ?"
+LIVE_LEASE = "SELECT holder FROM sink_leases WHERE name = ? AND expires_at >= ?"
 FREE_LEASE = "DELETE FROM sink_leases WHERE name = ? AND holder = ?"
 
 SQLITE_AFTER = "SELECT 0, rowid, payload FROM activity_decisions WHERE rowid > ? ORDER BY rowid LIMIT ?"
@@ -306,6 +307,11 @@ class SinkTables:
         await self._run((TAKE_LEASE, (name, holder, now + ttl_s, now)))
         rows = await self._rows(LEASE_HOLDER, name)
         return bool(rows) and rows[0][0] == holder
+
+    async def lease_holder(self, name: str) -> str | None:
+        """The process delivering the sink now, if any."""
+        rows = await self._rows(LIVE_LEASE, name, time.time())
+        return str(rows[0][0]) if rows else None
 
     async def free_lease(self, name: str, holder: str) -> None:
         await self._run((FREE_LEASE, (name, holder)))
