@@ -134,3 +134,66 @@ async def test_parquet_archive_read_by_duckdb_matches_the_store(make_client: Mak
             if total:
                 expected.append((tenant, day, total, blocks))
     assert rows == expected and sum(row[2] for row in rows) == 150
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (the test's own CA)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_path, key_path
+
+
+async def test_syslog_over_tls_with_octet_counting(make_client: MakeClient, tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    frames: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # RFC 6587 octet counting: "<length> <message>", back to back.
+        try:
+            while True:
+                length = int((await reader.readuntil(b" ")).strip())
+                frames.append(await reader.readexactly(length))
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    client = await make_client(**FAST)
+    try:
+        await add_sink(client, name="tls", kind="syslog", target=f"tls://127.0.0.1:{port}?ca={cert}")
+        records = [decision() for _ in range(20)]
+        await post(client, records)
+        await until(lambda: len(frames) >= 20, what="20 frames over TLS")
+        for frame, record in zip(frames, records, strict=True):
+            match = LINE.match(frame.decode())
+            assert match and dict(PARAM.findall(match.group(5)))["decision_id"] == record["decision_id"]
+    finally:
+        await client.close()  # its sender's connection first: wait_closed waits for every connection
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)

@@ -23,7 +23,9 @@ class Child:
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._keep(), name="cavra-sink-child")
+        """Start the child (once; later calls do nothing)."""
+        if self._task is None and not self._stopping:
+            self._task = asyncio.create_task(self._keep(), name="cavra-sink-child")
 
     async def _keep(self) -> None:
         from cavra_ingest.cli.deliver import child_environment, die_with_parent

@@ -75,10 +75,13 @@ class Delivery:
         compile_filter: Callable[[SinkDef], Matcher],
         *,
         deliver: bool = True,
+        on_active: Callable[[], None] | None = None,
     ) -> None:
         self.tables = tables
         # False: only watch (the server's view for /metrics and /healthz while a child process delivers).
         self.deliver = deliver
+        # Called at each look that finds an active sink (serve starts its delivery child then, not before).
+        self.on_active = on_active
         self.settings = settings
         self.compile_filter = compile_filter
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -141,6 +144,8 @@ class Delivery:
 
     async def _look(self) -> None:
         sinks = {sink.name: sink for sink in await self.tables.all()}
+        if self.on_active is not None and any(sink.state == "active" for sink in sinks.values()):
+            self.on_active()
         for name, run in list(self.runs.items()):
             now = sinks.get(name)
             done = run.task is not None and run.task.done()

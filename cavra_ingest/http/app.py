@@ -81,18 +81,19 @@ async def sinks_context(app: web.Application) -> AsyncIterator[None]:
     tables = SinkTables(settings, writer)
     await tables.open()
     app[SINK_TABLES_KEY] = tables
-    # `process`: this app only watches (for /metrics and /healthz); the child delivers.
-    delivery = Delivery(tables, settings.sinks, compiler(app), deliver=mode == "inline")
-    app[DELIVERY_KEY] = delivery
-    collector = SinkCollector(delivery)
-    app[METRICS_KEY].registry.register(collector)
-    delivery.start()
     child = None
     if mode == "process":
         from workers.childproc import Child
 
+        # Started once a sink is active: an app with none runs no extra process.
         child = Child(settings)
-        child.start()
+    # `process`: this app only watches (for /metrics and /healthz); the child delivers.
+    on_active = child.start if child is not None else None
+    delivery = Delivery(tables, settings.sinks, compiler(app), deliver=mode == "inline", on_active=on_active)
+    app[DELIVERY_KEY] = delivery
+    collector = SinkCollector(delivery)
+    app[METRICS_KEY].registry.register(collector)
+    delivery.start()
     try:
         yield
     finally:
