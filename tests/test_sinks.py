@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cavra_ingest.core.errors import ApiError
 from cavra_ingest.core.sinks import SinkDef
 from cavra_ingest.http.app import create_app
-from cavra_ingest.http.keys import DELIVERY_KEY, SETTINGS_KEY
+from cavra_ingest.http.keys import CHILD_KEY, DELIVERY_KEY, SETTINGS_KEY
 from cavra_ingest.http.sinkfilter import compiler
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.tokens import new_token, token_store
@@ -301,3 +301,23 @@ async def test_metrics_and_healthz_show_a_lagging_sink(make_client: MakeClient) 
         assert 'cavra_sink_last_success_timestamp_seconds{sink="up"}' in text
         shown = await status(client, "down")
         assert shown["last_error"] and shown["lag_records"] == 5 and shown["delivered"] == 0
+
+
+async def test_the_delivery_child_delivers_and_ends_with_its_app(make_client: MakeClient) -> None:
+    # The default: `serve` delivers from a child process, started once a sink is active.
+    client = await make_client(sink_batch_ms=20, sink_lease_s=3.0)
+    delivery = client.app[DELIVERY_KEY]
+    assert not delivery.deliver
+    async with http_receiver(decode_webhook, "/hook") as receiver:
+        sink = await add_sink(client, name="child", kind="webhook", target=receiver.url)
+        receiver.secret = sink["secret"]
+        records = [decision() for _ in range(10)]
+        await post(client, records)
+        await until(lambda: receiver.ids() == {r["decision_id"] for r in records}, what="delivery by the child")
+        await until(lambda: delivery.stats["child"].delivered == 10, what="the server's view of it")
+        text = await (await client.get("/metrics")).text()
+        assert 'cavra_sink_delivered_total{sink="child"} 10.0' in text
+        child = client.app[CHILD_KEY]
+        assert child.proc is not None and child.proc.returncode is None
+        await client.close()
+        assert child.proc.returncode is not None, "the child ended with its app"

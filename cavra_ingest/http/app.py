@@ -12,6 +12,7 @@ from cavra_ingest.http.guards import BodyBudget, DiskFloor, allowed_hosts, host_
 from cavra_ingest.http.keys import (
     AUDIT_KEY,
     BUDGET_KEY,
+    CHILD_KEY,
     COUNTS_HEALTH_KEY,
     DELIVERY_KEY,
     DISK_KEY,
@@ -87,6 +88,7 @@ async def sinks_context(app: web.Application) -> AsyncIterator[None]:
 
         # Started once a sink is active: an app with none runs no extra process.
         child = Child(settings)
+        app[CHILD_KEY] = child
     # `process`: this app only watches (for /metrics and /healthz); the child delivers.
     on_active = child.start if child is not None else None
     delivery = Delivery(tables, settings.sinks, compiler(app), deliver=mode == "inline", on_active=on_active)
