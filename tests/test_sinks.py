@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cavra_ingest.core.errors import ApiError
 from cavra_ingest.core.sinks import SinkDef
 from cavra_ingest.http.app import create_app
-from cavra_ingest.http.keys import CHILD_KEY, DELIVERY_KEY, SETTINGS_KEY
+from cavra_ingest.http.keys import CHILD_KEY, DELIVERY_KEY, SETTINGS_KEY, SINK_TABLES_KEY
 from cavra_ingest.http.sinkfilter import compiler
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.tokens import new_token, token_store
@@ -321,3 +321,25 @@ async def test_the_delivery_child_delivers_and_ends_with_its_app(make_client: Ma
         assert child.proc is not None and child.proc.returncode is None
         await client.close()
         assert child.proc.returncode is not None, "the child ended with its app"
+
+
+def test_backoff_doubles_with_jitter_and_honours_retry_after_up_to_the_cap() -> None:
+    from cavra_ingest.settings import SinkSettings
+    from workers.delivery import Delivery
+
+    delivery = Delivery(None, SinkSettings(sink_backoff_s=0.5, sink_backoff_max_s=30.0), lambda sink: None)  # type: ignore[arg-type]
+    for attempt, full in ((1, 0.5), (2, 1.0), (3, 2.0), (8, 30.0), (20, 30.0)):
+        delays = [delivery.backoff(attempt, None) for _ in range(200)]
+        assert all(full / 2 <= d <= full for d in delays) and len(set(delays)) > 1, (attempt, full)
+    assert delivery.backoff(1, 7.0) >= 7.0  # Retry-After: at least that long
+    assert delivery.backoff(1, 500.0) == 30.0  # but never past the cap
+
+
+async def test_the_cursor_never_moves_back(make_client: MakeClient) -> None:
+    client = await sink_client(make_client, sink_delivery="off")
+    await add_sink(client, name="c", kind="webhook", target="http://127.0.0.1:9/")
+    tables = client.app[SINK_TABLES_KEY]
+    await tables.advance("c", (0, 10), 5, caught_up=False)
+    await tables.advance("c", (0, 4), 3, caught_up=False)  # a stale holder's late write
+    cursor = await tables.cursor("c")
+    assert cursor is not None and cursor[0] == (0, 10) and cursor[1] == 5

@@ -281,9 +281,13 @@ class Delivery:
                         break
                     delay = self.backoff(attempts, exc.after_s)
                     log.warning("sink %s: %s; retrying in %.2f s", run.sink.name, exc, delay)
-                    await self._wait(delay)
-                    if self._stop.is_set():
-                        raise asyncio.CancelledError from None
+                    # Slept in pieces, the lease renewed between them: a long backoff never lets it lapse.
+                    until = time.monotonic() + delay
+                    while (left := until - time.monotonic()) > 0:
+                        await self._wait(min(left, self.settings.sink_lease_s / 3))
+                        if self._stop.is_set():
+                            raise asyncio.CancelledError from None
+                        await self._renew(run)
         return delivered
 
     def backoff(self, attempts: int, after_s: float | None) -> float:
@@ -301,7 +305,7 @@ class Delivery:
         log.warning("sink %s: decision %s dead-lettered: %s", run.sink.name, decision_id, error)
 
 
-async def replay(tables: SinkTables, sink: SinkDef, settings: SinkSettings, limit: int = 1000) -> tuple[int, int]:
+async def replay(tables: SinkTables, sink: SinkDef, settings: SinkSettings, limit: int = 200) -> tuple[int, int]:
     """Send a sink's dead letters once more, oldest first; return (delivered, still dead)."""
     taken = await tables.take_dead(sink.name, limit)
     sender = make_sender(sink, await tables.secret(sink.name), settings.sink_timeout_s)
@@ -310,9 +314,11 @@ async def replay(tables: SinkTables, sink: SinkDef, settings: SinkSettings, limi
         for dead_id, payload in taken:
             fields = msgspec.json.decode(payload)
             try:
-                await sender.send([Event((0, 0), fields, payload)])
-            except (Refused, Retry):
+                await sender.send([Event((-1, dead_id), fields, payload)])
+            except Refused:
                 continue
+            except Retry:
+                break  # the receiver is down or busy: the rest stay dead, for a later replay
             delivered.append(dead_id)
     finally:
         await sender.close()

@@ -165,8 +165,9 @@ class WebhookSender(HttpSender):
 
     def headers(self, events: Sequence[Event], body: bytes) -> dict[str, str]:
         hi, lo = events[0].position
-        # The same batch re-sent after a crash keeps its id: receivers may drop it by webhook-id too.
-        msg_id = f"msg_{self.sink.name}_{hi}_{lo}"
+        # The same batch re-sent after a crash keeps its id: receivers may drop it by webhook-id too. A replayed
+        # dead letter (hi -1) is named by its dead-letter id instead.
+        msg_id = f"msg_{self.sink.name}_{hi}_{lo}" if hi >= 0 else f"msg_{self.sink.name}_dead_{lo}"
         now = datetime.now(UTC)
         signature = self.signer.sign(msg_id, now, body)
         return {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
@@ -333,7 +334,8 @@ class ParquetSender:
             columns: dict[str, list[Any]] = {name: [e.fields.get(name) for e in group] for name in PARQUET_COLUMNS}
             columns["record"] = [e.payload.decode() for e in group]
             table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
-            final = folder / f"part-{hi:020d}-{lo:020d}.parquet"
+            # A replayed dead letter (hi -1) gets a part of its own, named by its dead-letter id.
+            final = folder / (f"part-{hi:020d}-{lo:020d}.parquet" if hi >= 0 else f"part-dead-{lo:020d}.parquet")
             temp = folder / f".{final.name}.tmp"
             pq.write_table(table, temp)
             with open(temp, "rb") as written:

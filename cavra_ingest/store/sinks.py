@@ -45,9 +45,11 @@ SELECT_CURSOR = (
     " FROM sink_cursors WHERE name = ?"
 )
 # Advanced only after the receiver took the batch: a crash before this line re-sends at most that batch.
+# Never backwards: a process that lost its lease mid-batch cannot move the cursor behind its successor's.
 ADVANCE = (
     "UPDATE sink_cursors SET pos_hi = ?, pos_lo = ?, delivered = delivered + ?, last_error = NULL,"
-    " last_success_at = ?, caught_up_at = CASE WHEN ? THEN ? ELSE caught_up_at END WHERE name = ?"
+    " last_success_at = ?, caught_up_at = CASE WHEN ? THEN ? ELSE caught_up_at END"
+    " WHERE name = ? AND (pos_hi < ? OR (pos_hi = ? AND pos_lo <= ?))"
 )
 FAILED = "UPDATE sink_cursors SET failed = failed + 1, last_error = ? WHERE name = ?"
 CAUGHT_UP = "UPDATE sink_cursors SET caught_up_at = ? WHERE name = ?"
@@ -272,7 +274,8 @@ class SinkTables:
 
     async def advance(self, name: str, upto: Position, delivered: int, caught_up: bool) -> None:
         now = time.time()
-        await self._run((ADVANCE, (upto[0], upto[1], delivered, now, caught_up, now, name)))
+        hi, lo = upto
+        await self._run((ADVANCE, (hi, lo, delivered, now, caught_up, now, name, hi, hi, lo)))
 
     async def mark_caught_up(self, name: str) -> None:
         await self._run((CAUGHT_UP, (time.time(), name)))
