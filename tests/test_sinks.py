@@ -6,6 +6,7 @@ import asyncio
 import random
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
@@ -343,3 +344,35 @@ async def test_the_cursor_never_moves_back(make_client: MakeClient) -> None:
     await tables.advance("c", (0, 4), 3, caught_up=False)  # a stale holder's late write
     cursor = await tables.cursor("c")
     assert cursor is not None and cursor[0] == (0, 10) and cursor[1] == 5
+
+
+async def test_postgres_a_transaction_committing_late_is_not_skipped(make_client: MakeClient) -> None:
+    """Writers commit in any order: a row numbered before rows already delivered still reaches the sink."""
+    import asyncpg
+
+    from cavra_ingest.core.sqltext import numbered
+    from cavra_ingest.store.sql import INSERT_DECISION
+    from tests.conftest import POSTGRES_URL
+
+    client = await sink_client(make_client, "postgres")
+    schema = client.app[SETTINGS_KEY].store.postgres_schema
+    async with http_receiver(decode_webhook, "/hook") as receiver:
+        sink = await add_sink(client, name="order", kind="webhook", target=receiver.url)
+        receiver.secret = sink["secret"]
+        late = decision(decision_id="dec-late", session_id="s-late")
+        conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+            # Takes its xid and sequence number now, commits only after the others are delivered.
+            row = ("dec-late", "s-late", "agent-a", "agent-a", "acme/api", "default", "read_file", "x", "r", "allow",
+                   "low", late["timestamp"], None, msgspec.json.encode(late).decode(), None, None)  # fmt: skip
+            await conn.execute(numbered(INSERT_DECISION), *row)
+            early = [decision(session_id="s-early") for _ in range(5)]
+            await post(client, early)
+            await asyncio.sleep(0.3)  # the sink looks several times (20 ms) and must not pass the open row
+            assert not receiver.ids() & {r["decision_id"] for r in early}, "read past a running transaction"
+            await transaction.commit()
+        finally:
+            await conn.close()
+        await until(lambda: receiver.ids() >= {"dec-late"} | {r["decision_id"] for r in early}, what="all six")
