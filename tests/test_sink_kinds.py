@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REQUIRE_SERVICES, MakeClient, decision
 from tests.procs import free_port
 from tests.sinkreceivers import until
-from tests.test_sinks import FAST, add_sink, post, status
+from tests.test_sinks import FAST, add_sink, post, settled, status
 
 # RSYSLOG_SyslogProtocol23Format: <PRI>1 TIMESTAMP HOST APP PROCID MSGID [SD] MSG
 LINE = re.compile(
@@ -94,7 +94,7 @@ async def test_syslog_reaches_rsyslog_and_every_line_names_its_decision(
     for params, record in received(out):
         assert params["decision_id"] == record["decision_id"]
         assert params["decision"] == record["decision"]
-    assert (await status(client, "syslog"))["delivered"] == 50
+    assert (await settled(client, "syslog", 50))["delivered"] == 50
 
 
 async def test_parquet_archive_read_by_duckdb_matches_the_store(make_client: MakeClient, tmp_path: Path) -> None:

@@ -47,8 +47,19 @@ async def post(client: TestClient, records: list[dict[str, Any]]) -> None:
     assert response.status == 200, await response.text()
 
 
-async def status(client: TestClient, name: str) -> dict[str, Any]:
-    response = await client.get(f"/sinks/{name}")
+async def settled(
+    client: TestClient, name: str, delivered: int, timeout_s: float = 20.0, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The sink's status once its cursor counts `delivered` (the receiver answers before the cursor moves)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (shown := await status(client, name, headers))["delivered"] < delivered:
+        assert asyncio.get_running_loop().time() < deadline, shown
+        await asyncio.sleep(0.02)
+    return shown
+
+
+async def status(client: TestClient, name: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    response = await client.get(f"/sinks/{name}", headers=headers)
     assert response.status == 200
     reply: dict[str, Any] = await response.json()
     return reply
@@ -68,7 +79,7 @@ async def test_webhook_gets_every_decision_signed(make_client: MakeClient, kind:
         await post(client, records[25:])
         await until(lambda: receiver.ids() >= {r["decision_id"] for r in records}, what="all 40 delivered")
         assert not receiver.problems
-        shown = await status(client, "siem")
+        shown = await settled(client, "siem", 40)
         assert shown["delivered"] == 40 and shown["dead_letters"] == 0 and shown["state"] == "active"
 
 
@@ -110,7 +121,7 @@ async def test_receiver_failing_then_healthy_gets_everything(make_client: MakeCl
         records = [decision() for _ in range(30)]
         await post(client, records)
         await until(lambda: receiver.ids() >= {r["decision_id"] for r in records}, what="everything after 500s")
-        shown = await status(client, "flaky")
+        shown = await settled(client, "flaky", 30)
         assert shown["failed"] >= 7 and shown["dead_letters"] == 0 and shown["delivered"] == 30
 
 
@@ -267,8 +278,13 @@ async def test_tenant_admin_manages_and_receives_only_its_tenant(make_client: Ma
         assert response.status == 200
         mine = {r["decision_id"] for r in mixed if r.get("tenant_id") == "ten-a"}
         await until(lambda: receiver.ids() >= mine, what="tenant a's records")
-        # The sink has read past every record by now: the others were seen and skipped.
-        await until(lambda: client.app[DELIVERY_KEY].stats["a"].lag_records == 0, what="caught up")
+        # Once the cursor counts them all and nothing is left to read, the others were seen and skipped.
+        shown = await settled(client, "a", len(mine), headers=made["root"])
+        deadline = asyncio.get_running_loop().time() + 20
+        while shown["lag_records"]:
+            assert asyncio.get_running_loop().time() < deadline, shown
+            await asyncio.sleep(0.02)
+            shown = await status(client, "a", made["root"])
         assert receiver.ids() == mine and all(r["tenant_id"] == "ten-a" for r in receiver.records)
 
 
@@ -282,6 +298,7 @@ async def test_metrics_and_healthz_show_a_lagging_sink(make_client: MakeClient) 
         records = [decision() for _ in range(5)]
         await post(client, records)
         await until(lambda: len(receiver.ids()) == 5, what="the healthy sink's delivery")
+        await settled(client, "up", 5)
 
         async def health() -> dict[str, Any]:
             reply: dict[str, Any] = await (await client.get("/healthz")).json()
