@@ -393,3 +393,53 @@ async def test_postgres_a_transaction_committing_late_is_not_skipped(make_client
         finally:
             await conn.close()
         await until(lambda: receiver.ids() >= {"dec-late"} | {r["decision_id"] for r in early}, what="all six")
+
+
+async def test_splunk_hec_with_indexer_acknowledgement(make_client: MakeClient) -> None:
+    """`?ack=1`: a batch counts only once /services/collector/ack confirms its ackId (polled)."""
+    from aiohttp import web
+
+    events: list[dict[str, Any]] = []
+    pending: dict[int, int] = {}  # ackId -> polls before it is confirmed
+    channels: set[str] = set()
+
+    async def event(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == "Splunk tok"
+        channels.add(request.headers["X-Splunk-Request-Channel"])
+        events.extend(decode_hec_body(await request.read()))
+        ack_id = len(pending)
+        pending[ack_id] = 2  # confirmed at the third poll
+        return web.json_response({"text": "Success", "code": 0, "ackId": ack_id})
+
+    async def ack(request: web.Request) -> web.Response:
+        assert request.query["channel"] in channels
+        asked = (await request.json())["acks"]
+        answer = {}
+        for ack_id in asked:
+            pending[ack_id] -= 1
+            answer[str(ack_id)] = pending[ack_id] < 0
+        return web.json_response({"acks": answer})
+
+    app = web.Application()
+    app.router.add_post("/services/collector/event", event)
+    app.router.add_post("/services/collector/ack", ack)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        client = await sink_client(make_client)
+        await add_sink(client, name="hec", kind="splunk_hec", target=f"http://127.0.0.1:{port}?ack=1", secret="tok")
+        records = [decision() for _ in range(12)]
+        await post(client, records)
+        shown = await settled(client, "hec", 12)
+        assert {e["decision_id"] for e in events} == {r["decision_id"] for r in records}
+        assert all(n < 0 for n in pending.values()) and shown["dead_letters"] == 0 and len(channels) == 1
+    finally:
+        await client.close()
+        await asyncio.wait_for(runner.cleanup(), 10)
+
+
+def decode_hec_body(body: bytes) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(line)["event"] for line in body.splitlines() if line.strip()]

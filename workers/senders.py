@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,17 +133,26 @@ class HttpSender:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         body = self.body(events)
         headers = {"Content-Type": self.content_type, "User-Agent": APP_NAME, **self.headers(events, body)}
-        try:
-            async with self._session.post(self.url, data=body, headers=headers) as reply:
-                await reply.read()
-                status, after = reply.status, retry_after(reply.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise Retry(f"{type(exc).__name__}: {exc}"[:300]) from None
+        status, answer, after = await self.post(self.url, body, headers)
         if 200 <= status < 300:
+            await self.taken(answer, headers)
             return
         if status in (408, 429) or status >= 500:
             raise Retry(f"HTTP {status}", after)
         raise Refused(f"HTTP {status}")
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, float | None]:
+        assert self._session is not None
+        try:
+            async with self._session.post(url, data=body, headers=headers) as reply:
+                answer = await reply.read()
+                return reply.status, answer, retry_after(reply.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Retry(f"{type(exc).__name__}: {exc}"[:300]) from None
+
+    async def taken(self, answer: bytes, headers: dict[str, str]) -> None:
+        """The receiver answered 2xx; a kind that confirms later (HEC's acknowledgements) waits here."""
+        return None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -174,11 +184,47 @@ class WebhookSender(HttpSender):
 
 
 class SplunkSender(HttpSender):
-    """Splunk HTTP Event Collector: one JSON event object per decision, concatenated."""
+    """Splunk HTTP Event Collector: one JSON event object per decision, concatenated.
+
+    With `?ack=1` on the target, a channel is sent and each batch counts as delivered only once
+    `/services/collector/ack` confirms its ackId (indexer acknowledgement), polled until the timeout.
+    """
+
+    ACK_POLL_S = 0.2
+
+    def __init__(self, sink: SinkDef, secret: str | None, timeout_s: float) -> None:
+        parts = urlsplit(sink.target)
+        self.ack = parse_qs(parts.query).get("ack", [""])[0].lower() in ("1", "true", "yes")
+        self.channel = str(uuid.uuid4())
+        self.timeout_s = timeout_s
+        super().__init__(sink, secret, timeout_s)
 
     def endpoint(self, target: str) -> str:
         parts = urlsplit(target)
-        return target.rstrip("/") + "/services/collector/event" if parts.path in ("", "/") else target
+        base = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+        self.base = base if parts.path not in ("", "/") else base + "/services/collector"
+        return self.base + "/event" if parts.path in ("", "/") else base
+
+    async def taken(self, answer: bytes, headers: dict[str, str]) -> None:
+        if not self.ack:
+            return
+        try:
+            ack_id = int(json.loads(answer)["ackId"])
+        except (ValueError, KeyError, TypeError):
+            raise Retry("HEC answered without an ackId (is indexer acknowledgement on?)") from None
+        url = self.base.removesuffix("/event") + "/ack?channel=" + self.channel
+        query = json.dumps({"acks": [ack_id]}).encode()
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            status, reply, _ = await self.post(url, query, headers)
+            if status == 200:
+                try:
+                    if json.loads(reply)["acks"].get(str(ack_id)) is True:
+                        return
+                except (ValueError, KeyError, AttributeError):
+                    raise Retry('HEC\'s ack answer is not {"acks": {...}}') from None
+            await asyncio.sleep(self.ACK_POLL_S)
+        raise Retry(f"HEC did not acknowledge ackId {ack_id} within {self.timeout_s} s")
 
     def body(self, events: Sequence[Event]) -> bytes:
         # The stored JSON goes in as it is: no decode and encode of each record.
@@ -191,7 +237,10 @@ class SplunkSender(HttpSender):
         )
 
     def headers(self, events: Sequence[Event], body: bytes) -> dict[str, str]:
-        return {"Authorization": f"Splunk {self.secret or ''}"}
+        sent = {"Authorization": f"Splunk {self.secret or ''}"}
+        if self.ack:
+            sent["X-Splunk-Request-Channel"] = self.channel
+        return sent
 
 
 class OtlpSender(HttpSender):
