@@ -32,10 +32,12 @@ nats-server:
 	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server; }
 
-# The syslog sink's tests deliver to a real rsyslogd (Debian's package), started by the tests as this user.
+# The syslog sink's tests deliver to a real rsyslogd (Debian's packages; rsyslog-gnutls for TLS), started by the
+# tests as this user.
 rsyslog:
-	@command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rsyslog; }
+	@{ command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ]; } && dpkg -s rsyslog-gnutls >/dev/null 2>&1 || \
+		{ SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rsyslog rsyslog-gnutls; }
 
 test: install browser nats-server rsyslog
 	$(PY) -m pytest

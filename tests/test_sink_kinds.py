@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,31 @@ def rsyslogd() -> str:
     return found
 
 
-@pytest.fixture
-async def rsyslog(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
-    """A real rsyslogd: imtcp on a free port, every message to a file, as this user; killed in finally."""
+@asynccontextmanager
+async def running_rsyslog(tmp_path: Path, tls: tuple[Path, Path] | None = None) -> AsyncIterator[tuple[int, Path]]:
+    """A real rsyslogd: imtcp on a free port (TLS through gtls when given a certificate and key), every
+    message to a file, as this user; killed in finally."""
     binary = rsyslogd()
     port, out = free_port(), tmp_path / "received.log"
     conf = tmp_path / "rsyslog.conf"
+    if tls is None:
+        head = f'global(workDirectory="{tmp_path}")\nmodule(load="imtcp")\n'
+    else:
+        if not list(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so")) + list(
+            Path("/usr/lib").glob("rsyslog/lmnsd_gtls.so")
+        ):
+            message = "rsyslog's gtls driver is not installed (make rsyslog installs rsyslog-gnutls)"
+            if REQUIRE_SERVICES:
+                pytest.fail(message + "; CAVRA_REQUIRE_SERVICES=1 requires it", pytrace=False)
+            pytest.skip(message)
+        cert, key = tls
+        head = (
+            f'global(workDirectory="{tmp_path}" DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{cert}"'
+            f' DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")\n'
+            'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")\n'
+        )
     conf.write_text(
-        f'global(workDirectory="{tmp_path}")\nmodule(load="imtcp")\n'
-        f'input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="cavra")\n'
+        head + f'input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="cavra")\n'
         f'ruleset(name="cavra") {{ action(type="omfile" file="{out}" template="RSYSLOG_SyslogProtocol23Format") }}\n'
     )
     log = open(tmp_path / "rsyslogd.out", "wb")
@@ -66,6 +83,12 @@ async def rsyslog(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
         proc.kill()
         proc.wait(5)
         log.close()
+
+
+@pytest.fixture
+async def rsyslog(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    async with running_rsyslog(tmp_path) as found:
+        yield found
 
 
 def received(out: Path) -> list[tuple[dict[str, str], dict[str, Any]]]:
@@ -197,3 +220,16 @@ async def test_syslog_over_tls_with_octet_counting(make_client: MakeClient, tmp_
         await client.close()  # its sender's connection first: wait_closed waits for every connection
         server.close()
         await asyncio.wait_for(server.wait_closed(), 10)
+
+
+async def test_syslog_over_tls_reaches_rsyslog(make_client: MakeClient, tmp_path: Path) -> None:
+    """RFC 5425: the same frames over TLS to rsyslog's gtls driver, the server's certificate checked."""
+    tls = self_signed(tmp_path)
+    async with running_rsyslog(tmp_path, tls) as (port, out):
+        client = await make_client(**FAST)
+        await add_sink(client, name="tls", kind="syslog", target=f"tls://127.0.0.1:{port}?ca={tls[0]}")
+        records = [decision(decision="block") for _ in range(10)]
+        await post(client, records)
+        wanted = {r["decision_id"] for r in records}
+        await until(lambda: {p["decision_id"] for p, _ in received(out)} >= wanted, what="10 lines over TLS")
+        await client.close()
