@@ -203,7 +203,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 cpu[label].append(round(cpu_us, 1))
                 if on:
                     lags.append(lag)
-        none, three = statistics.median(runs["none"]), statistics.median(runs["three"])
+        none, three = round(statistics.median(runs["none"]), 1), round(statistics.median(runs["three"]), 1)
         result["throughput"] = {"runs": runs, "none_per_s": none, "three_sinks_per_s": three,
                                 "ratio": round(three / none, 3), "lag_at_end": lags,
                                 "server_cpu_us_per_decision": cpu}  # fmt: skip
