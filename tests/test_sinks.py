@@ -443,3 +443,15 @@ async def test_splunk_hec_with_indexer_acknowledgement(make_client: MakeClient) 
 
 def decode_hec_body(body: bytes) -> list[dict[str, Any]]:
     return [msgspec.json.decode(line)["event"] for line in body.splitlines() if line.strip()]
+
+
+async def test_a_kind_whose_package_is_missing_is_refused(make_client: MakeClient, monkeypatch: Any) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    client = await sink_client(make_client)
+    response = await client.post("/sinks", json={"name": "arch", "kind": "parquet", "target": "/tmp/x"})
+    error = await response.json()
+    assert response.status == 400 and error["field"] == "kind" and "pyarrow" in error["detail"]
+    assert (await (await client.get("/sinks")).json())["items"] == []

@@ -101,6 +101,12 @@ async def _run(args: argparse.Namespace) -> str:
             secret = check_secret(kind, given)
         except SinkError as exc:
             raise SinkCommandError(f"{exc.field}: {exc}") from None
+        from workers.senders import missing_package
+
+        if (missing := missing_package(kind)) is not None:
+            raise SinkCommandError(
+                f"a {kind} sink needs the {missing!r} package: pip install 'cavra-ingest[streaming]'"
+            )
         text = await _check_filter(settings, args.filter, args.tenant)
     tables = SinkTables(settings)
     await tables.open()

@@ -26,6 +26,7 @@ from cavra_ingest.http.routes.reads import integer
 from cavra_ingest.http.sinkfilter import checked_query
 from cavra_ingest.store.sinks import SinkTables
 from workers.delivery import replay
+from workers.senders import missing_package
 
 CREATE_FIELDS = frozenset({"name", "kind", "target", "filter", "secret", "start", "tenant_id", "state"})
 PATCH_FIELDS = frozenset({"filter", "state"})
@@ -121,6 +122,10 @@ async def create_sink(request: web.Request) -> web.Response:
         secret = check_secret(kind, body.get("secret"))
     except SinkError as exc:
         raise refused(exc) from None
+    missing = missing_package(kind)
+    if missing is not None:
+        raise ApiError(400, f"a {kind} sink needs the {missing!r} package: pip install 'cavra-ingest[streaming]'",
+                       field="kind")  # fmt: skip
     text = await check_filter(request, body.get("filter", ""), tenant)
     sink = SinkDef(name, kind, target, now_text(), text, state, tenant, secret is not None)
     position = await store.end() if start == "now" else (0, 0)
