@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: partition bench-store bench-search bench-console bench-single docs install browser nats-server run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
+.PHONY: partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,14 @@ nats-server:
 	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server; }
 
-test: install browser nats-server
+# The syslog sink's tests deliver to a real rsyslogd (Debian's packages; rsyslog-gnutls for TLS), started by the
+# tests as this user.
+rsyslog:
+	@{ command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ]; } && dpkg -s rsyslog-gnutls >/dev/null 2>&1 || \
+		{ SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rsyslog rsyslog-gnutls; }
+
+test: install browser nats-server rsyslog
 	$(PY) -m pytest
 
 # Refresh the console screenshots under docs/ (a plain test run never writes them).
@@ -70,6 +77,7 @@ bench: install
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(filter command line environment,$(origin ROWS)),--rows $(ROWS)) $(BENCH_ARGS)
 	$(MAKE) bench-features
+	$(MAKE) bench-streaming
 
 # What each write-path feature costs in server CPU per decision against its budget (bench/featurecost.py):
 # arrays of 100 and single posts, interleaved on/off pairs; writes bench/results/featurecost-*.md.
@@ -136,6 +144,12 @@ bench-audit: install
 audit: install
 	$(PY) -m pip install --quiet -e ".[audit]"
 	$(VENV)/bin/pip-audit -r requirements.lock --no-deps --disable-pip
+
+# Streaming (docs/streaming.md): 2xx-to-receiver latency at ~1,000 decisions/s with three sinks, and ingest
+# throughput with three sinks beside none, interleaved in one run; writes bench/results/streaming.{json,md}.
+bench-streaming: install
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m bench.streaming
 
 # Servers on one PostgreSQL beside COPY, then JetStream end to end with 1 and 2 workers (docs/scale-out.md).
 bench-scaleout: install nats-server

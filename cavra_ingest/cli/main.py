@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cavra_ingest.cli.tokens import add_token_parser
 
     add_token_parser(commands)
+    from cavra_ingest.cli.sinks import add_sinks_parser
+
+    add_sinks_parser(commands)
+    commands.add_parser("deliver", help="deliver to the sinks in a process of its own (serve starts one)")
     lifecycle.add_recount_parser(commands)
     audit.add_audit_commands(commands)
     commands.add_parser("worker", help="JetStream mode: commit the log (CAVRA_BROKER_URL) to PostgreSQL, then ack")
@@ -89,6 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return FAILED
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         return 0
+    if args.command == "deliver":
+        from cavra_ingest.cli.deliver import run_deliver
+
+        return run_deliver(settings)
+    if args.command == "sinks":
+        from cavra_ingest.cli.sinks import run_sinks_command
+
+        return run_sinks_command(args)
     if args.command == "token":
         from cavra_ingest.cli.tokens import run_token_command
 

@@ -12,7 +12,9 @@ from cavra_ingest.http.guards import BodyBudget, DiskFloor, allowed_hosts, host_
 from cavra_ingest.http.keys import (
     AUDIT_KEY,
     BUDGET_KEY,
+    CHILD_KEY,
     COUNTS_HEALTH_KEY,
+    DELIVERY_KEY,
     DISK_KEY,
     HOSTS_KEY,
     METRICS_KEY,
@@ -20,6 +22,7 @@ from cavra_ingest.http.keys import (
     SEARCH_HEALTH_KEY,
     SETTINGS_KEY,
     SINK_KEY,
+    SINK_TABLES_KEY,
     STORE_KEY,
 )
 from cavra_ingest.http.metrics import Metrics
@@ -38,6 +41,7 @@ from cavra_ingest.http.routes import (
     whoami,
 )
 from cavra_ingest.http.routes.metrics import metrics_view
+from cavra_ingest.http.routes.sinks import add_sink_routes
 from cavra_ingest.runtime import running
 from cavra_ingest.settings import Settings
 
@@ -56,6 +60,50 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         if runtime.folder is not None:
             app[COUNTS_HEALTH_KEY] = runtime.folder.health
         yield
+
+
+async def sinks_context(app: web.Application) -> AsyncIterator[None]:
+    """Open the sinks' tables and start the delivery (inline, or a child process this app watches); on the
+    way out every task is cancelled and awaited, and the child stopped, within a bound: none outlives the app."""
+    settings = app[SETTINGS_KEY]
+    if settings.store.kind not in ("sqlite", "postgres"):
+        yield
+        return
+    from cavra_ingest.http.sinkfilter import compiler
+    from cavra_ingest.http.sinkmetrics import SinkCollector
+    from cavra_ingest.store.sinks import SinkTables
+    from cavra_ingest.store.sqlite.store import SqliteStore
+    from workers.delivery import Delivery
+
+    store = app[STORE_KEY]
+    mode = settings.sinks.sink_delivery
+    # Inline on SQLite, the small writes go through the writer's connection (its page cache stays warm).
+    writer = store.write_statements if isinstance(store, SqliteStore) and mode == "inline" else None
+    tables = SinkTables(settings, writer)
+    await tables.open()
+    app[SINK_TABLES_KEY] = tables
+    child = None
+    if mode == "process":
+        from workers.childproc import Child
+
+        # Started once a sink is active: an app with none runs no extra process.
+        child = Child(settings)
+        app[CHILD_KEY] = child
+    # `process`: this app only watches (for /metrics and /healthz); the child delivers.
+    on_active = child.start if child is not None else None
+    delivery = Delivery(tables, settings.sinks, compiler(app), deliver=mode == "inline", on_active=on_active)
+    app[DELIVERY_KEY] = delivery
+    collector = SinkCollector(delivery)
+    app[METRICS_KEY].registry.register(collector)
+    delivery.start()
+    try:
+        yield
+    finally:
+        if child is not None:
+            await child.stop()
+        await delivery.stop()
+        app[METRICS_KEY].registry.unregister(collector)
+        await tables.close()
 
 
 async def refuse_new_writes(app: web.Application) -> None:
@@ -84,6 +132,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     # Before the runtime, so its closing line comes after the writer drained and the store closed.
     app.cleanup_ctx.append(logs.lifecycle)
     app.cleanup_ctx.append(runtime_context)
+    app.cleanup_ctx.append(sinks_context)
     app.cleanup_ctx.append(auth.guard_context)
     app.on_shutdown.append(logs.shutting_down)
     app.on_shutdown.append(refuse_new_writes)
@@ -114,6 +163,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/log/consistency", proofs.consistency)
     app.router.add_get("/sessions/{session_id}/evidence", evidence.session_evidence)
     app.router.add_get("/ingest/rejections", rejections.list_rejections)
+    add_sink_routes(app)
     add_console_routes(app)
     if settings.server.cors_origins:
         cors.install(app, settings.server.cors_origins)

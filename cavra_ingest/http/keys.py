@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from cavra_ingest.http.metrics import Metrics
     from cavra_ingest.http.quota import Quotas
     from cavra_ingest.runtime import Runtime
+    from cavra_ingest.store.sinks import SinkTables
+    from workers.childproc import Child
+    from workers.delivery import Delivery
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)
@@ -39,3 +42,8 @@ DISK_KEY: web.AppKey[DiskFloor] = web.AppKey("disk_floor")
 ORIGINS_KEY: web.AppKey[frozenset[str]] = web.AppKey("cors_origins")
 # (transactions, records) when the stop was asked for: set during shutdown, when the app's keys are frozen.
 DRAIN_FROM_KEY: web.AppKey[list[int]] = web.AppKey("drain_from")
+# The sinks' tables (SQL stores only) and this process's delivery to them (absent with CAVRA_SINKS=0).
+SINK_TABLES_KEY: web.AppKey[SinkTables] = web.AppKey("sink_tables")
+DELIVERY_KEY: web.AppKey[Delivery] = web.AppKey("delivery")
+# `serve`'s delivery child (CAVRA_SINK_DELIVERY=process).
+CHILD_KEY: web.AppKey[Child] = web.AppKey("sink_child")

@@ -31,6 +31,7 @@ from cavra_ingest.http.openapi_parts import (
     path_param,
     ref,
 )
+from cavra_ingest.http.openapi_sinks import SINK_OPERATIONS
 from cavra_ingest.http.routes.histogram import SECONDS
 from cavra_ingest.http.routes.reads import DECISION_FILTERS, MAX_INTEGER, MAX_LIMIT, MAX_TIMELINE_LIMIT, SESSION_FILTERS
 
@@ -227,6 +228,7 @@ def secure(operations: dict[tuple[str, str], dict[str, Any]]) -> None:
             operation["responses"]["429"] = json_body(ref("Error"), over, **{"Retry-After": RETRY_AFTER["Retry-After"]})
 
 
+OPERATIONS.update(SINK_OPERATIONS)
 secure(OPERATIONS)
 
 

@@ -83,6 +83,18 @@ class Timeline(Struct):
     next_cursor: str | None
 
 
+class SinkLag(Struct):
+    name: str
+    lag_records: int
+    lag_seconds: float
+
+
+class SinksHealth(Struct):
+    total: int
+    # Sinks whose lag is over CAVRA_SINK_LAG_ALERT_S (a paused sink with records waiting lags too).
+    lagging: list[SinkLag]
+
+
 class Health(Struct):
     status: Literal["ok", "stopping"]
     store: str
@@ -93,6 +105,8 @@ class Health(Struct):
     search: SearchHealth | None = None
     # The background folder of the decision counts (SQLite).
     counts: CountsHealth | None = None
+    # The sinks this process knows of, and those lagging over their threshold (docs/streaming.md).
+    sinks: SinksHealth | None = None
 
 
 class ConsoleFilters(Struct):

@@ -16,6 +16,7 @@ from cavra_ingest.settings.groups import (
     ConsoleSettings,
     LimitSettings,
     ServerSettings,
+    SinkSettings,
     StoreSettings,
     WriterSettings,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "SettingsError",
+    "SinkSettings",
     "Spec",
     "StoreSettings",
     "WriterSettings",

@@ -18,6 +18,7 @@ from cavra_ingest.settings.groups import (
     ConsoleSettings,
     LimitSettings,
     ServerSettings,
+    SinkSettings,
     StoreSettings,
     WriterSettings,
 )
@@ -86,6 +87,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    sinks: SinkSettings = field(default_factory=SinkSettings)
 
     @classmethod
     def of(cls, **values: Any) -> Settings:

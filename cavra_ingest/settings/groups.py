@@ -172,3 +172,27 @@ class ConsoleSettings:
     """What the Activity Explorer console is told."""
 
     api_base_url: str = setting("", "the API's address as CAVRA's console should call it; empty: the request's")
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    """Streaming to sinks (docs/streaming.md): batching, retries, the lease and the lag threshold."""
+
+    # `process` keeps delivery off the event loop that serves ingest: on a small machine it is the difference.
+    sink_delivery: str = setting(
+        "process",
+        "where `serve` delivers: a child `process`, `inline` on its own loop, or `off`",
+        choices=("process", "inline", "off"),
+    )
+    sink_batch_max: int = setting(500, "events per delivery at most")
+    sink_batch_ms: int = setting(200, "ms between a sink's looks for new decisions when caught up")
+    sink_timeout_s: float = setting(10.0, "seconds a delivery may take before it counts as failed (retried)")
+    sink_backoff_s: float = setting(0.5, "first retry delay in seconds; doubled each time, with jitter")
+    sink_backoff_max_s: float = setting(30.0, "longest retry delay in seconds (a Retry-After above it is capped)")
+    sink_max_attempts: int = setting(
+        50, "attempts before an event that keeps failing goes to the dead letters (0: retry forever)", zero=True
+    )
+    sink_lease_s: float = setting(15.0, "seconds a process's delivery lease lasts unless renewed")
+    sink_lag_alert_s: float = setting(60.0, "lag in seconds over which /healthz names a sink")
+    sink_key_file: str = setting("", "key file sealing sink secrets (default: beside the SQLite file)")
+

@@ -18,7 +18,15 @@ from cavra_ingest.core.models import ENCODER, OUTCOMES, SESSION_STATES, SEVERITI
 from cavra_ingest.core.search import PREFIX_FILTERS, BadSearch, parse_terms, split_prefixes
 from cavra_ingest.http.auth import bound_columns, scope_query, visible_payload
 from cavra_ingest.http.guards import cancel_on_disconnect
-from cavra_ingest.http.keys import COUNTS_HEALTH_KEY, ORIGINS_KEY, SEARCH_HEALTH_KEY, SETTINGS_KEY, SINK_KEY, STORE_KEY
+from cavra_ingest.http.keys import (
+    COUNTS_HEALTH_KEY,
+    DELIVERY_KEY,
+    ORIGINS_KEY,
+    SEARCH_HEALTH_KEY,
+    SETTINGS_KEY,
+    SINK_KEY,
+    STORE_KEY,
+)
 from cavra_ingest.http.middleware import json_reply
 from cavra_ingest.http.replies import (
     ConsoleConfig,
@@ -30,6 +38,7 @@ from cavra_ingest.http.replies import (
     Timeline,
     stored,
 )
+from cavra_ingest.http.sinkmetrics import sinks_health
 from cavra_ingest.store import ListQuery, Page
 from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILTERS
 
@@ -293,6 +302,7 @@ async def healthz(request: web.Request) -> web.Response:
         writer=health.stats,
         search=request.app[SEARCH_HEALTH_KEY]() if SEARCH_HEALTH_KEY in request.app else None,
         counts=request.app[COUNTS_HEALTH_KEY]() if COUNTS_HEALTH_KEY in request.app else None,
+        sinks=sinks_health(request.app[DELIVERY_KEY]) if DELIVERY_KEY in request.app else None,
     )
     return json_reply(reply, 503 if health.closing else 200)
 

@@ -1,0 +1,118 @@
+"""kill -9 of a real server mid-stream: after a restart every committed decision reaches the receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import decision
+from tests.procs import Server, acknowledged
+from tests.sinkreceivers import decode_webhook, http_receiver, until
+
+ENV = {"CAVRA_SINK_BATCH_MS": "20", "CAVRA_SINK_BATCH_MAX": "50", "CAVRA_SINK_LEASE_S": "2",
+       "CAVRA_SINK_BACKOFF_S": "0.05", "CAVRA_SINK_BACKOFF_MAX_S": "0.5"}  # fmt: skip
+
+
+async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:
+    server = Server(tmp_path / "activity.db", env=ENV)
+    committed: list[str] = []
+    async with http_receiver(decode_webhook, "/hook") as receiver:
+        await server.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                body = {"name": "siem", "kind": "webhook", "target": receiver.url}
+                async with http.post(f"{server.url}/sinks", json=body) as response:
+                    assert response.status == 201, await response.text()
+                    receiver.secret = (await response.json())["secret"]
+
+                async def send(rounds: int) -> None:
+                    for _ in range(rounds):
+                        batch: list[dict[str, Any]] = [decision(session_id="s-kill") for _ in range(20)]
+                        try:
+                            async with http.post(f"{server.url}/decisions", json=batch) as response:
+                                committed.extend(acknowledged(response.status, await response.json(), batch))
+                        except (aiohttp.ClientError, ValueError):
+                            return  # the server died under this request: unacknowledged, maybe stored
+
+                await send(10)
+                await until(lambda: len(receiver.ids()) >= 60, what="delivery under way")
+                sender = asyncio.create_task(send(1000))
+                await until(lambda: len(committed) >= 400, what="more posts")
+                receiver.delay_s = 0.2
+                await until(lambda: len(committed) >= 800, what="more posts while the receiver is slow")
+                server.kill()
+                lagging = len(set(committed) - receiver.ids())
+                assert lagging > 0, "the kill came with nothing in flight"
+                await asyncio.wait_for(sender, 10)
+                receiver.delay_s = 0.0
+                before = len(receiver.ids())
+                port = server.port
+                await server.start(port=port)
+                await send(5)
+            await until(lambda: receiver.ids() >= set(committed), timeout_s=30, what="every committed decision")
+            assert not receiver.problems
+            # At least once: a crash re-sends at most the batch in flight.
+            duplicates = len(receiver.records) - len(receiver.ids())
+            assert duplicates <= 50, duplicates
+            assert before < len(receiver.ids())
+        finally:
+            server.kill()
+
+
+def parent_of(holder: str) -> int:
+    """The parent pid of the lease holder (`host:pid:nonce`): the server whose delivery child it is."""
+    pid = holder.split(":")[1]
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(holder)
+
+
+def lease_holder(db: Path) -> str | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT holder FROM sink_leases WHERE name = 'siem' AND expires_at >= ?",
+                           (time.time(),)).fetchone()  # fmt: skip
+    return None if row is None else str(row[0])
+
+
+async def held_by(http: aiohttp.ClientSession, server: Server) -> bool:
+    holder = lease_holder(server.db) if server.db is not None else None
+    return holder is not None and parent_of(holder) == server.pid
+
+
+async def test_two_servers_one_deliverer_and_takeover_after_kill_9(tmp_path: Path) -> None:
+    db = tmp_path / "activity.db"
+    one, two = Server(db, env=ENV), Server(db, env={**ENV, "CAVRA_SEARCH_INDEX": "0"})
+    async with http_receiver(decode_webhook, "/hook") as receiver:
+        await one.start()
+        await two.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                body = {"name": "siem", "kind": "webhook", "target": receiver.url}
+                async with http.post(f"{two.url}/sinks", json=body) as response:
+                    assert response.status == 201, await response.text()
+                    receiver.secret = (await response.json())["secret"]
+                first = [decision(session_id="s-two") for _ in range(100)]
+                async with http.post(f"{one.url}/decisions", json=first) as response:
+                    assert response.status == 200
+                await until(lambda: receiver.ids() >= {r["decision_id"] for r in first}, what="first delivery")
+                holders = [await held_by(http, s) for s in (one, two)]
+                assert holders.count(True) == 1, holders
+                assert len(receiver.records) == len(receiver.ids()), "one deliverer: no duplicates"
+                holder, survivor = (one, two) if holders[0] else (two, one)
+                holder.kill()
+                later = [decision(session_id="s-two") for _ in range(50)]
+                async with http.post(f"{survivor.url}/decisions", json=later) as response:
+                    assert response.status == 200
+                # The lease (2 s) expires, the survivor takes the sink over and resumes at the cursor.
+                await until(lambda: receiver.ids() >= {r["decision_id"] for r in later}, what="takeover")
+                await until(lambda: lease_holder(db) is not None, what="a lease")
+                assert await held_by(http, survivor)
+        finally:
+            one.kill()
+            two.kill()
