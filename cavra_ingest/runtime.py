@@ -10,14 +10,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from cavra_ingest.auditlog.log import AuditLog, audit_log
 from cavra_ingest.broker.jetstream import BrokerSink
-from cavra_ingest.settings import Settings
+from cavra_ingest.core.sinks import SinkDef
+from cavra_ingest.settings import Settings, SinkSettings
 from cavra_ingest.store import Store, make_store
 from cavra_ingest.store.base import FoldsCounts, IndexesSearch
 from workers.indexer import CountsFolder, Follower, SearchIndexer
 from workers.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from cavra_ingest.store.sinks import SinkTables
+    from workers.childproc import Child
+    from workers.delivery import Delivery
 
 
 @dataclass(frozen=True)
@@ -86,3 +93,27 @@ async def broker_sink(settings: Settings, writer: BatchWriter) -> AsyncIterator[
         yield sink
     finally:
         await sink.close(settings.writer.drain_deadline_s)
+
+
+# The sinks' workers are built here, so that only the wiring imports `workers` (the HTTP layer asks for them).
+def sink_delivery(
+    tables: SinkTables, settings: SinkSettings, compile_filter: Any, *, deliver: bool, on_active: Any
+) -> Delivery:
+    """The delivery of every sink: it delivers (`deliver`) or only watches a child process that does."""
+    from workers.delivery import Delivery
+
+    return Delivery(tables, settings, compile_filter, deliver=deliver, on_active=on_active)
+
+
+def sink_child(settings: Settings) -> Child:
+    """The child process that delivers when `CAVRA_SINK_DELIVERY=process`."""
+    from workers.childproc import Child
+
+    return Child(settings)
+
+
+async def replay_dead_letters(tables: SinkTables, sink: SinkDef, settings: SinkSettings) -> tuple[int, int]:
+    """Send a sink's dead letters once more; return (delivered, still dead)."""
+    from workers.delivery import replay
+
+    return await replay(tables, sink, settings)

@@ -4,13 +4,17 @@ exits, stopped (SIGTERM, then SIGKILL after a bound) with the app."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
+import signal
 import sys
+from collections.abc import Mapping
 
-from cavra_ingest.settings import Settings
+from cavra_ingest.settings import SPECS, Settings
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
 RESTART_S = 1.0
 STOP_WAIT_S = 5.0
 
@@ -28,8 +32,6 @@ class Child:
             self._task = asyncio.create_task(self._keep(), name="cavra-sink-child")
 
     async def _keep(self) -> None:
-        from cavra_ingest.cli.deliver import child_environment, die_with_parent
-
         env = child_environment(self.settings, os.environ)
         while not self._stopping:
             self.proc = await asyncio.create_subprocess_exec(
@@ -54,3 +56,25 @@ class Child:
             except TimeoutError:
                 proc.kill()
                 await asyncio.wait_for(proc.wait(), STOP_WAIT_S)
+
+
+def child_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The parent's effective settings as CAVRA_* variables (flags included), for its child."""
+    env = {key: value for key, value in environ.items() if not key.startswith("CAVRA_")}
+    for spec in SPECS:
+        value = settings.value(spec)
+        if value is None:
+            continue
+        env[spec.env] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    env["CAVRA_SINK_DELIVERY"] = "inline"
+    return env
+
+
+def die_with_parent() -> None:
+    """Run in the child before exec: SIGKILL it when the parent dies (Linux; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(0)  # the parent is gone already

@@ -286,21 +286,6 @@ def otlp_request(events: Sequence[Event]) -> Any:
 
 
 # The package each kind needs beyond the server's own (the `streaming` extra).
-PACKAGES = {"webhook": "standardwebhooks", "otlp": "opentelemetry.proto", "parquet": "pyarrow"}
-
-
-def missing_package(kind: str) -> str | None:
-    """Name the package a kind needs that is not installed, if any."""
-    import importlib.util
-
-    name = PACKAGES.get(kind)
-    try:
-        found = name is None or importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        found = False
-    return None if found else name
-
-
 def make_sender(sink: SinkDef, secret: str | None, timeout_s: float) -> Sender:
     if sink.kind == "webhook":
         return WebhookSender(sink, secret, timeout_s)

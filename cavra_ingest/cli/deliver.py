@@ -7,17 +7,13 @@ and when started by `serve` it dies with it (PR_SET_PDEATHSIG), so a kill -9 of 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import signal
 import sys
-from collections.abc import Mapping
 
-from cavra_ingest.settings import SPECS, Settings
+from cavra_ingest.settings import Settings
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1
 STOP_WAIT_S = 5.0
 
 
@@ -55,25 +51,3 @@ async def deliver(settings: Settings) -> int:
 
 def run_deliver(settings: Settings) -> int:
     return asyncio.run(deliver(settings))
-
-
-def child_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
-    """The parent's effective settings as CAVRA_* variables (flags included), for its child."""
-    env = {key: value for key, value in environ.items() if not key.startswith("CAVRA_")}
-    for spec in SPECS:
-        value = settings.value(spec)
-        if value is None:
-            continue
-        env[spec.env] = ("1" if value else "0") if isinstance(value, bool) else str(value)
-    env["CAVRA_SINK_DELIVERY"] = "inline"
-    return env
-
-
-def die_with_parent() -> None:
-    """Run in the child before exec: SIGKILL it when the parent dies (Linux; elsewhere nothing)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:
-        os._exit(0)  # the parent is gone already

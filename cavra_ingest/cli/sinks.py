@@ -101,7 +101,7 @@ async def _run(args: argparse.Namespace) -> str:
             secret = check_secret(kind, given)
         except SinkError as exc:
             raise SinkCommandError(f"{exc.field}: {exc}") from None
-        from workers.senders import missing_package
+        from cavra_ingest.core.sinks import missing_package
 
         if (missing := missing_package(kind)) is not None:
             raise SinkCommandError(

@@ -134,3 +134,19 @@ def check_state(state: object) -> str:
         raise SinkError("state", f"state must be one of {', '.join(STATES)}, not {state!r}")
     assert isinstance(state, str)
     return state
+
+
+# The package each kind's sender needs beyond the base install (the `streaming` extra).
+PACKAGES = {"webhook": "standardwebhooks", "otlp": "opentelemetry.proto", "parquet": "pyarrow"}
+
+
+def missing_package(kind: str) -> str | None:
+    """Name the package a kind needs that is not installed, if any."""
+    import importlib.util
+
+    name = PACKAGES.get(kind)
+    try:
+        found = name is None or importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        found = False
+    return None if found else name

@@ -71,9 +71,9 @@ async def sinks_context(app: web.Application) -> AsyncIterator[None]:
         return
     from cavra_ingest.http.sinkfilter import compiler
     from cavra_ingest.http.sinkmetrics import SinkCollector
+    from cavra_ingest.runtime import sink_child, sink_delivery
     from cavra_ingest.store.sinks import SinkTables
     from cavra_ingest.store.sqlite.store import SqliteStore
-    from workers.delivery import Delivery
 
     store = app[STORE_KEY]
     mode = settings.sinks.sink_delivery
@@ -84,14 +84,12 @@ async def sinks_context(app: web.Application) -> AsyncIterator[None]:
     app[SINK_TABLES_KEY] = tables
     child = None
     if mode == "process":
-        from workers.childproc import Child
-
         # Started once a sink is active: an app with none runs no extra process.
-        child = Child(settings)
+        child = sink_child(settings)
         app[CHILD_KEY] = child
     # `process`: this app only watches (for /metrics and /healthz); the child delivers.
     on_active = child.start if child is not None else None
-    delivery = Delivery(tables, settings.sinks, compiler(app), deliver=mode == "inline", on_active=on_active)
+    delivery = sink_delivery(tables, settings.sinks, compiler(app), deliver=mode == "inline", on_active=on_active)
     app[DELIVERY_KEY] = delivery
     collector = SinkCollector(delivery)
     app[METRICS_KEY].registry.register(collector)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cavra_ingest.http.replies import SinkLag, SinksHealth
-from workers.delivery import Delivery
+
+if TYPE_CHECKING:  # the wiring builds the delivery; this module only reads it
+    from workers.delivery import Delivery
 
 
 class SinkCollector(Collector):

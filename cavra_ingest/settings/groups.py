@@ -195,4 +195,3 @@ class SinkSettings:
     sink_lease_s: float = setting(15.0, "seconds a process's delivery lease lasts unless renewed")
     sink_lag_alert_s: float = setting(60.0, "lag in seconds over which /healthz names a sink")
     sink_key_file: str = setting("", "key file sealing sink secrets (default: beside the SQLite file)")
-

@@ -18,15 +18,15 @@ from cavra_ingest.core.sinks import (
     check_secret,
     check_state,
     check_target,
+    missing_package,
 )
 from cavra_ingest.http.auth import principal_of
 from cavra_ingest.http.keys import DELIVERY_KEY, SETTINGS_KEY, SINK_TABLES_KEY
 from cavra_ingest.http.middleware import json_reply
 from cavra_ingest.http.routes.reads import integer
 from cavra_ingest.http.sinkfilter import checked_query
+from cavra_ingest.runtime import replay_dead_letters
 from cavra_ingest.store.sinks import SinkTables
-from workers.delivery import replay
-from workers.senders import missing_package
 
 CREATE_FIELDS = frozenset({"name", "kind", "target", "filter", "secret", "start", "tenant_id", "state"})
 PATCH_FIELDS = frozenset({"filter", "state"})
@@ -183,7 +183,7 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 async def replay_dead(request: web.Request) -> web.Response:
     sink = await visible_sink(request)
-    delivered, left = await replay(tables(request), sink, request.app[SETTINGS_KEY].sinks)
+    delivered, left = await replay_dead_letters(tables(request), sink, request.app[SETTINGS_KEY].sinks)
     return json_reply({"replayed": delivered, "dead_letters": left})
 
 

@@ -8,10 +8,10 @@ import time
 import aiohttp
 import asyncpg
 
+from tests.broker.test_jetstream import Topology, run_load, topology  # noqa: F401  (the fixture)
 from tests.conftest import POSTGRES_URL
 from tests.sinkreceivers import decode_webhook, http_receiver, until
-from tests.test_jetstream import Topology, run_load, topology  # noqa: F401  (the fixture)
-from tests.test_sink_faults import parent_of
+from tests.workers.test_sink_faults import parent_of
 
 SINK_ENV = {"CAVRA_SINK_BATCH_MS": "20", "CAVRA_SINK_LEASE_S": "2", "CAVRA_SINK_BACKOFF_S": "0.05"}
 

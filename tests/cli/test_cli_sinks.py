@@ -10,8 +10,8 @@ import aiohttp
 from tests.conftest import decision
 from tests.procs import Server
 from tests.sinkreceivers import decode_webhook, http_receiver, until
-from tests.test_sink_faults import ENV
-from tests.test_tokens import cli
+from tests.store.test_tokens import cli
+from tests.workers.test_sink_faults import ENV
 
 
 def test_add_list_pause_remove_and_refusals(tmp_path: Path) -> None:

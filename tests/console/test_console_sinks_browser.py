@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from cavra_ingest.store.migrate import apply_migrations
-
-from .console_browser import DOCS, LiveServer, seed_decisions, start_loop, stop_loop
-from .test_console_auth_browser import make_token, page  # noqa: F401  (the page fixture)
+from tests.console.test_console_auth_browser import make_token, page  # noqa: F401  (the page fixture)
+from tests.console_browser import DOCS, LiveServer, seed_decisions, start_loop, stop_loop
 
 pytestmark = pytest.mark.timeout(90)
 

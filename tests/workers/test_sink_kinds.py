@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import REQUIRE_SERVICES, MakeClient, decision
 from tests.procs import free_port
 from tests.sinkreceivers import until
-from tests.test_sinks import FAST, add_sink, post, settled, status
+from tests.web.test_sinks import FAST, add_sink, post, settled, status
 
 # RSYSLOG_SyslogProtocol23Format: <PRI>1 TIMESTAMP HOST APP PROCID MSGID [SD] MSG
 LINE = re.compile(
