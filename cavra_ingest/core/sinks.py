@@ -97,7 +97,10 @@ def check_target(kind: str, target: object) -> str:
         parts = urlsplit(target)
         port = parts.port
     except ValueError:
-        raise SinkError("target", f"target is not a valid URL: {target!r}") from None
+        raise SinkError("target", "target is not a valid URL") from None  # not echoed: it may hold a secret
+    if parts.username is not None or parts.password is not None:
+        # A target is shown in GET /sinks and in errors; a credential belongs in `secret`, stored sealed.
+        raise SinkError("target", "a target URL carries no credentials: give the token or signing key as `secret`")
     if parts.scheme not in schemes or not parts.hostname:
         raise SinkError("target", f"a {kind} target is a {' or '.join(s + '://' for s in schemes)} URL with a host")
     if kind == "syslog" and (port is None or parts.path not in ("", "/")):

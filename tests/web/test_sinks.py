@@ -186,6 +186,7 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(make_client: MakeCli
         ({"name": "x", "kind": "carrier-pigeon", "target": "http://h/"}, 400, "kind"),
         ({"name": "x", "kind": "webhook", "target": "ftp://h/"}, 400, "target"),
         ({"name": "x", "kind": "webhook", "target": "not a url"}, 400, "target"),
+        ({"name": "x", "kind": "webhook", "target": "https://user:hunter2@h/hook"}, 400, "target"),
         ({"name": "x", "kind": "syslog", "target": "tcp://host"}, 400, "target"),
         ({"name": "x", "kind": "webhook", "target": "http://h/", "filter": "decision=maybe"}, 400, "filter"),
         ({"name": "x", "kind": "webhook", "target": "http://h/", "filter": "colour=red"}, 400, "filter"),
@@ -201,6 +202,7 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(make_client: MakeCli
         error = await response.json()
         assert response.status == expected, (body, error)
         assert error["field"] == field and error["detail"], error
+        assert "hunter2" not in await response.text()  # a credential in a refused target is never echoed
     response = await client.patch("/sinks/one", json={"filter": "severity=awful"})
     assert response.status == 400
     response = await client.post("/sinks", data=b"{not json")
