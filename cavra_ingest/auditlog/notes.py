@@ -117,9 +117,24 @@ def load_signer(path: Path, name: str, *, create: bool) -> Signer:
         signer = Signer(name, private)
         seed = private.private_bytes_raw()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(f"PRIVATE+KEY+{name}+{signer.verifier.id.hex()}+{b64(ED25519 + seed)}\n")
+        # Durable before first use (a power-loss campaign found an empty key after a cut): the key is written
+        # and fsynced under a temporary name, linked into place (exclusive: one creator wins), and the folder
+        # fsynced. Checkpoints signed with a key that is then lost could never be verified again.
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(f"PRIVATE+KEY+{name}+{signer.verifier.id.hex()}+{b64(ED25519 + seed)}\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         log.info("made audit-log signing key %s; verifier key %s", path, signer.verifier.text())
         return signer
     fields = path.read_text().strip().split("+", 4)
