@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: partition bench-store bench-search bench-console bench-single docs install browser nats-server run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
+.PHONY: oidc-provider partition bench-store bench-search bench-console bench-single docs install browser nats-server run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,14 @@ nats-server:
 	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server; }
 
-test: install browser nats-server
+# The sign-in tests run a real OpenID Connect provider: node's oidc-provider from tests/oidc's lockfile.
+oidc-provider:
+	@command -v npm >/dev/null || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs npm; }
+	@[ tests/oidc/node_modules/.package-lock.json -nt tests/oidc/package-lock.json ] || \
+		(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+
+test: install browser nats-server oidc-provider
 	$(PY) -m pytest
 
 # Refresh the console screenshots under docs/ (a plain test run never writes them).
