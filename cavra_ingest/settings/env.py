@@ -17,6 +17,7 @@ from cavra_ingest.settings.groups import (
     BrokerSettings,
     ConsoleSettings,
     LimitSettings,
+    OidcSettings,
     ServerSettings,
     StoreSettings,
     WriterSettings,
@@ -86,6 +87,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
 
     @classmethod
     def of(cls, **values: Any) -> Settings:
