@@ -85,6 +85,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(logs.lifecycle)
     app.cleanup_ctx.append(runtime_context)
     app.cleanup_ctx.append(auth.guard_context)
+    if settings.oidc.oidc_issuer:
+        from cavra_ingest.http import signin
+
+        signin.add_routes(app)
     app.on_shutdown.append(logs.shutting_down)
     app.on_shutdown.append(refuse_new_writes)
     app.router.add_post("/decisions", ingest.post_decisions)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from cavra_ingest.http.guards import BodyBudget, DiskFloor
     from cavra_ingest.http.metrics import Metrics
     from cavra_ingest.http.quota import Quotas
+    from cavra_ingest.http.signin import SignIn
     from cavra_ingest.runtime import Runtime
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -32,6 +33,7 @@ RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 AUDIT_KEY: web.AppKey[AuditLog] = web.AppKey("audit_log")
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 GUARD_KEY: web.AppKey[Guard] = web.AppKey("guard")
+SIGNIN_KEY: web.AppKey[SignIn] = web.AppKey("signin")
 QUOTAS_KEY: web.AppKey[Quotas] = web.AppKey("quotas")
 HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts")
 BUDGET_KEY: web.AppKey[BodyBudget] = web.AppKey("body_budget")
