@@ -146,3 +146,32 @@ async def test_wrong_state_idle_expiry_and_a_removed_group(world: World) -> None
         assert reply.status == 403
         assert (await decisions(http, world))[0] == 401
     assert ("refusal", "no-role", "alice", None) in world.events()
+
+
+async def test_back_channel_logout_from_the_provider_ends_the_session(world: World) -> None:
+    import asyncio
+    import re
+    from urllib.parse import urljoin
+
+    async with world.jar() as http:
+        assert (await world.sign_in(http)).status == 302
+        assert await decisions(http, world) == (200, ["acme"])
+        # The person signs out at the provider: it confirms, then POSTs a logout token to our back channel.
+        end = world.idp.issuer + "/session/end?client_id=cavra"
+        async with http.get(end) as reply:
+            page = await reply.text()
+        action = re.search(r'<form[^>]*action="([^"]+)"', page)
+        assert action is not None, page[:300]
+        fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page))
+        fields["logout"] = "yes"
+        async with http.post(urljoin(end, action.group(1)), data=fields, allow_redirects=False) as reply:
+            assert reply.status in (302, 303), await reply.text()
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await decisions(http, world))[0] != 401:
+            assert asyncio.get_running_loop().time() < deadline, "the back-channel logout never arrived"
+            await asyncio.sleep(0.05)
+    assert ("backchannel-logout", "ok", "alice", None) in world.events()
+    # A made-up logout token is refused with 400, not a 500.
+    async with aiohttp.ClientSession() as plain:
+        async with plain.post(world.base + "/auth/backchannel-logout", data={"logout_token": "a.b.c"}) as reply:
+            assert reply.status == 400
