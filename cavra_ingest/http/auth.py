@@ -49,7 +49,7 @@ PUBLIC_ROUTES = frozenset(
     }
 )
 # Token management over HTTP (none yet) would live here and need `admin`.
-ADMIN_PREFIXES = ("/tokens", "/auth/tokens")
+ADMIN_PREFIXES = ("/tokens", "/auth/tokens", "/access-events")
 CHALLENGE = 'Bearer realm="cavra-ingest"'
 # A bound on remembered look-ups, so a flood of made-up secrets cannot grow memory without end.
 CACHE_MAX_ENTRIES = 10_000

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from cavra_ingest.http.quota import Quotas
     from cavra_ingest.http.signin import SignIn
     from cavra_ingest.runtime import Runtime
+    from cavra_ingest.store.signin import Signins
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)
@@ -34,6 +35,7 @@ AUDIT_KEY: web.AppKey[AuditLog] = web.AppKey("audit_log")
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 GUARD_KEY: web.AppKey[Guard] = web.AppKey("guard")
 SIGNIN_KEY: web.AppKey[SignIn] = web.AppKey("signin")
+ACCESS_KEY: web.AppKey[Signins] = web.AppKey("access_events")
 QUOTAS_KEY: web.AppKey[Quotas] = web.AppKey("quotas")
 HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts")
 BUDGET_KEY: web.AppKey[BodyBudget] = web.AppKey("body_budget")

@@ -31,6 +31,7 @@ from cavra_ingest.http.openapi_parts import (
     path_param,
     ref,
 )
+from cavra_ingest.http.openapi_signin import ACCESS_OPERATIONS, SIGNIN_OPERATIONS
 from cavra_ingest.http.routes.histogram import SECONDS
 from cavra_ingest.http.routes.reads import DECISION_FILTERS, MAX_INTEGER, MAX_LIMIT, MAX_TIMELINE_LIMIT, SESSION_FILTERS
 
@@ -227,6 +228,7 @@ def secure(operations: dict[tuple[str, str], dict[str, Any]]) -> None:
             operation["responses"]["429"] = json_body(ref("Error"), over, **{"Retry-After": RETRY_AFTER["Retry-After"]})
 
 
+OPERATIONS.update(ACCESS_OPERATIONS)
 secure(OPERATIONS)
 
 
@@ -262,7 +264,7 @@ def build(app: web.Application) -> dict[str, Any]:
     """Describe exactly the routes registered in this app."""
     paths: dict[str, dict[str, Any]] = {}
     for method, path in sorted(registered(app)):
-        operation = OPERATIONS.get((method, path))
+        operation = OPERATIONS.get((method, path)) or SIGNIN_OPERATIONS.get((method, path))
         if operation is not None:
             paths.setdefault(path, {})[method.lower()] = operation
     return {

@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
-from cavra_ingest.http.keys import SETTINGS_KEY, SIGNIN_KEY
+from cavra_ingest.http.keys import ACCESS_KEY, SETTINGS_KEY, SIGNIN_KEY
 from cavra_ingest.http.oidc import Provider, SignInError, pkce_pair
-from cavra_ingest.store.signin import AccessEvent, Signins, SigninSession, digest, signin_store
+from cavra_ingest.store.signin import AccessEvent, Signins, SigninSession, digest
 
 log = logging.getLogger(__name__)
 LOGIN_COOKIE = "cavra_login"
@@ -227,16 +227,11 @@ async def backchannel_logout(request: web.Request) -> web.StreamResponse:
 
 
 async def signin_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS_KEY]
-    store = signin_store(settings)
-    if store is None:
+    """Runs after routes/access.py's context, whose store (migration 022) it shares."""
+    if ACCESS_KEY not in app:
         raise RuntimeError("CAVRA_OIDC_ISSUER needs a SQL store: the JSON store keeps no sessions")
-    await store.open()
-    app[SIGNIN_KEY] = SignIn(Provider(settings.oidc), store)
-    try:
-        yield
-    finally:
-        await store.close()
+    app[SIGNIN_KEY] = SignIn(Provider(app[SETTINGS_KEY].oidc), app[ACCESS_KEY])
+    yield
 
 
 def add_routes(app: web.Application) -> None:

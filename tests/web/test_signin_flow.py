@@ -175,3 +175,29 @@ async def test_back_channel_logout_from_the_provider_ends_the_session(world: Wor
     async with aiohttp.ClientSession() as plain:
         async with plain.post(world.base + "/auth/backchannel-logout", data={"logout_token": "a.b.c"}) as reply:
             assert reply.status == 400
+
+
+async def test_access_events_are_read_by_admins_a_bound_admin_sees_its_tenant(world: World) -> None:
+    async with world.jar() as http:
+        assert (await world.sign_in(http)).status == 302
+        async with http.get(world.base + "/access-events") as reply:
+            assert reply.status == 403  # alice reads acme's records, she is no admin
+        world.idp.set_users({"root": {"email": "root@platform.test", "groups": ["cavra-platform"]}})
+    async with world.jar() as http:
+        assert (await world.sign_in(http, "root")).status == 302
+        async with http.get(world.base + "/access-events") as reply:
+            assert reply.status == 200
+            items = (await reply.json())["items"]
+        assert [(e["kind"], e["sub"], e.get("tenant_id")) for e in items[:2]] == [
+            ("sign-in", "root", None), ("sign-in", "alice", "acme")
+        ]  # fmt: skip
+        assert "eyJ" not in str(items)  # no JWT of the provider is ever kept
+        async with http.get(world.base + "/openapi.json") as reply:
+            paths = (await reply.json())["paths"]
+        assert {"/auth/login", "/auth/callback", "/auth/logout", "/auth/backchannel-logout"} <= set(paths)
+    token, secret = new_token(["admin"], name="acme-admin", tenant_id="globex")
+    await SqliteTokens(world.db).create(token, secret)
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": "Bearer " + secret}
+        async with http.get(world.base + "/access-events", headers=headers) as reply:
+            assert reply.status == 200 and (await reply.json())["items"] == []
