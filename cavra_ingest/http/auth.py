@@ -330,11 +330,8 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     header = request.headers.get("Authorization")
     signin = request.app.get(SIGNIN_KEY)
-    session = None if header is not None or signin is None else await signin.session_of(request)
-    if session is not None:
-        # A person's cookie session: the same tenant binding as a bound token, scopes from the role mapping.
-        principal = Principal(None, frozenset(session.scopes), session.tenant_id, session.workspace_id,
-                              f"session of {session.sub}")  # fmt: skip
+    if header is None and signin is not None:
+        principal = await signin.principal(request)  # a person's cookie session (http/signin.py), else 401
     else:
         principal = await request.app[GUARD_KEY].authenticate(header)
     if not principal.allows(scope):

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cavra_ingest.http.auth import Principal, unauthorized
 from cavra_ingest.http.keys import ACCESS_KEY, SETTINGS_KEY, SIGNIN_KEY
 from cavra_ingest.http.oidc import Provider, SignInError, pkce_pair
 from cavra_ingest.store.signin import AccessEvent, Signins, SigninSession, digest
@@ -98,6 +99,16 @@ class SignIn:
                                         content_type="application/json")  # fmt: skip
         await self.store.seen(cookie, now)
         return session
+
+    async def principal(self, request: web.Request) -> Principal:
+        """The cookie session's principal: a bound token's tenant enforcement, scopes from the role mapping."""
+        session = await self.session_of(request)
+        if session is None:
+            error = unauthorized("sign in at /auth/login, or send `Authorization: Bearer <token>`")
+            error.headers["X-Cavra-Sign-In"] = "/auth/login"  # the console offers "Sign in with …" on this
+            raise error
+        return Principal(None, frozenset(session.scopes), session.tenant_id, session.workspace_id,
+                         f"session of {session.sub}")  # fmt: skip
 
     async def audit(
         self, request: web.Request, kind: str, outcome: str, sub: str | None = None, email: str | None = None,
