@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: fuse powerloss partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
+.PHONY: fuse powerloss partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit oidc-provider
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,14 @@ rsyslog:
 		{ SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rsyslog rsyslog-gnutls; }
 
-test: install browser nats-server rsyslog fuse
+# The sign-in tests run a real OpenID Connect provider: node's oidc-provider from tests/oidc's lockfile.
+oidc-provider:
+	@command -v npm >/dev/null || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs npm; }
+	@[ tests/oidc/node_modules/.package-lock.json -nt tests/oidc/package-lock.json ] || \
+		(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+
+test: install browser nats-server rsyslog fuse oidc-provider
 	$(PY) -m pytest
 
 # Refresh the console screenshots under docs/ (a plain test run never writes them).

@@ -89,6 +89,7 @@ async def _run(args: argparse.Namespace) -> str:
                 daily_quota=args.daily_quota,
             )
             await tokens.create(token, secret)
+            await _access_event(settings, "token-created", token.tenant_id, f"token {token.id} ({token.name})")
             bound = f"tenant {token.tenant_id}" if token.tenant_id else "every tenant"
             if token.workspace_id:
                 bound += f", workspace {token.workspace_id}"
@@ -104,9 +105,30 @@ async def _run(args: argparse.Namespace) -> str:
             return _table(await tokens.list())
         if not await tokens.revoke(args.id):
             raise TokenError(f"no active token {args.id!r}")
+        await _access_event(settings, "token-revoked", None, f"token {args.id}")
         return f"revoked {args.id}; servers refuse it within a second"
     finally:
         await tokens.close()
+
+
+async def _access_event(settings: Any, kind: str, tenant: str | None, detail: str) -> None:
+    """Keep the token's creation or revocation among the access events (GET /access-events, migration 022)."""
+    import getpass
+
+    from cavra_ingest.store.signin import AccessEvent, signin_store
+
+    store = signin_store(settings)
+    if store is None:
+        return
+    await store.open()
+    try:
+        try:
+            who = getpass.getuser()
+        except (KeyError, OSError):  # no user name in some containers
+            who = "unknown"
+        await store.record(AccessEvent(kind, "ok", sub=f"cli:{who}", remote="cli", tenant_id=tenant, detail=detail))
+    finally:
+        await store.close()
 
 
 def run_token_command(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from cavra_ingest.http.keys import (
 from cavra_ingest.http.metrics import Metrics
 from cavra_ingest.http.middleware import json_errors
 from cavra_ingest.http.routes import (
+    access,
     evidence,
     exports,
     facets,
@@ -132,6 +133,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(runtime_context)
     app.cleanup_ctx.append(sinks_context)
     app.cleanup_ctx.append(auth.guard_context)
+    app.cleanup_ctx.append(access.access_context)
+    app.router.add_get("/access-events", access.access_events)
+    if settings.oidc.oidc_issuer:
+        from cavra_ingest.http import signin
+
+        signin.add_routes(app)
     app.on_shutdown.append(logs.shutting_down)
     app.on_shutdown.append(refuse_new_writes)
     app.router.add_post("/decisions", ingest.post_decisions)

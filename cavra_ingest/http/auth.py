@@ -21,7 +21,7 @@ from aiohttp import web
 
 from cavra_ingest.core.errors import ApiError, Problem
 from cavra_ingest.core.models import ENCODER, Accepted, BoundSessionIn, SessionIn, now_text
-from cavra_ingest.http.keys import GUARD_KEY, QUOTAS_KEY, SETTINGS_KEY
+from cavra_ingest.http.keys import GUARD_KEY, QUOTAS_KEY, SETTINGS_KEY, SIGNIN_KEY
 from cavra_ingest.http.middleware import Handler
 from cavra_ingest.http.quota import Quotas
 from cavra_ingest.settings import Settings
@@ -41,10 +41,15 @@ PUBLIC_ROUTES = frozenset(
         ("GET", "/console/static/{name}"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
+        # People's sign-in (http/signin.py, only with CAVRA_OIDC_ISSUER): each checks its own state or token.
+        ("GET", "/auth/login"),
+        ("GET", "/auth/callback"),
+        ("POST", "/auth/logout"),
+        ("POST", "/auth/backchannel-logout"),
     }
 )
 # Token management over HTTP (none yet) would live here and need `admin`.
-ADMIN_PREFIXES = ("/tokens", "/auth/tokens", "/sinks")
+ADMIN_PREFIXES = ("/tokens", "/auth/tokens", "/sinks", "/access-events")
 CHALLENGE = 'Bearer realm="cavra-ingest"'
 # A bound on remembered look-ups, so a flood of made-up secrets cannot grow memory without end.
 CACHE_MAX_ENTRIES = 10_000
@@ -255,7 +260,8 @@ class Guard:
 
     async def authenticate(self, header: str | None) -> Principal:
         """Return the caller's principal, or raise 401."""
-        if not await self.required():
+        # With a provider configured, every read needs a session or a token, loopback included.
+        if not self.settings.oidc.oidc_issuer and not await self.required():
             if is_loopback(self.settings.server.host) or self.settings.auth.insecure_no_auth:
                 return OPEN
             raise unauthorized("no token exists yet: create one with `cavra-ingest token create`")
@@ -322,7 +328,12 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     scope = required_scope(request.method, path)
     if scope is None:
         return await handler(request)
-    principal = await request.app[GUARD_KEY].authenticate(request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    signin = request.app.get(SIGNIN_KEY)
+    if header is None and signin is not None:
+        principal = await signin.principal(request)  # a person's cookie session (http/signin.py), else 401
+    else:
+        principal = await request.app[GUARD_KEY].authenticate(header)
     if not principal.allows(scope):
         raise ApiError(403, f"this token lacks the {scope} scope")
     request[PRINCIPAL] = principal

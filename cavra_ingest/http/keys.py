@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from cavra_ingest.http.guards import BodyBudget, DiskFloor
     from cavra_ingest.http.metrics import Metrics
     from cavra_ingest.http.quota import Quotas
+    from cavra_ingest.http.signin import SignIn
     from cavra_ingest.runtime import Runtime
     from cavra_ingest.store.sinks import SinkTables
     from workers.childproc import Child
     from workers.delivery import Delivery
+    from cavra_ingest.store.signin import Signins
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)
@@ -35,6 +37,8 @@ RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 AUDIT_KEY: web.AppKey[AuditLog] = web.AppKey("audit_log")
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 GUARD_KEY: web.AppKey[Guard] = web.AppKey("guard")
+SIGNIN_KEY: web.AppKey[SignIn] = web.AppKey("signin")
+ACCESS_KEY: web.AppKey[Signins] = web.AppKey("access_events")
 QUOTAS_KEY: web.AppKey[Quotas] = web.AppKey("quotas")
 HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts")
 BUDGET_KEY: web.AppKey[BodyBudget] = web.AppKey("body_budget")

@@ -32,6 +32,7 @@ from cavra_ingest.http.openapi_parts import (
     ref,
 )
 from cavra_ingest.http.openapi_sinks import SINK_OPERATIONS
+from cavra_ingest.http.openapi_signin import ACCESS_OPERATIONS, SIGNIN_OPERATIONS
 from cavra_ingest.http.routes.histogram import SECONDS
 from cavra_ingest.http.routes.reads import DECISION_FILTERS, MAX_INTEGER, MAX_LIMIT, MAX_TIMELINE_LIMIT, SESSION_FILTERS
 
@@ -229,6 +230,7 @@ def secure(operations: dict[tuple[str, str], dict[str, Any]]) -> None:
 
 
 OPERATIONS.update(SINK_OPERATIONS)
+OPERATIONS.update(ACCESS_OPERATIONS)
 secure(OPERATIONS)
 
 
@@ -264,7 +266,7 @@ def build(app: web.Application) -> dict[str, Any]:
     """Describe exactly the routes registered in this app."""
     paths: dict[str, dict[str, Any]] = {}
     for method, path in sorted(registered(app)):
-        operation = OPERATIONS.get((method, path))
+        operation = OPERATIONS.get((method, path)) or SIGNIN_OPERATIONS.get((method, path))
         if operation is not None:
             paths.setdefault(path, {})[method.lower()] = operation
     return {

@@ -17,6 +17,7 @@ from cavra_ingest.settings.groups import (
     BrokerSettings,
     ConsoleSettings,
     LimitSettings,
+    OidcSettings,
     ServerSettings,
     SinkSettings,
     StoreSettings,
@@ -89,6 +90,7 @@ class Settings:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     sinks: SinkSettings = field(default_factory=SinkSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
 
     @classmethod
     def of(cls, **values: Any) -> Settings:

@@ -195,3 +195,31 @@ class SinkSettings:
     sink_lease_s: float = setting(15.0, "seconds a process's delivery lease lasts unless renewed")
     sink_lag_alert_s: float = setting(60.0, "lag in seconds over which /healthz names a sink")
     sink_key_file: str = setting("", "key file sealing sink secrets (default: beside the SQLite file)")
+
+
+def https_or_loopback_url(value: str) -> str | None:
+    """An issuer or public URL: https, or http on loopback only (tests, a laptop); empty means unset."""
+    if not value:
+        return None
+    if value.startswith("https://"):
+        return None
+    if value.startswith(("http://127.", "http://localhost", "http://[::1]")):
+        return None
+    return "expected an https:// URL (http:// only on loopback)"
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """OpenID Connect sign-in for people (docs/security.md, "OpenID Connect"); off while the issuer is empty."""
+
+    oidc_issuer: str = setting("", "OpenID provider's issuer URL; empty: no sign-in with a provider",
+                               check=https_or_loopback_url)  # fmt: skip
+    oidc_client_id: str = setting("", "client id registered at the provider")
+    oidc_client_secret: str = setting("", "client secret; empty: a public client (PKCE alone)")
+    oidc_roles: str = setting("", "path of the JSON claim → tenant and scopes rules (first match per tenant)")
+    public_url: str = setting("", "base URL people reach the server at (the redirect URI's base, behind a proxy)",
+                              check=https_or_loopback_url)  # fmt: skip
+    oidc_scopes: str = setting("openid email profile groups", "scopes asked of the provider (space-separated)")
+    session_idle_s: int = setting(1800, "seconds a sign-in session lasts without a request")
+    session_absolute_s: int = setting(43200, "seconds a sign-in session lasts at most")
+    oidc_clock_skew_s: int = setting(120, "seconds of clock difference allowed on ID token times", zero=True)

@@ -35,6 +35,7 @@ EXPECTED_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/sessions/{session_id}"): "read",
     ("GET", "/sessions/{session_id}/decisions"): "read",
     ("GET", "/console/config"): "read",
+    ("GET", "/access-events"): "admin",
     ("GET", "/auth/whoami"): "read",
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,

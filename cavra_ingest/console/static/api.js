@@ -49,7 +49,10 @@ export async function getJson(path, params) {
   }
   if (response.status === 401) {
     // The server requires a token: ask for one, then try again with it.
-    await askForToken((body && body.detail) || "This server requires an API token.");
+    await askForToken(
+      (body && body.detail) || "This server requires an API token.",
+      response.headers.get("X-Cavra-Sign-In"),
+    );
     return getJson(path, params);
   }
   if (!response.ok) {

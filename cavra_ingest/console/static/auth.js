@@ -10,12 +10,21 @@ export function token() {
 
 export function authHeaders() {
   const secret = token();
-  return secret ? { Authorization: `Bearer ${secret}` } : {};
+  if (secret) return { Authorization: `Bearer ${secret}` };
+  // A signed-in person's cookie session: state-changing calls carry its CSRF token (the cookie is not HttpOnly).
+  const csrf = document.cookie.split("; ").find((pair) => pair.startsWith("cavra_csrf="));
+  return csrf ? { "X-CSRF-Token": csrf.slice("cavra_csrf=".length) } : {};
 }
 
-// Show the sign-in dialog and resolve once a token was entered (the caller then retries its request).
-export function askForToken(reason) {
+// Show the sign-in dialog and resolve once a token was entered (the caller then retries its request). With a
+// provider configured the server names its sign-in route (X-Cavra-Sign-In) and the dialog offers it too.
+export function askForToken(reason, signInUrl = null) {
   if (pending) return pending;
+  const provider = document.getElementById("signin-provider");
+  if (signInUrl && signInUrl.startsWith("/auth/")) {
+    provider.href = signInUrl;
+    provider.hidden = false;
+  }
   const dialog = document.getElementById("signin");
   const form = document.getElementById("signin-form");
   const input = document.getElementById("signin-token");

@@ -1,0 +1,203 @@
+"""People sign in through a real provider (node oidc-provider) over HTTP: cookie session, tenant, logout, refusal."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from cavra_ingest.http.app import create_app
+from cavra_ingest.settings import Settings
+from cavra_ingest.store import make_store
+from cavra_ingest.store.tokens import SqliteTokens, new_token
+from tests.conftest import decision
+from tests.oidcprovider import OidcProvider, free_port, sign_in_form
+
+pytestmark = pytest.mark.slow
+SECRET = "client-secret-for-tests"
+RULES = [
+    {"claim": "groups", "value": "cavra-acme-auditors", "tenant": "acme", "scopes": ["read"]},
+    {"claim": "groups", "value": "cavra-platform", "scopes": ["admin"]},
+]
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.db = tmp / "activity.db"
+        client = {
+            "client_id": "cavra",
+            "client_secret": SECRET,
+            "redirect_uris": [self.base + "/auth/callback"],
+            "backchannel_logout_uri": self.base + "/auth/backchannel-logout",
+            "backchannel_logout_session_required": True,
+            "post_logout_redirect_uris": [self.base + "/console/"],
+        }
+        users = {"alice": {"email": "alice@acme.test", "groups": ["cavra-acme-auditors"]}}
+        self.idp = OidcProvider(tmp, [client], users)
+        roles = tmp / "roles.json"
+        roles.write_text(json.dumps(RULES))
+        self.settings = Settings.of(
+            activity_db=str(self.db), port=self.port, oidc_issuer=self.idp.issuer, oidc_client_id="cavra",
+            oidc_client_secret=SECRET, oidc_roles=str(roles), public_url=self.base,
+        )  # fmt: skip
+        self.ingest = ""
+
+    def jar(self) -> aiohttp.ClientSession:
+        # Chromium treats http://127.0.0.1 as a secure origin (Secure cookies kept); so does this client.
+        jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[self.base])
+        return aiohttp.ClientSession(cookie_jar=jar)
+
+    async def sign_in(self, http: aiohttp.ClientSession, login: str = "alice") -> aiohttp.ClientResponse:
+        async with http.get(self.base + "/auth/login", allow_redirects=False) as reply:
+            assert reply.status == 302
+            authorize = reply.headers["Location"]
+        callback = await sign_in_form(http, authorize, login, self.base + "/auth/callback")
+        reply = await http.get(callback, allow_redirects=False)
+        await reply.read()
+        reply.release()
+        self.last_callback = callback
+        return reply
+
+    def events(self) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.db) as conn:
+            return conn.execute("SELECT kind, outcome, sub, tenant_id FROM access_events ORDER BY id").fetchall()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    w = World(tmp_path)
+    await make_store(w.settings).migrate()
+    token, secret = new_token(["ingest", "read"], name="loader")
+    await SqliteTokens(w.db).create(token, secret)
+    w.ingest = secret
+    runner = web.AppRunner(create_app(w.settings), shutdown_timeout=5)
+    try:
+        w.idp.start()
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", w.port).start()
+        async with aiohttp.ClientSession() as http:
+            body = [
+                decision(tenant_id="acme"),
+                decision(tenant_id="acme"),
+                decision(tenant_id="globex", session_id="sess-globex"),
+            ]
+            headers = {"Authorization": "Bearer " + secret}
+            async with http.post(w.base + "/decisions?wait=commit", json=body, headers=headers) as reply:
+                assert reply.status in (200, 201, 202), await reply.text()
+        yield w
+    finally:
+        await runner.cleanup()
+        w.idp.stop()
+
+
+async def decisions(http: aiohttp.ClientSession, world: World) -> tuple[int, list[str]]:
+    async with http.get(world.base + "/decisions?limit=100") as reply:
+        if reply.status != 200:
+            return reply.status, []
+        items = (await reply.json())["items"]
+        return 200, sorted({item.get("tenant_id") for item in items})
+
+
+async def test_sign_in_shows_only_the_mapped_tenant_then_logout_ends_the_session(world: World) -> None:
+    async with world.jar() as http:
+        assert (await decisions(http, world))[0] == 401  # loopback, yet a provider is configured
+        reply = await world.sign_in(http)
+        assert reply.status == 302 and reply.headers["Location"] == "/console/"
+        cookie = next(v for k, v in reply.headers.items() if k == "Set-Cookie" and v.startswith("cavra_session="))
+        assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+        assert await decisions(http, world) == (200, ["acme"])
+        # The same callback again: its state was used.
+        async with http.get(world.last_callback, allow_redirects=False) as again:
+            assert again.status == 400 and "state" in await again.text()
+        # A state-changing request from the cookie session needs its CSRF token.
+        async with http.post(world.base + "/auth/logout", allow_redirects=False) as refused:
+            assert refused.status == 403
+        csrf = next(c.value for c in http.cookie_jar if c.key == "cavra_csrf")
+        headers = {"X-CSRF-Token": csrf}
+        async with http.post(world.base + "/auth/logout", headers=headers, allow_redirects=False) as out:
+            assert out.status == 303 and out.headers["Location"].startswith(world.idp.issuer)
+        assert (await decisions(http, world))[0] == 401
+    kinds = [(kind, outcome) for kind, outcome, _, _ in world.events()]
+    assert kinds == [("sign-in", "failed"), ("sign-in", "ok"), ("sign-out", "ok")] or kinds == [
+        ("sign-in", "ok"), ("sign-in", "failed"), ("sign-out", "ok")
+    ]  # fmt: skip
+
+
+async def test_wrong_state_idle_expiry_and_a_removed_group(world: World) -> None:
+    async with world.jar() as http:
+        async with http.get(world.base + "/auth/callback?state=made-up&code=x") as reply:
+            assert reply.status == 400 and "text/html" in reply.headers["Content-Type"]
+        assert (await world.sign_in(http)).status == 302
+        with sqlite3.connect(world.db) as conn:
+            conn.execute("UPDATE signin_sessions SET seen_s = seen_s - 7200")
+        assert (await decisions(http, world))[0] == 401
+        assert ("session-expired", "ended", "alice", "acme") in world.events()
+        world.idp.set_users({"alice": {"email": "alice@acme.test", "groups": ["someone-else"]}})
+    async with world.jar() as http:
+        reply = await world.sign_in(http)
+        assert reply.status == 403
+        assert (await decisions(http, world))[0] == 401
+    assert ("refusal", "no-role", "alice", None) in world.events()
+
+
+async def test_back_channel_logout_from_the_provider_ends_the_session(world: World) -> None:
+    import asyncio
+    import re
+    from urllib.parse import urljoin
+
+    async with world.jar() as http:
+        assert (await world.sign_in(http)).status == 302
+        assert await decisions(http, world) == (200, ["acme"])
+        # The person signs out at the provider: it confirms, then POSTs a logout token to our back channel.
+        end = world.idp.issuer + "/session/end?client_id=cavra"
+        async with http.get(end) as reply:
+            page = await reply.text()
+        action = re.search(r'<form[^>]*action="([^"]+)"', page)
+        assert action is not None, page[:300]
+        fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page))
+        fields["logout"] = "yes"
+        async with http.post(urljoin(end, action.group(1)), data=fields, allow_redirects=False) as reply:
+            assert reply.status in (302, 303), await reply.text()
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await decisions(http, world))[0] != 401:
+            assert asyncio.get_running_loop().time() < deadline, "the back-channel logout never arrived"
+            await asyncio.sleep(0.05)
+    assert ("backchannel-logout", "ok", "alice", None) in world.events()
+    # A made-up logout token is refused with 400, not a 500.
+    async with aiohttp.ClientSession() as plain:
+        async with plain.post(world.base + "/auth/backchannel-logout", data={"logout_token": "a.b.c"}) as reply:
+            assert reply.status == 400
+
+
+async def test_access_events_are_read_by_admins_a_bound_admin_sees_its_tenant(world: World) -> None:
+    async with world.jar() as http:
+        assert (await world.sign_in(http)).status == 302
+        async with http.get(world.base + "/access-events") as reply:
+            assert reply.status == 403  # alice reads acme's records, she is no admin
+        world.idp.set_users({"root": {"email": "root@platform.test", "groups": ["cavra-platform"]}})
+    async with world.jar() as http:
+        assert (await world.sign_in(http, "root")).status == 302
+        async with http.get(world.base + "/access-events") as reply:
+            assert reply.status == 200
+            items = (await reply.json())["items"]
+        assert [(e["kind"], e["sub"], e.get("tenant_id")) for e in items[:2]] == [
+            ("sign-in", "root", None), ("sign-in", "alice", "acme")
+        ]  # fmt: skip
+        assert "eyJ" not in str(items)  # no JWT of the provider is ever kept
+        async with http.get(world.base + "/openapi.json") as reply:
+            paths = (await reply.json())["paths"]
+        assert {"/auth/login", "/auth/callback", "/auth/logout", "/auth/backchannel-logout"} <= set(paths)
+    token, secret = new_token(["admin"], name="acme-admin", tenant_id="globex")
+    await SqliteTokens(world.db).create(token, secret)
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": "Bearer " + secret}
+        async with http.get(world.base + "/access-events", headers=headers) as reply:
+            assert reply.status == 200 and (await reply.json())["items"] == []
