@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from cavra_ingest.http.quota import Quotas
     from cavra_ingest.http.signin import SignIn
     from cavra_ingest.runtime import Runtime
+    from cavra_ingest.store.signin import Signins
     from cavra_ingest.store.sinks import SinkTables
     from workers.childproc import Child
     from workers.delivery import Delivery
-    from cavra_ingest.store.signin import Signins
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)

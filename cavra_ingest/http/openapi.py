@@ -31,8 +31,8 @@ from cavra_ingest.http.openapi_parts import (
     path_param,
     ref,
 )
-from cavra_ingest.http.openapi_sinks import SINK_OPERATIONS
 from cavra_ingest.http.openapi_signin import ACCESS_OPERATIONS, SIGNIN_OPERATIONS
+from cavra_ingest.http.openapi_sinks import SINK_OPERATIONS
 from cavra_ingest.http.routes.histogram import SECONDS
 from cavra_ingest.http.routes.reads import DECISION_FILTERS, MAX_INTEGER, MAX_LIMIT, MAX_TIMELINE_LIMIT, SESSION_FILTERS
 
