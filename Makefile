@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
+.PHONY: fuse powerloss partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ nats-server:
 	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server; }
 
+# The lossy filesystem (tests/lossyfs, power-loss campaigns) mounts through FUSE 3 (Debian's fuse3).
+fuse:
+	@command -v fusermount3 >/dev/null || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fuse3; }
+
 # The syslog sink's tests deliver to a real rsyslogd (Debian's packages; rsyslog-gnutls for TLS), started by the
 # tests as this user.
 rsyslog:
@@ -39,7 +44,7 @@ rsyslog:
 		{ SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rsyslog rsyslog-gnutls; }
 
-test: install browser nats-server rsyslog
+test: install browser nats-server rsyslog fuse
 	$(PY) -m pytest
 
 # Refresh the console screenshots under docs/ (a plain test run never writes them).

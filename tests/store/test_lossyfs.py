@@ -1,0 +1,115 @@
+"""The lossy filesystem's own rules: what a power cut keeps and what it drops."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REQUIRE_SERVICES
+from tests.lossyfs import Mount, fuse_missing
+
+
+@pytest.fixture
+def lossy(tmp_path: Path) -> Iterator[Mount]:
+    reason = fuse_missing()
+    if reason is not None:
+        if REQUIRE_SERVICES:
+            pytest.fail(reason + "; CAVRA_REQUIRE_SERVICES=1 requires it", pytrace=False)
+        pytest.skip(reason)
+    mount = Mount(tmp_path / "mnt", tmp_path / "backing")
+    mount.start()
+    try:
+        yield mount
+    finally:
+        mount.cut()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write(path: Path, data: bytes, *, sync: bool, append: bool = False) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC))
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_unsynced_write_is_gone_after_the_cut_and_a_synced_one_stays(lossy: Mount) -> None:
+    write(lossy.mount / "log", b"synced;", sync=True)
+    fsync_dir(lossy.mount)
+    write(lossy.mount / "log", b"unsynced;", sync=False, append=True)
+    assert (lossy.mount / "log").read_bytes() == b"synced;unsynced;"  # reads see the page cache
+    lossy.cut()
+    lossy.start()
+    assert (lossy.mount / "log").read_bytes() == b"synced;"
+
+
+def test_a_file_created_without_the_folder_fsync_is_gone(lossy: Mount) -> None:
+    write(lossy.mount / "new", b"data", sync=True)
+    assert (lossy.mount / "new").exists()
+    lossy.cut()
+    lossy.start()
+    assert not (lossy.mount / "new").exists()
+    assert os.listdir(lossy.mount) == []
+
+
+def test_a_rename_without_the_folder_fsync_is_undone(lossy: Mount) -> None:
+    write(lossy.mount / "old", b"kept", sync=True)
+    fsync_dir(lossy.mount)
+    os.rename(lossy.mount / "old", lossy.mount / "new")
+    assert sorted(os.listdir(lossy.mount)) == ["new"]
+    lossy.cut()
+    lossy.start()
+    assert sorted(os.listdir(lossy.mount)) == ["old"]
+    assert (lossy.mount / "old").read_bytes() == b"kept"
+    os.rename(lossy.mount / "old", lossy.mount / "new")
+    fsync_dir(lossy.mount)
+    lossy.cut()
+    lossy.start()
+    assert sorted(os.listdir(lossy.mount)) == ["new"]
+
+
+def test_an_unlink_without_the_folder_fsync_is_undone(lossy: Mount) -> None:
+    write(lossy.mount / "file", b"x", sync=True)
+    fsync_dir(lossy.mount)
+    os.unlink(lossy.mount / "file")
+    lossy.cut()
+    lossy.start()
+    assert (lossy.mount / "file").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "OFF"])
+def test_sqlite_opens_the_surviving_file(lossy: Mount, synchronous: str) -> None:
+    """WAL with FULL keeps every commit; with OFF (no fsync at all) the cut loses them; both files open clean."""
+    db = sqlite3.connect(lossy.mount / "x.db")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t(x)")
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    fsync_dir(lossy.mount)
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    for i in range(50):
+        db.execute("INSERT INTO t VALUES (?)", (i,))
+        db.commit()
+    lossy.cut()
+    db.close()
+    lossy.start()
+    again = sqlite3.connect(lossy.mount / "x.db")
+    try:
+        assert again.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        count = again.execute("SELECT count(*) FROM t").fetchone()[0]
+    finally:
+        again.close()
+    assert count == (50 if synchronous == "FULL" else 0)
