@@ -37,6 +37,12 @@ fuse:
 	@command -v fusermount3 >/dev/null || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fuse3; }
 
+# Power-loss campaigns on the lossy filesystem; writes bench/results/powerloss.json (the committed file is a full run).
+POWERLOSS_ROUNDS ?= 100
+POWERLOSS_OTHER_ROUNDS ?= 20
+powerloss: install fuse
+	$(PY) -m tests.powerloss --rounds $(POWERLOSS_ROUNDS) --other-rounds $(POWERLOSS_OTHER_ROUNDS)
+
 # The syslog sink's tests deliver to a real rsyslogd (Debian's packages; rsyslog-gnutls for TLS), started by the
 # tests as this user.
 rsyslog:
