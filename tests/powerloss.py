@@ -14,6 +14,7 @@ import json
 import random
 import shutil
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -84,6 +85,7 @@ TARGETS = {
     "sqlite-normal": Target("sqlite-normal", "activity.db", {"CAVRA_SQLITE_SYNCHRONOUS": "NORMAL"}),
     "json": Target("json", "activity.json", {}),
     "audit-log": Target("audit-log", "activity.db", {"CAVRA_CHECKPOINT_INTERVAL_S": "0.1"}, audit=True),
+    "client-spool": Target("client-spool", "spool.db", {}),
 }
 
 
@@ -148,7 +150,79 @@ def server_on(path: Path, target: Target, logs: Path) -> LoggedServer:
     return server
 
 
+CLIENT_SCRIPT = Path(__file__).resolve().parent / "client_script.py"
+
+
+async def run_client(url: str, spool: Path, count: int, reported: set[str]) -> asyncio.subprocess.Process:
+    """Start tests/client_script.py; every id it prints, record() returned for (the spool holds it)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CLIENT_SCRIPT),
+        url,
+        str(spool),
+        str(count),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            text = line.decode().strip()
+            if text and not text.startswith("{") and text != "None":
+                reported.add(text)
+
+    proc.reader = asyncio.create_task(read())  # type: ignore[attr-defined]
+    return proc
+
+
+async def run_client_spool(rounds: int, rng: random.Random, work: Path) -> Tally:
+    """The client's host loses power; the server (off the mount) does not. Every id record() returned for is
+    delivered once the client restarts on its surviving spool."""
+    tally = Tally()
+    mount_dir, backing, logs = work / "mnt", work / "backing", work / "logs"
+    for folder in (backing, logs):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    server = server_on(logs / "server.db", TARGETS["sqlite-full"], logs)
+    await server.start()
+    mount = Mount(mount_dir, backing)
+    reported: set[str] = set()
+    try:
+        for round_no in range(rounds + 1):
+            mount.start()
+            final = round_no == rounds
+            before = len(reported)
+            proc = await run_client(server.url, mount_dir / "spool.db", 0 if final else 3000, reported)
+            try:
+                if final:
+                    await asyncio.wait_for(proc.wait(), timeout=60)
+                    tally.corrupt += proc.returncode != 0
+                else:
+                    await asyncio.sleep(rng.uniform(0.3, 1.5))  # the cut's random moment
+                    mount.cut()
+                    proc.kill()
+                    tally.rounds += 1
+                await proc.wait()
+                await proc.reader  # type: ignore[attr-defined]
+                tally.acked += len(reported) - before
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                mount.cut()
+        await server.terminate(timeout=15)
+        stored = check_file(logs / "server.db")["ids"]
+        tally.lost = len(reported - stored)
+    finally:
+        server.kill()
+        mount.cut()
+    return tally
+
+
 async def run_target(target: Target, rounds: int, rng: random.Random, work: Path) -> Tally:
+    if target.name == "client-spool":
+        return await run_client_spool(rounds, rng, work)
     tally = Tally()
     mount_dir, backing, logs = work / "mnt", work / "backing", work / "logs"
     for folder in (backing, logs):
