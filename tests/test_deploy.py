@@ -108,12 +108,18 @@ def test_scale_out_profile_runs_the_cli_with_known_settings():
         assert duration_seconds(service["stop_grace_period"]) > settings.writer.drain_deadline_s
     for node in ("nats-1", "nats-2", "nats-3"):
         command = profile[node]["command"]
+        # A current server, fsyncing every write before the ack (deploy/nats.conf; docs/guarantees.md).
+        image = profile[node]["image"]
+        assert tuple(int(p) for p in image.split(":")[1].split("-")[0].split(".")[:2]) >= (2, 12), image
+        assert command[command.index("--config") + 1] == "/etc/nats/nats.conf"
+        assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in profile[node]["volumes"]
         assert "--jetstream" in command and command[command.index("--name") + 1] == node
         routes = command[command.index("--routes") + 1]
         assert sorted(r.split("//")[1].split(":")[0] for r in routes.split(",")) == sorted(
             {"nats-1", "nats-2", "nats-3"} - {node}
         )
     assert profile["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/")
+    assert re.search(r"^\s*sync_interval:\s*always\s*$", (ROOT / "deploy" / "nats.conf").read_text(), re.M)
     # The load balancer checks readiness of both replicas.
     haproxy = (ROOT / "deploy" / "haproxy.cfg").read_text()
     assert "option httpchk GET /readyz" in haproxy
