@@ -241,15 +241,11 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
                 node.durable = None
                 node.dirty = set(range((len(node.data or b"") + PAGE - 1) // PAGE))
                 node.truncated = True
-        self._orphan_unused(durable)
 
     def _node_load(self, node: Node) -> None:
         if node.data is None and node.durable is not None:
             with open(node.durable, "rb") as f:
                 node.data = bytearray(f.read())
-
-    def _orphan_unused(self, durable: str) -> None:
-        return None
 
     # data
     def _fh(self) -> int:
