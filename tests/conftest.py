@@ -45,7 +45,7 @@ POSTGRES_URL = os.environ.get("CAVRA_TEST_POSTGRES_URL", "postgresql://postgres@
 # CI (`.ci/run`) sets this: a missing PostgreSQL server or browser is then a failure, not a skip.
 REQUIRE_SERVICES = os.environ.get("CAVRA_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes"}
 # Long campaigns left out by `make test-fast` (`-m "not slow"`).
-SLOW_FILES = {"test_faults.py", "test_fuzz_api.py", "test_console_browser.py"}
+SLOW_FILES = {"test_powerloss.py", "test_faults.py", "test_fuzz_api.py", "test_console_browser.py"}
 
 
 @functools.cache

@@ -1,11 +1,9 @@
-"""`python -m tests.lossyfs MOUNT BACKING`: serve LossyFS in the foreground until unmounted."""
+"""`python -m tests.lossyfs MOUNT BACKING`: serve the lossy filesystem in the foreground until killed."""
 
 import sys
+from pathlib import Path
 
-import mfusepy
-
-from tests.lossyfs.fs import LossyFS
+from tests.lossyfs.fs import serve
 
 if __name__ == "__main__":
-    mount, backing = sys.argv[1], sys.argv[2]
-    mfusepy.FUSE(LossyFS(backing), mount, foreground=True, nothreads=True, attr_timeout=0, entry_timeout=0)
+    serve(Path(sys.argv[1]), Path(sys.argv[2]))
