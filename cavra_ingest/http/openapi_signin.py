@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cavra_ingest.http.openapi_parts import op
+from cavra_ingest.http.openapi_parts import errors, op
 
 HTML = {"text/html": {"schema": {"type": "string"}}}
 JSON = "application/json"
@@ -43,7 +43,8 @@ ACCESS_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                         }
                     }
                 },
-            }  # fmt: skip
+            },  # fmt: skip
+            **errors(400),
         },
         parameters=[
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
