@@ -207,6 +207,7 @@ async def test_a_backlog_is_read_from_the_table_and_folded_by_the_background_fol
     monkeypatch.setattr(counts, "READ_LAG_ROWS", 5)  # reads of this backlog go to a heavy reader
     monkeypatch.setattr(counts, "PAIR_READ_LAG", 5)
     monkeypatch.setattr(counts, "BATCH_FOLD_MAX", 40)  # a batch leaves a backlog over 40 to the folder
+    monkeypatch.setattr(counts, "PLAIN_FROM", 1.0)  # the counts and a scan of the backlog, even of all of it
     with sqlite3.connect(store.path) as db:
         for n in range(50):
             cavra_insert(db, f"cavra-{n:03d}", **without_id(record(rng, n)))
@@ -236,6 +237,49 @@ async def test_a_backlog_is_read_from_the_table_and_folded_by_the_background_fol
     # Caught up: the plain readers again (but for pair reads, while their 51 waiting rows exceed the lag of 5).
     assert bool(heavy) == (paired == 0)
     assert await store.fold_counts(20) == (0, 51)  # nothing waits: no write transaction at all
+
+
+async def test_a_read_of_a_mostly_uncounted_table_runs_straight_on_the_rows(store, monkeypatch):
+    # Unseen rows are read whole by rowid and sorted: past a share of the table, a plain GROUP BY is cheaper.
+    rng = random.Random(17)
+    monkeypatch.setattr(counts, "READ_LAG_ROWS", 5)
+    monkeypatch.setattr(counts, "PAIR_READ_LAG", 5)
+    monkeypatch.setattr(counts, "BATCH_FOLD_MAX", 5)  # the store's own batches leave the backlog alone
+    built: list[str] = []
+
+    def spied(name: str) -> Any:
+        real = getattr(countreads, name)
+        return lambda *args: built.append(name) or real(*args)
+
+    for name in ("total_statements", "facet_scans", "histogram_statements", "bounds_statements"):
+        monkeypatch.setattr(countreads, name, spied(name))
+
+    async def check() -> None:
+        await check_all(store, store.path, rng)
+        for query in (ListQuery(), ListQuery(equals=(("tenant_id", ("acme",)),))):
+            assert sorted(await store.histogram(query, dimensions.DAY)) == scanned_histogram(store.path, query)
+            sql, params = DECISIONS.bounds(query)
+            with sqlite3.connect(store.path) as db:
+                assert await store.time_bounds(query) == db.execute(sql, params).fetchone()
+
+    for start in range(0, 30, 5):
+        await store.write([accepted(record(rng, n)) for n in range(start, start + 5)])
+    with sqlite3.connect(store.path) as db:
+        for n in range(30, 38):  # 8 of 38 unseen: under a quarter, the counts and a scan of the 8
+            cavra_insert(db, f"cavra-{n:03d}", **without_id(record(rng, n)))
+    await check()
+    assert {"total_statements", "facet_scans", "histogram_statements", "bounds_statements"} <= set(built)
+    built.clear()
+    with sqlite3.connect(store.path) as db:
+        for n in range(38, 60):  # 30 of 60 unseen: the rows alone, exact all the same
+            cavra_insert(db, f"cavra-{n:03d}", **without_id(record(rng, n)))
+    assert state(store.path) == (30, 60)
+    await check()
+    assert built == []
+    while (await store.fold_counts(100))[0]:
+        pass
+    await check()  # caught up: from the counts again
+    assert "facet_scans" in built
 
 
 @pytest.mark.slow

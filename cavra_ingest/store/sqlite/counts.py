@@ -105,6 +105,11 @@ SET_STATE = "UPDATE activity_decision_counts_state SET counted_rowid = ? WHERE i
 PAIR_BATCH = 1000
 # More unseen rows than this and a pair read runs on a heavy reader (as READ_LAG_ROWS).
 PAIR_READ_LAG = 10_000
+# Once more than this share of the rows is unseen (a new or upgraded file, rows CAVRA inserted in bulk), a read
+# skips the counts and runs straight on the table. Unseen rows are read by rowid, whole, and grouped by a
+# sort, where a plain GROUP BY walks a narrow index in order: at 1 M rows, all unseen, the facets took 2.6 s
+# that way against 0.7 s plain, and a tenant's total 547 ms against 154 ms. Both cross near a quarter.
+PLAIN_FROM = 0.25
 # Rowids per pair fold when catching up: each adds 24 rows to sort (12 pairs, 2 tenant keys).
 PAIR_CATCH_UP_CHUNK = 50_000
 _PAIRS = " UNION ALL ".join(f"SELECT '{name}' AS field, '{given}' AS given" for name, given in pairs())

@@ -139,8 +139,10 @@ class Readers:
         *,
         pairs: bool = False,
         split: bool = False,
-    ) -> list[Any]:
+    ) -> list[Any] | None:
         """Run count statements in one read snapshot (uncounted rows are counted from the table).
+
+        None when most of the table is uncounted (counts.PLAIN_FROM): the caller reads the table instead.
 
         `last`, told whether the statements returned any row, gives more statements to run. `pairs`: the
         statements read pair rows, so the rows above the pairs' watermark are the uncounted ones. `split`:
@@ -149,6 +151,8 @@ class Readers:
         state, lag = (counts.PAIR_STATE, counts.PAIR_READ_LAG) if pairs else (counts.STATE, counts.READ_LAG_ROWS)
         async with self.point() as db:
             counted, newest = (await db.execute_fetchall(state))[0]  # type: ignore[index]
+        if (newest or 0) - counted > max(lag, counts.PLAIN_FROM * (newest or 0)):
+            return None
         # A backlog (a new or upgraded file, rows CAVRA inserted in bulk) is counted from the table under
         # a heavy reader's time limit while the background folder works through it; a read never waits
         # for the writer.

@@ -150,9 +150,11 @@ class SqliteStore:
         if field is not None:
             # A broad total from the counts; the page itself is read as always.
             parts = await self.readers.counted(lambda counted: countreads.total_statements(query, field, counted))
-            async with self.readers.heavy() if heavy else self.readers.point() as db:
-                page = list(await db.execute_fetchall(*listing.select(query)))
-            return Page([row[2].encode() for row in page], sum(row[0] for row in parts), _last_key(page))
+            if parts is not None:
+                async with self.readers.heavy() if heavy else self.readers.point() as db:
+                    page = list(await db.execute_fetchall(*listing.select(query)))
+                return Page([row[2].encode() for row in page], sum(row[0] for row in parts), _last_key(page))
+        # Not from the counts (or most of the table is not counted yet): the rows themselves.
         async with self.readers.heavy() if heavy else self.readers.point() as db:
             if listing is self.decisions:
                 listing = await searching(db, query, self.decisions)
@@ -192,7 +194,8 @@ class SqliteStore:
                 pairs=bool(field),
                 split=countreads.long_edges(query),
             )
-            return facets_from_rows(countreads.merge_facet_rows(parts), top)
+            if parts is not None:
+                return facets_from_rows(countreads.merge_facet_rows(parts), top)
         async with self.readers.heavy() as db:
             sql, params = (await searching(db, query, self.decisions)).facets(query, FACET_FIELDS)
             rows = await db.execute_fetchall(sql, params)
@@ -207,8 +210,9 @@ class SqliteStore:
     async def histogram(self, query: ListQuery, unit_chars: int) -> list[tuple[str, str, int]]:
         if unit_chars == DAY and countplan.servable(query, facets=True) == "":
             # Whole-day buckets over keyed filters: each day's outcomes from the counts (counts.py).
-            rows = await self.readers.counted(lambda c: countreads.histogram_statements(query, c))
-            return countreads.merge_histogram_rows(rows)
+            counted = await self.readers.counted(lambda c: countreads.histogram_statements(query, c))
+            if counted is not None:
+                return countreads.merge_histogram_rows(counted)
         async with self.readers.heavy() as db:
             sql, params = (await searching(db, query, self.decisions)).histogram(query, unit_chars)
             return [(row[0], row[1], row[2]) for row in await db.execute_fetchall(sql, params)]
@@ -217,9 +221,10 @@ class SqliteStore:
         if query.since is None and query.until is None and countplan.servable(query, facets=True) == "":
             # All time over keyed filters: the first and last days from the counts, then only those days read.
             rows = await self.readers.counted(lambda c: countreads.bounds_statements(query, c))
-            firsts = [row[0] for row in rows if row[0] is not None]
-            lasts = [row[1] for row in rows if row[1] is not None]
-            return min(firsts, default=None), max(lasts, default=None)
+            if rows is not None:
+                firsts = [row[0] for row in rows if row[0] is not None]
+                lasts = [row[1] for row in rows if row[1] is not None]
+                return min(firsts, default=None), max(lasts, default=None)
         async with self.readers.heavy() as db:
             sql, params = (await searching(db, query, self.decisions)).bounds(query)
             row = list(await db.execute_fetchall(sql, params))[0]
