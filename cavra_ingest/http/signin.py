@@ -114,7 +114,7 @@ class SignIn:
             error.headers["X-Cavra-Sign-In"] = "/auth/login"  # the console offers "Sign in with …" on this
             raise error
         return Principal(None, frozenset(session.scopes), session.tenant_id, session.workspace_id,
-                         f"session of {session.sub}")  # fmt: skip
+                         f"session of {session.sub}", person=session.email or session.sub)  # fmt: skip
 
     async def audit(
         self, request: web.Request, kind: str, outcome: str, sub: str | None = None, email: str | None = None,
@@ -137,8 +137,11 @@ def page(status: int, title: str, text: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="text/html")
 
 
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def redirect(status: int, url: str) -> web.Response:
-    return web.Response(status=status, headers={"Location": url, "Cache-Control": "no-store"})
+    return web.Response(status=status, headers={"Location": url, **NO_STORE})
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -216,8 +219,8 @@ async def callback(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     """End the session; then RP-initiated logout at the provider when it has an end_session_endpoint.
 
-    The console signs out with a plain form (so the browser follows the provider's pages): the CSRF token may
-    come as the form field `csrf_token` instead of the header.
+    The CSRF token comes as the X-CSRF-Token header, or as the form field `csrf_token` from a plain HTML form.
+    With `Accept: application/json` the answer is 200 `{"location": …}` instead of the 303.
     """
     signin = request.app[SIGNIN_KEY]
     form = await request.post() if request.content_type == "application/x-www-form-urlencoded" else {}
@@ -241,7 +244,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
             # the provider sends the person back to the registered post-logout URI.
             query = urlencode({"client_id": settings.oidc_client_id, "post_logout_redirect_uri": back})
             target = end + ("&" if "?" in end else "?") + query
-    reply = redirect(303, target)
+    # The console asks for JSON and goes on itself: its CSP (form-action 'self') would stop a form redirected to
+    # the provider.
+    json_wanted = request.headers.get("Accept", "").startswith("application/json")
+    reply = web.json_response({"location": target}, headers=NO_STORE) if json_wanted else redirect(303, target)
     reply.del_cookie(signin.cookie_name, path="/")
     reply.del_cookie(CSRF_COOKIE, path="/")
     return reply
