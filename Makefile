@@ -50,8 +50,8 @@ test: install browser nats-server rsyslog fuse oidc-provider
 	$(PY) -m pytest
 
 # Refresh the console screenshots under docs/ (a plain test run never writes them).
-screenshots: install browser
-	CAVRA_SCREENSHOTS=1 $(PY) -m pytest -q tests/console/test_console_browser.py
+screenshots: install browser oidc-provider
+	CAVRA_SCREENSHOTS=1 $(PY) -m pytest -q tests/console/test_console_browser.py tests/console/test_console_oidc_browser.py
 
 # The quick loop: everything but the fault, fuzz and browser campaigns (marked `slow`).
 test-fast: install

@@ -69,6 +69,8 @@ class Principal:
     rate_per_s: float | None = None
     # Decisions it may create per UTC day (quota.py); None: no quota.
     daily_quota: int | None = None
+    # A person signed in with the identity provider (http/signin.py): their email, else their `sub`.
+    person: str | None = None
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes

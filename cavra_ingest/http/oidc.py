@@ -44,10 +44,15 @@ class SignInError(Exception):
 def pkce_pair() -> tuple[str, str]:
     """Return a PKCE verifier and its S256 challenge (RFC 7636)."""
     verifier = secrets.token_urlsafe(48)
-    return verifier, _b64(hashlib.sha256(verifier.encode()).digest())
+    return verifier, pkce_challenge(verifier)
 
 
-def _b64(data: bytes) -> str:
+def pkce_challenge(verifier: str) -> str:
+    """The S256 code challenge of a verifier (RFC 7636, section 4.2)."""
+    return b64(hashlib.sha256(verifier.encode()).digest())
+
+
+def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
@@ -56,7 +61,7 @@ def at_hash(access_token: str, alg: str) -> str:
     bits = alg[-3:]
     digest = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}[bits](access_token.encode())
     raw = digest.digest()
-    return _b64(raw[: len(raw) // 2])
+    return b64(raw[: len(raw) // 2])
 
 
 @dataclass

@@ -66,8 +66,16 @@ SIGNIN_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },  # fmt: skip
     ),
     ("POST", "/auth/logout"): op(
-        "End the cookie session (X-CSRF-Token), then 303 to the provider's end_session_endpoint when offered",
-        {"303": _redirect("signed out"), "403": _page("no valid CSRF token")},
+        "End the cookie session (CSRF token as X-CSRF-Token or the form field csrf_token), then 303 to the "
+        "provider's end_session_endpoint when offered (RP-initiated logout: client_id, post_logout_redirect_uri)",
+        {
+            "200": {
+                "description": "signed out, asked with `Accept: application/json`: where to go next",
+                "content": {JSON: {"schema": {"type": "object", "properties": {"location": {"type": "string"}}}}},
+            },
+            "303": _redirect("signed out"),
+            "403": _page("no valid CSRF token"),
+        },  # fmt: skip
     ),
     ("POST", "/auth/backchannel-logout"): op(
         "OIDC Back-Channel Logout: the provider's logout_token ends that person's sessions",

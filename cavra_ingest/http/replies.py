@@ -255,7 +255,8 @@ class Readiness(Struct):
 
 
 class Whoami(Struct):
-    """The calling token (never its secret) and the tenant it sees; `authenticated` is false in open mode."""
+    """The calling token (never its secret) or signed-in person, and the tenant it sees; `authenticated` is false in
+    open mode."""
 
     authenticated: bool
     token_id: str | None
@@ -267,6 +268,8 @@ class Whoami(Struct):
     # CAVRA_QUOTA_CACHE_S old); both null without a quota.
     daily_quota: int | None = None
     used_today: int | None = None
+    # A person's cookie session (OpenID Connect sign-in): their email, else their subject; null for a token.
+    person: str | None = None
 
 
 class InclusionProof(Struct):

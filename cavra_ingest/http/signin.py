@@ -7,27 +7,31 @@ its status and a log line with its reason, never a token. The claims → roles r
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from cavra_ingest.http.auth import Principal, unauthorized
 from cavra_ingest.http.keys import ACCESS_KEY, SETTINGS_KEY, SIGNIN_KEY
-from cavra_ingest.http.oidc import Provider, SignInError, pkce_pair
+from cavra_ingest.http.oidc import Provider, SignInError, b64, pkce_challenge
 from cavra_ingest.store.signin import AccessEvent, Signins, SigninSession, digest
 
 log = logging.getLogger(__name__)
 LOGIN_COOKIE = "cavra_login"
 CSRF_COOKIE = "cavra_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
 PENDING_TTL_S = 600.0
 PENDING_MAX = 10_000
 ROLE_SCOPES = frozenset({"read", "ingest", "admin"})
@@ -65,11 +69,10 @@ def match_roles(claims: dict[str, Any], rules: list[dict[str, Any]]) -> Binding 
 
 @dataclass
 class SignIn:
-    """The app's sign-in state: the provider, the store, and pending logins (state → nonce, verifier)."""
+    """The app's sign-in state: the provider and the store (sessions, sign-ins under way, access events)."""
 
     provider: Provider
     store: Signins
-    pending: dict[str, tuple[float, str, str]] = field(default_factory=dict)
 
     @property
     def secure(self) -> bool:
@@ -79,8 +82,11 @@ class SignIn:
     def cookie_name(self) -> str:
         return "__Host-cavra_session" if self.secure else "cavra_session"
 
-    async def session_of(self, request: web.Request) -> SigninSession | None:
-        """The live session the request's cookie names (idle and absolute lifetimes applied), else None."""
+    async def session_of(self, request: web.Request, csrf: str | None = None) -> SigninSession | None:
+        """The live session the request's cookie names (idle and absolute lifetimes applied), else None.
+
+        A state-changing request must carry the session's CSRF token: the X-CSRF-Token header, or `csrf`.
+        """
         cookie = request.cookies.get(self.cookie_name)
         if not cookie:
             return None
@@ -93,7 +99,7 @@ class SignIn:
                 await self.audit(request, "session-expired", "ended", session.sub, session.email, session.tenant_id)
             return None
         if request.method not in ("GET", "HEAD", "OPTIONS"):
-            given = request.headers.get(CSRF_HEADER, "")
+            given = request.headers.get(CSRF_HEADER) or csrf or ""
             if not given or not secrets.compare_digest(digest(given), session.csrf_hash):
                 raise web.HTTPForbidden(text='{"detail": "a CSRF token is required (X-CSRF-Token)"}',
                                         content_type="application/json")  # fmt: skip
@@ -108,7 +114,7 @@ class SignIn:
             error.headers["X-Cavra-Sign-In"] = "/auth/login"  # the console offers "Sign in with …" on this
             raise error
         return Principal(None, frozenset(session.scopes), session.tenant_id, session.workspace_id,
-                         f"session of {session.sub}")  # fmt: skip
+                         f"session of {session.sub}", person=session.email or session.sub)  # fmt: skip
 
     async def audit(
         self, request: web.Request, kind: str, outcome: str, sub: str | None = None, email: str | None = None,
@@ -131,29 +137,38 @@ def page(status: int, title: str, text: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="text/html")
 
 
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def redirect(status: int, url: str) -> web.Response:
-    return web.Response(status=status, headers={"Location": url, "Cache-Control": "no-store"})
+    return web.Response(status=status, headers={"Location": url, **NO_STORE})
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     signin = request.app[SIGNIN_KEY]
-    now = time.time()
-    for state in [s for s, (at, _, _) in signin.pending.items() if now - at > PENDING_TTL_S]:
-        del signin.pending[state]
-    if len(signin.pending) >= PENDING_MAX:
-        return page(503, "Too many sign-ins at once", "Try again in a minute.")
-    state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    verifier, challenge = pkce_pair()
+    # The state goes to the provider and back in URLs; the binding stays in this browser's cookie. The store
+    # keeps their hashes only, so any replica (or a restarted server) completes the sign-in.
+    state, binding = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    nonce, verifier = login_secrets(binding)
     try:
-        url = await signin.provider.authorize_url(state, nonce, challenge)
+        url = await signin.provider.authorize_url(state, nonce, pkce_challenge(verifier))
     except SignInError as exc:
         log.warning("sign-in failed: %s", exc.reason)
         return page(exc.status, "The identity provider cannot be reached", exc.reason)
-    signin.pending[state] = (now, nonce, verifier)
+    if not await signin.store.begin_login(state, binding, time.time(), PENDING_TTL_S, PENDING_MAX):
+        return page(503, "Too many sign-ins at once", "Try again in a minute.")
     reply = redirect(302, url)
-    reply.set_cookie(LOGIN_COOKIE, state, max_age=int(PENDING_TTL_S), httponly=True, secure=signin.secure,
+    reply.set_cookie(LOGIN_COOKIE, binding, max_age=int(PENDING_TTL_S), httponly=True, secure=signin.secure,
                      samesite="Lax", path="/auth/callback")  # fmt: skip
     return reply
+
+
+def login_secrets(binding: str) -> tuple[str, str]:
+    """The nonce and PKCE verifier of a sign-in, derived from its login cookie (kept by the browser alone)."""
+    key = binding.encode()
+    nonce = hmac.new(key, b"cavra oidc nonce", hashlib.sha256).digest()
+    verifier = hmac.new(key, b"cavra oidc pkce verifier", hashlib.sha256).digest()
+    return b64(nonce), b64(verifier)  # 43 characters: RFC 7636's shortest verifier
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
@@ -164,13 +179,13 @@ async def callback(request: web.Request) -> web.StreamResponse:
             raise SignInError(f"the identity provider refused the sign-in ({request.query['error'][:100]})", 401)
         state = request.query.get("state", "")
         code = request.query.get("code", "")
-        pending = signin.pending.pop(state, None) if state else None
-        cookie_state = request.cookies.get(LOGIN_COOKIE, "")
-        if pending is None or not secrets.compare_digest(cookie_state, state):
+        binding_hash = await signin.store.take_login(state, time.time(), PENDING_TTL_S) if state else None
+        login_cookie = request.cookies.get(LOGIN_COOKIE, "")
+        if binding_hash is None or not secrets.compare_digest(digest(login_cookie), binding_hash):
             raise SignInError("the sign-in's state is unknown, used or from another browser")
         if not code:
             raise SignInError("the provider sent no code")
-        _, nonce, verifier = pending
+        nonce, verifier = login_secrets(login_cookie)
         tokens = await signin.provider.exchange(code, verifier)
         claims = await signin.provider.id_token(tokens["id_token"], nonce, tokens.get("access_token"))
         sub, email = str(claims["sub"]), claims.get("email")
@@ -202,19 +217,37 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session; then RP-initiated logout at the provider when it has an end_session_endpoint.
+
+    The CSRF token comes as the X-CSRF-Token header, or as the form field `csrf_token` from a plain HTML form.
+    With `Accept: application/json` the answer is 200 `{"location": …}` instead of the 303.
+    """
     signin = request.app[SIGNIN_KEY]
+    form = await request.post() if request.content_type == "application/x-www-form-urlencoded" else {}
+    field = form.get(CSRF_FIELD)
     try:
-        session = await signin.session_of(request)
+        session = await signin.session_of(request, field if isinstance(field, str) else None)
     except web.HTTPForbidden:
         return page(403, "Sign-out refused", "The sign-out request carried no valid CSRF token.")
+    settings = signin.provider.settings
+    back = settings.public_url.rstrip("/") + "/console/"
     target = "/console/"
     if session is not None:
         await signin.store.end(request.cookies[signin.cookie_name], time.time(), "logout")
         await signin.audit(request, "sign-out", "ok", session.sub, session.email, session.tenant_id)
-        end = signin.provider.metadata.get("end_session_endpoint")
+        try:  # this replica may not have read the provider's metadata yet
+            end = (await signin.provider.discover()).get("end_session_endpoint")
+        except SignInError:
+            end = None  # the server session is ended all the same
         if isinstance(end, str):
-            target = end + "?" + "client_id=" + signin.provider.settings.oidc_client_id
-    reply = redirect(303, target)
+            # RP-Initiated Logout 1.0: client_id names us instead of an id_token_hint (no ID token is kept);
+            # the provider sends the person back to the registered post-logout URI.
+            query = urlencode({"client_id": settings.oidc_client_id, "post_logout_redirect_uri": back})
+            target = end + ("&" if "?" in end else "?") + query
+    # The console asks for JSON and goes on itself: its CSP (form-action 'self') would stop a form redirected to
+    # the provider.
+    json_wanted = request.headers.get("Accept", "").startswith("application/json")
+    reply = web.json_response({"location": target}, headers=NO_STORE) if json_wanted else redirect(303, target)
     reply.del_cookie(signin.cookie_name, path="/")
     reply.del_cookie(CSRF_COOKIE, path="/")
     return reply

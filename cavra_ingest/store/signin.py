@@ -1,4 +1,4 @@
-"""Sign-in sessions of people and the access events: SQLite and PostgreSQL (migration 022).
+"""Sign-in sessions of people, sign-ins under way, and the access events: SQLite and PostgreSQL (022, 023).
 
 A session is found by the hash of its cookie; neither the cookie nor its CSRF token is kept in clear.
 Times of sessions are epoch seconds (REAL), compared in SQL with the idle and absolute lifetimes.
@@ -69,6 +69,11 @@ LIST_TENANT_EVENTS = (
     f"SELECT id, {_EVENT_COLUMNS} FROM access_events WHERE tenant_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
 )
 NO_CURSOR = 2**62
+PRUNE_LOGINS = "DELETE FROM signin_logins WHERE created_s < ?"
+COUNT_LOGINS = "SELECT count(*) FROM signin_logins"
+INSERT_LOGIN = "INSERT INTO signin_logins (state_hash, binding_hash, created_s) VALUES (?, ?, ?)"
+# One statement: of two replicas handed the same callback, only one gets the row (a state is used once).
+TAKE_LOGIN = "DELETE FROM signin_logins WHERE state_hash = ? RETURNING binding_hash, created_s"
 
 
 def session_row(session: SigninSession) -> tuple[Any, ...]:
@@ -139,6 +144,22 @@ class Signins:
         if sub:
             return await self.backend._execute(END_BY_SUB, (now, reason, sub))
         return 0
+
+    async def begin_login(self, state: str, binding: str, now: float, ttl_s: float, most: int) -> bool:
+        """Keep a sign-in under way (hashes only), after dropping stale ones; False when `most` are under way."""
+        await self.backend._execute(PRUNE_LOGINS, (now - ttl_s,))
+        rows = await self.backend._fetch(COUNT_LOGINS, ())
+        if int(rows[0][0]) >= most:
+            return False
+        await self.backend._execute(INSERT_LOGIN, (digest(state), digest(binding), now))
+        return True
+
+    async def take_login(self, state: str, now: float, ttl_s: float) -> str | None:
+        """Use up a sign-in under way: the hash of its login cookie, or None (unknown, used or stale)."""
+        rows = await self.backend._fetch(TAKE_LOGIN, (digest(state),))
+        if not rows or now - float(rows[0][1]) > ttl_s:
+            return None
+        return str(rows[0][0])
 
     async def record(self, event: AccessEvent) -> None:
         await self.backend._execute(INSERT_EVENT, event_row(event))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -15,11 +17,25 @@ from cavra_ingest.http.app import create_app
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.tokens import INSERT_TOKEN, SqliteTokens, hash_secret, new_token, token_row
-from tests.console_browser import CHROMIUM, CHROMIUM_ARGS, require_browser, seed_decisions, start_loop, stop_loop
+from tests.console_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DOCS,
+    require_browser,
+    seed_decisions,
+    start_loop,
+    stop_loop,
+)
 from tests.oidcprovider import OidcProvider, free_port, require_provider
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 RULES = [{"claim": "groups", "value": "cavra-acme-auditors", "tenant": "tenant-acme", "scopes": ["read"]}]
+
+
+def screenshot(page: Any, name: str) -> None:
+    """Refresh docs/<name> only under `make screenshots` (CAVRA_SCREENSHOTS=1), as test_console_browser.py does."""
+    if os.environ.get("CAVRA_SCREENSHOTS") == "1":
+        page.screenshot(path=str(DOCS / name), full_page=False)
 
 
 @pytest.fixture
@@ -33,7 +49,10 @@ def served(tmp_path: Path) -> Iterator[str]:
     token, secret = new_token(["admin"], name="loader")
     SqliteTokens(db)._run(INSERT_TOKEN, token_row(token, hash_secret(secret)), write=True)
     (tmp_path / "roles.json").write_text(json.dumps(RULES))
-    client = {"client_id": "cavra", "client_secret": "s", "redirect_uris": [base + "/auth/callback"]}
+    client = {
+        "client_id": "cavra", "client_secret": "s", "redirect_uris": [base + "/auth/callback"],
+        "post_logout_redirect_uris": [base + "/console/"],
+    }  # fmt: skip
     idp = OidcProvider(tmp_path, [client], {"alice": {"email": "a@acme.test", "groups": ["cavra-acme-auditors"]}})
     settings = Settings.of(
         activity_db=str(db), oidc_issuer=idp.issuer, oidc_client_id="cavra", oidc_client_secret="s",
@@ -62,7 +81,7 @@ def served(tmp_path: Path) -> Iterator[str]:
         idp.stop()
 
 
-def test_sign_in_with_the_provider_shows_the_mapped_tenant(served: str) -> None:
+def test_sign_in_with_the_provider_shows_the_mapped_tenant_then_signs_out(served: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=10_000)
@@ -75,6 +94,8 @@ def test_sign_in_with_the_provider_shows_the_mapped_tenant(served: str) -> None:
             page.goto(served + "/console/")
             button = page.locator("#signin-provider")
             expect(button).to_be_visible()
+            expect(button).to_have_text("Sign in with your identity provider")
+            screenshot(page, "console-sign-in.png")
             button.click()
             page.fill("input[name=login]", "alice")
             page.fill("input[name=password]", "any")
@@ -83,6 +104,19 @@ def test_sign_in_with_the_provider_shows_the_mapped_tenant(served: str) -> None:
             expect(page.locator("#results-body tr")).to_have_count(3)
             shown = page.locator("#results-body tr").evaluate_all("rows => rows.map(r => r.dataset.id)")
             assert set(shown) == {"dec-b1", "dec-b2", "dec-b3"}
+            # Who is signed in, and which tenant the console shows; a sign-out button beside it.
+            expect(page.locator("#identity-label")).to_have_text("Signed in as a@acme.test · tenant tenant-acme")
+            expect(page.locator("#sign-out")).to_be_visible()
+            screenshot(page, "console-signed-in.png")
+            # Sign out: the server session ends, the provider confirms (RP-initiated logout) and sends the person
+            # back to the console, which asks them to sign in again.
+            page.click("#sign-out")
+            page.wait_for_url(lambda url: "/session/end" in url)
+            page.click("button[name=logout][value=yes]")
+            page.wait_for_url(lambda url: url.startswith(served + "/console"))
+            expect(page.locator("#signin-provider")).to_be_visible()
+            expect(page.locator("#identity")).to_be_hidden()
+            assert not [c for c in page.context.cookies() if c["name"] == "cavra_session"]
             assert errors == []
         finally:
             browser.close()

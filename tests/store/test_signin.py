@@ -53,3 +53,34 @@ async def test_sessions_are_kept_hashed_and_end_by_cookie_sub_or_sid(kind: str, 
         await signins.close()
         if kind == "postgres":
             await drop_schema(settings.store.postgres_schema)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_sign_ins_under_way_are_hashed_used_once_stale_after_their_ttl_and_bounded(
+    kind: str, tmp_path: Path
+) -> None:
+    if kind == "postgres":
+        require_postgres()
+    settings = store_settings(kind, tmp_path)
+    await make_store(settings).migrate()
+    signins = signin_store(settings)
+    assert signins is not None
+    await signins.open()
+    try:
+        assert await signins.begin_login("state-1", "binding-1", 100.0, 600.0, 2)
+        assert await signins.begin_login("state-2", "binding-2", 100.0, 600.0, 2)
+        assert not await signins.begin_login("state-3", "binding-3", 101.0, 600.0, 2)  # two under way at most
+        assert await signins.take_login("state-1", 150.0, 600.0) == digest("binding-1")
+        assert await signins.take_login("state-1", 150.0, 600.0) is None  # used up
+        assert await signins.take_login("made-up", 150.0, 600.0) is None
+        assert await signins.take_login("state-2", 701.0, 600.0) is None  # stale
+        # Stale ones are dropped when a new one begins, so they never hold the bound.
+        assert await signins.begin_login("state-4", "binding-4", 800.0, 600.0, 1)
+        if kind == "sqlite":
+            with sqlite3.connect(settings.store.path) as conn:
+                stored = str(conn.execute("SELECT * FROM signin_logins").fetchall())
+            assert "state-4" not in stored and "binding-4" not in stored and digest("state-4") in stored
+    finally:
+        await signins.close()
+        if kind == "postgres":
+            await drop_schema(settings.store.postgres_schema)

@@ -201,3 +201,63 @@ async def test_access_events_are_read_by_admins_a_bound_admin_sees_its_tenant(wo
         headers = {"Authorization": "Bearer " + secret}
         async with http.get(world.base + "/access-events", headers=headers) as reply:
             assert reply.status == 200 and (await reply.json())["items"] == []
+
+
+async def test_logout_sends_the_person_through_the_providers_end_session_and_back(world: World) -> None:
+    import re
+    from urllib.parse import parse_qs, urljoin, urlsplit
+
+    async with world.jar() as http:
+        assert (await world.sign_in(http)).status == 302
+        csrf = next(c.value for c in http.cookie_jar if c.key == "cavra_csrf")
+        # The console's sign-out is a plain form: the CSRF token as a field, not a header.
+        async with http.post(world.base + "/auth/logout", data={"csrf_token": "wrong"}, allow_redirects=False) as no:
+            assert no.status == 403
+        async with http.post(world.base + "/auth/logout", data={"csrf_token": csrf}, allow_redirects=False) as out:
+            assert out.status == 303
+            target = out.headers["Location"]
+        assert target.startswith(world.idp.issuer + "/session/end?")
+        query = parse_qs(urlsplit(target).query)
+        assert query == {"client_id": ["cavra"], "post_logout_redirect_uri": [world.base + "/console/"]}
+        assert (await decisions(http, world))[0] == 401
+        # The provider accepts it (client_id instead of id_token_hint), asks to confirm, then sends the person back.
+        async with http.get(target) as reply:
+            assert reply.status == 200, await reply.text()
+            page = await reply.text()
+        action = re.search(r'<form[^>]*action="([^"]+)"', page)
+        assert action is not None, page[:300]
+        fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page))
+        fields["logout"] = "yes"
+        async with http.post(urljoin(target, action.group(1)), data=fields, allow_redirects=False) as reply:
+            assert reply.status in (302, 303), await reply.text()
+            assert reply.headers["Location"] == world.base + "/console/"
+
+
+async def test_a_callback_served_by_a_second_server_process_on_the_same_store_completes(
+    world: World, tmp_path: Path
+) -> None:
+    from tests.procs import Server
+
+    env = {
+        "CAVRA_OIDC_ISSUER": world.idp.issuer, "CAVRA_OIDC_CLIENT_ID": "cavra", "CAVRA_OIDC_CLIENT_SECRET": SECRET,
+        "CAVRA_OIDC_ROLES": str(tmp_path / "roles.json"), "CAVRA_PUBLIC_URL": world.base,
+    }  # fmt: skip
+    second = Server(world.db, env)
+    await second.start()
+    try:
+        async with world.jar() as http:
+            async with http.get(world.base + "/auth/login", allow_redirects=False) as reply:
+                authorize = reply.headers["Location"]
+            callback = await sign_in_form(http, authorize, "alice", world.base + "/auth/callback")
+            # Behind a load balancer the callback lands on the other replica (its own memory, the same store).
+            elsewhere = callback.replace(world.base, second.url, 1)
+            async with http.get(elsewhere, allow_redirects=False) as reply:
+                assert reply.status == 302, await reply.text()
+                assert reply.headers["Location"] == "/console/"
+            # The session is the store's: the first server honours it; the state was used up for both.
+            assert await decisions(http, world) == (200, ["acme"])
+            async with http.get(callback, allow_redirects=False) as again:
+                assert again.status == 400 and "state" in await again.text()
+    finally:
+        await second.terminate(10)
+    assert second.log().count("signed in: sub alice") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -47,10 +48,68 @@ FILTERS = st.fixed_dictionaries(
 )
 
 
-async def get_json(client: TestClient, url: str, token: str) -> Any:
-    response = await client.get(url, headers=bearer(token))
-    assert response.status == 200, await response.text()
-    return await response.json()
+# A GET as some caller: (status, body). The token test and the cookie-session test (test_signin_tenants.py) run the
+# same check with their own callers.
+Fetch = Callable[[str], Awaitable[tuple[int, bytes]]]
+
+
+async def get_json(fetch: Fetch, url: str) -> Any:
+    status, body = await fetch(url)
+    assert status == 200, body[:500]
+    return msgspec.json.decode(body)
+
+
+async def isolation_holds(reader: Fetch, admin: Fetch, records: list[dict[str, Any]], filters: dict[str, str],
+                          tenant: str) -> None:  # fmt: skip
+    """What `reader` (bound to `tenant`) gets from every read route is exactly the admin's answer for `tenant`."""
+    query = urlencode(filters)
+    # What the tenant may see: the administrator's answer to the same filters restricted to the tenant.
+    truth = await get_json(admin, f"/decisions?limit=500&{query}&tenant_id={tenant}")
+    want = [item["decision_id"] for item in truth["items"]]
+    page = await get_json(reader, f"/decisions?limit=500&{query}")
+    assert [item["decision_id"] for item in page["items"]] == want and page["total"] == truth["total"]
+    assert {item["tenant_id"] for item in page["items"]} <= {tenant}
+    facets = await get_json(reader, f"/decisions/facets?{query}")
+    assert facets["total"] == truth["total"]
+    assert sum(count["count"] for count in facets["facets"]["decision"]) == truth["total"]
+    status, export = await reader(f"/decisions.ndjson?{query}")
+    lines = [msgspec.json.decode(line) for line in export.splitlines()]
+    assert status == 200 and [line["decision_id"] for line in lines] == want
+    status, csv = await reader(f"/decisions.csv?{query}")
+    assert status == 200 and len(csv.decode().splitlines()) - 1 == truth["total"]
+    histogram = await get_json(reader, f"/decisions/histogram?{query}")
+    assert sum(sum(bucket["counts"].values()) for bucket in histogram["buckets"]) == truth["total"]
+    session_query = urlencode({k: v for k, v in filters.items() if k in {"agent_id", "repository"}})
+    sessions = await get_json(reader, f"/sessions?limit=500&{session_query}")
+    assert all(item["tenant_id"] == tenant for item in sessions["items"])
+    status, exported = await reader(f"/sessions.ndjson?{session_query}")
+    summaries = [msgspec.json.decode(line) for line in exported.splitlines()]
+    assert status == 200
+    assert [item["session_id"] for item in summaries] == [item["session_id"] for item in sessions["items"]]
+    for other in records:
+        visible = other["tenant_id"] == tenant
+        status, _ = await reader(f"/decisions/{other['decision_id']}")
+        assert status == (200 if visible else 404)
+        status, body = await reader(f"/sessions/{other['session_id']}/decisions")
+        assert status == (200 if visible else 404)
+        if visible:
+            items = msgspec.json.decode(body)["items"]
+            assert {item["tenant_id"] for item in items} == {tenant}
+        status, _ = await reader(f"/sessions/{other['session_id']}")
+        assert status == (200 if visible else 404)
+        status, _ = await reader(f"/sessions/{other['session_id']}/evidence")
+        assert status == (200 if visible else 404)
+        # Visible: a proof, or 503 until the next checkpoint signs it; another tenant's looks absent.
+        status, _ = await reader(f"/decisions/{other['decision_id']}/proof")
+        assert status in ((200, 503) if visible else (404,))
+
+
+def bearer_fetch(client: TestClient, token: str) -> Fetch:
+    async def fetch(url: str) -> tuple[int, bytes]:
+        response = await client.get(url, headers=bearer(token))
+        return response.status, await response.read()
+
+    return fetch
 
 
 @pytest.mark.slow
@@ -59,46 +118,12 @@ async def test_no_read_route_leaks_another_tenants_records(make_client: MakeClie
     admin = await secret(client, ["admin"])
     readers = {tenant: await secret(client, ["read"], tenant) for tenant in TENANTS}
 
-    async def check(records: list[dict[str, Any]], filters: dict[str, str], tenant: str) -> None:
+    for records, filters, tenant in examples(40):
         if records:
             response = await client.post("/decisions", json=records, headers=bearer(admin))
             assert response.status == 200, await response.text()
-        token = readers[tenant]
-        query = urlencode(filters)
-        # What the tenant may see: the administrator's answer to the same filters restricted to the tenant.
-        truth = await get_json(client, f"/decisions?limit=500&{query}&tenant_id={tenant}", admin)
-        want = [item["decision_id"] for item in truth["items"]]
-        page = await get_json(client, f"/decisions?limit=500&{query}", token)
-        assert [item["decision_id"] for item in page["items"]] == want and page["total"] == truth["total"]
-        assert {item["tenant_id"] for item in page["items"]} <= {tenant}
-        facets = await get_json(client, f"/decisions/facets?{query}", token)
-        assert facets["total"] == truth["total"]
-        assert sum(count["count"] for count in facets["facets"]["decision"]) == truth["total"]
-        export = await client.get(f"/decisions.ndjson?{query}", headers=bearer(token))
-        lines = [msgspec.json.decode(line) for line in (await export.read()).splitlines()]
-        assert [line["decision_id"] for line in lines] == want
-        csv = (await (await client.get(f"/decisions.csv?{query}", headers=bearer(token))).text()).splitlines()
-        assert len(csv) - 1 == truth["total"]
-        histogram = await get_json(client, f"/decisions/histogram?{query}", token)
-        assert sum(sum(bucket["counts"].values()) for bucket in histogram["buckets"]) == truth["total"]
-        session_query = urlencode({k: v for k, v in filters.items() if k in {"agent_id", "repository"}})
-        sessions = await get_json(client, f"/sessions?limit=500&{session_query}", token)
-        assert all(item["tenant_id"] == tenant for item in sessions["items"])
-        exported = await client.get(f"/sessions.ndjson?{session_query}", headers=bearer(token))
-        summaries = [msgspec.json.decode(line) for line in (await exported.read()).splitlines()]
-        assert [item["session_id"] for item in summaries] == [item["session_id"] for item in sessions["items"]]
-        for other in records:
-            visible = other["tenant_id"] == tenant
-            single = await client.get(f"/decisions/{other['decision_id']}", headers=bearer(token))
-            assert single.status == (200 if visible else 404)
-            timeline = await client.get(f"/sessions/{other['session_id']}/decisions", headers=bearer(token))
-            assert timeline.status == (200 if visible else 404)
-            if visible:
-                items = (await timeline.json())["items"]
-                assert {item["tenant_id"] for item in items} == {tenant}
-
-    for example in examples(40):
-        await check(*example)
+        await isolation_holds(bearer_fetch(client, readers[tenant]), bearer_fetch(client, admin), records, filters,
+                              tenant)  # fmt: skip
 
 
 def examples(count: int) -> list[tuple[list[dict[str, Any]], dict[str, str], str]]:

@@ -8,12 +8,18 @@ export function token() {
   return sessionStorage.getItem(KEY);
 }
 
+// A signed-in person's cookie session has a CSRF token in a readable cookie (the session cookie is HttpOnly).
+function csrfToken() {
+  const pair = document.cookie.split("; ").find((item) => item.startsWith("cavra_csrf="));
+  return pair ? pair.slice("cavra_csrf=".length) : null;
+}
+
 export function authHeaders() {
   const secret = token();
   if (secret) return { Authorization: `Bearer ${secret}` };
-  // A signed-in person's cookie session: state-changing calls carry its CSRF token (the cookie is not HttpOnly).
-  const csrf = document.cookie.split("; ").find((pair) => pair.startsWith("cavra_csrf="));
-  return csrf ? { "X-CSRF-Token": csrf.slice("cavra_csrf=".length) } : {};
+  // State-changing calls from a cookie session carry its CSRF token.
+  const csrf = csrfToken();
+  return csrf ? { "X-CSRF-Token": csrf } : {};
 }
 
 // Show the sign-in dialog and resolve once a token was entered (the caller then retries its request). With a
@@ -49,23 +55,40 @@ export function askForToken(reason, signInUrl = null) {
   return pending;
 }
 
-export function signOut() {
-  sessionStorage.removeItem(KEY);
-  location.reload();
+export async function signOut() {
+  if (token()) {
+    sessionStorage.removeItem(KEY);
+    location.reload();
+    return;
+  }
+  // A person's session: the server ends it and says where to go on (the provider's sign-out page, which sends
+  // the person back here), so the page does not depend on a form being redirected off this origin.
+  const response = await fetch("/auth/logout", {
+    method: "POST",
+    headers: { Accept: "application/json", ...authHeaders() },
+    cache: "no-store",
+  });
+  const next = response.ok ? (await response.json()).location : null;
+  location.assign(typeof next === "string" && next ? next : "/console/");
 }
 
-// Say which tenant the console is looking at (all of them for an unbound token).
+// Say who is signed in (a token's name, or a person) and which tenant the console is looking at (all of them
+// for an unbound caller).
 export async function showIdentity() {
   const box = document.getElementById("identity");
-  if (!token()) {
+  if (!token() && !csrfToken()) {
     box.hidden = true;
     return;
   }
   const response = await fetch("/auth/whoami", { headers: { Accept: "application/json", ...authHeaders() } });
-  if (!response.ok) return;
+  if (!response.ok) {
+    box.hidden = true;
+    return;
+  }
   const who = await response.json();
   const scope = who.tenant_id ? `tenant ${who.tenant_id}${who.workspace_id ? ` / ${who.workspace_id}` : ""}` : "all tenants";
-  document.getElementById("identity-label").textContent = `${who.name || who.token_id} · ${scope}`;
+  const name = who.person ? `Signed in as ${who.person}` : who.name || who.token_id;
+  document.getElementById("identity-label").textContent = `${name} · ${scope}`;
   box.hidden = false;
 }
 

@@ -1,4 +1,4 @@
-"""`GET /auth/whoami`: the calling token, its scopes, tenant and quota use."""
+"""`GET /auth/whoami`: the calling token or signed-in person, its scopes, tenant and quota use."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ async def whoami(request: web.Request) -> web.Response:
     if principal.daily_quota is not None and principal.token_id is not None:
         used = await request.app[QUOTAS_KEY].used(principal.token_id)
     reply = Whoami(
-        authenticated=principal.token_id is not None,
+        authenticated=principal.token_id is not None or principal.person is not None,
         token_id=principal.token_id,
         name=principal.name,
         scopes=sorted(principal.scopes),
@@ -25,5 +25,6 @@ async def whoami(request: web.Request) -> web.Response:
         workspace_id=principal.workspace_id,
         daily_quota=principal.daily_quota,
         used_today=used,
+        person=principal.person,
     )
     return json_reply(reply)
