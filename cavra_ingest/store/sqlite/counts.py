@@ -35,6 +35,7 @@ from cavra_ingest.store.dimensions import (
     ROLLED,
     pairs,
 )
+from cavra_ingest.store.sqlite.batchcounts import UPSERT, BatchCounts, Tally
 
 # More unseen rows than this and a read runs on a heavy reader (its statement time limit applies): it counts
 # them from the table, as it counts the few that wait between folds; it never waits for a fold.
@@ -143,13 +144,15 @@ def fold_new(
     at_least: int = 1,
     pairs_at_least: int = 1,
     at_most: int | None = None,
+    memory: BatchCounts | None = None,
 ) -> int:
     """Inside the caller's write transaction, count decisions above the watermarks; return rows left.
 
     Each kind of count (the plain ones, the pair rows) is folded when at least `at_least` (`pairs_at_least`)
-    of its decisions wait and, given `at_most`, no more than that; `chunk` caps the rowids folded.
+    of its decisions wait and, given `at_most`, no more than that; `chunk` caps the rowids folded. `memory`:
+    the writer's tally of its own batches' pair rows, upserted instead of the SQL pair fold where it covers them.
     """
-    left = _fold_pairs(db, chunk, pairs_at_least, at_most)
+    left = _fold_pairs(db, chunk, pairs_at_least, at_most, None if memory is None else memory.pairs)
     counted, newest = db.execute(STATE).fetchone()
     newest = newest or 0
     waiting = newest - counted
@@ -163,16 +166,32 @@ def fold_new(
     return max(left, newest - upto)
 
 
-def _fold_pairs(db: sqlite3.Connection, chunk: int | None, at_least: int, at_most: int | None) -> int:
+def _fold_pairs(
+    db: sqlite3.Connection, chunk: int | None, at_least: int, at_most: int | None, tally: Tally | None
+) -> int:
     paired, newest = db.execute(PAIR_STATE).fetchone()
     newest = newest or 0
     waiting = newest - paired
     if waiting < max(at_least, 1) or (at_most is not None and waiting > at_most):
         return max(waiting, 0)
     upto = newest if chunk is None else min(newest, paired + min(chunk, PAIR_CATCH_UP_CHUNK))
-    db.execute(PAIR_FOLD, (paired, upto))
+    if tally is not None and upto == newest and tally.covers(paired, newest):
+        db.executemany(UPSERT, tally.rows())
+    else:
+        db.execute(PAIR_FOLD, (paired, upto))
     db.execute(SET_PAIR_STATE, (upto,))
+    _restart(tally, upto, newest)
     return newest - upto
+
+
+def _restart(tally: Tally | None, upto: int, newest: int) -> None:
+    """After a fold, a tally counts on from the new watermark if nothing is left above it."""
+    if tally is None:
+        return
+    if upto == newest:
+        tally.start(upto)
+    else:
+        tally.drop()
 
 
 def backlog(db: sqlite3.Connection) -> tuple[int, int]:

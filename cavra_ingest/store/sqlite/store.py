@@ -22,6 +22,7 @@ from cavra_ingest.store.dimensions import DAY
 from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.sql import SELECT_DECISION, SELECT_SESSION, Listing, holds_sql
 from cavra_ingest.store.sqlite import countplan, countreads, writes
+from cavra_ingest.store.sqlite.batchcounts import BatchCounts
 from cavra_ingest.store.sqlite.listings import DECISIONS, SCANNED, SESSIONS, searching
 from cavra_ingest.store.sqlite.readers import Readers
 from cavra_ingest.store.sqlite.writes import Statements
@@ -70,6 +71,8 @@ class SqliteStore:
         # statement, so the loop and the writer trade the GIL once per transaction.
         self._writer: sqlite3.Connection | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
+        # The writer's own decisions counted as they are inserted, for its folds (used on its thread only).
+        self._batch_counts = BatchCounts()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SqliteStore:
@@ -119,7 +122,9 @@ class SqliteStore:
         assert self._writer is not None, "store is not open"
         abandoned = threading.Event()
         try:
-            return await self._on_writer(writes.write_batch, self._writer, items, abandoned, self.audit_log)
+            return await self._on_writer(
+                writes.write_batch, self._writer, items, abandoned, self.audit_log, self._batch_counts
+            )
         except asyncio.CancelledError:
             # The thread runs on; it rolls back instead of committing what nobody will acknowledge.
             abandoned.set()

@@ -35,6 +35,7 @@ from cavra_ingest.store.sql import (
     session_row,
 )
 from cavra_ingest.store.sqlite import counts
+from cavra_ingest.store.sqlite.batchcounts import BatchCounts
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,31 @@ def _counts_row(s: SessionRecord) -> tuple[Any, ...]:
 
 
 def write_batch(
-    db: sqlite3.Connection, items: list[WriteItem], abandoned: threading.Event, audit_log: bool
+    db: sqlite3.Connection,
+    items: list[WriteItem],
+    abandoned: threading.Event,
+    audit_log: bool,
+    memory: BatchCounts | None = None,
 ) -> list[WriteResult]:
-    """Store a batch, its audit-log leaves, quota usage and session summaries in one transaction."""
+    """Store a batch, its audit-log leaves, quota usage and session summaries in one transaction.
+
+    `memory`: the writer's tallies of its own decisions for the counts (batchcounts.py), kept across batches.
+    """
+    try:
+        return _write_batch(db, items, abandoned, audit_log, memory)
+    except BaseException:
+        if memory is not None:
+            memory.drop()  # the tallies may hold the rolled-back decisions
+        raise
+
+
+def _write_batch(
+    db: sqlite3.Connection,
+    items: list[WriteItem],
+    abandoned: threading.Event,
+    audit_log: bool,
+    memory: BatchCounts | None,
+) -> list[WriteResult]:
     # Nothing of a failed batch may stay visible: the transaction is rolled back whole.
     with transaction(db):
         stored: dict[str, bytes] = {}
@@ -164,7 +187,10 @@ def write_batch(
         described = {row[0]: _stored_described(row) for row in rows}
         plan = plan_batch(items, stored, sessions)
         if plan.inserts:
+            before = None if memory is None else memory.before_insert(db)
             db.executemany(INSERT_DECISION, [decision_row(item) for item in plan.inserts])
+            if memory is not None and before is not None:
+                memory.after_insert(db, before, plan.inserts)
             if audit_log:
                 append_leaves_sqlite(db, plan.inserts)
             # Only records created here count against a quota: duplicates and refusals never reach it.
@@ -180,7 +206,13 @@ def write_batch(
         # Decisions waiting for the counts (this batch's, and any another program inserted) join them once
         # there are enough to share count rows; until then reads count them from the table. A larger backlog
         # is left to the background folder (fold_counts).
-        counts.fold_new(db, at_least=counts.FOLD_ROWS, pairs_at_least=counts.PAIR_BATCH, at_most=counts.BATCH_FOLD_MAX)
+        counts.fold_new(
+            db,
+            at_least=counts.FOLD_ROWS,
+            pairs_at_least=counts.PAIR_BATCH,
+            at_most=counts.BATCH_FOLD_MAX,
+            memory=memory,
+        )
         if abandoned.is_set():
             raise StoreUnavailable("batch abandoned before commit")
     return plan.results
