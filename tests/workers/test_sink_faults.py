@@ -5,21 +5,46 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
-from tests.conftest import decision
-from tests.procs import Server, acknowledged
+from tests.conftest import POSTGRES_URL, decision, drop_schema, require_postgres
+from tests.pgcheck import check_schema
+from tests.procs import Server, acknowledged, check_file
 from tests.sinkreceivers import decode_webhook, http_receiver, until
 
 ENV = {"CAVRA_SINK_BATCH_MS": "20", "CAVRA_SINK_BATCH_MAX": "50", "CAVRA_SINK_LEASE_S": "2",
        "CAVRA_SINK_BACKOFF_S": "0.05", "CAVRA_SINK_BACKOFF_MAX_S": "0.5"}  # fmt: skip
 
 
-async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:
-    server = Server(tmp_path / "activity.db", env=ENV)
+@pytest.fixture(params=["sqlite", "postgres"])
+async def one_server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    """A `serve` process (not started) on a SQLite file, or on a fresh schema of the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield Server(tmp_path / "activity.db", env=ENV)
+        return
+    from cavra_ingest.store.postgres.store import PostgresStore
+
+    require_postgres()
+    schema = f"t_sinkkill_{uuid.uuid4().hex[:10]}"
+    await PostgresStore(POSTGRES_URL, schema=schema).migrate()
+    env = {**ENV, "CAVRA_POSTGRES_SCHEMA": schema, "CAVRA_SINK_KEY_FILE": str(tmp_path / "sink-key")}
+    server = Server(None, env=env, cwd=tmp_path, db_url=POSTGRES_URL)
+    try:
+        yield server
+    finally:
+        server.kill()
+        await drop_schema(schema)
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_stream_then_restart_loses_nothing(one_server: Server) -> None:
+    server = one_server
     committed: list[str] = []
     async with http_receiver(decode_webhook, "/hook") as receiver:
         await server.start()
@@ -60,6 +85,13 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> N
             duplicates = len(receiver.records) - len(receiver.ids())
             assert duplicates <= 50, duplicates
             assert before < len(receiver.ids())
+            # Every record delivered is one the store holds (the receiver saw no invented ones).
+            if server.db_url is not None:
+                stored = await check_schema(POSTGRES_URL, server.env["CAVRA_POSTGRES_SCHEMA"])
+            else:
+                assert server.db is not None
+                stored = check_file(server.db)
+            assert receiver.ids() <= stored["ids"]
         finally:
             server.kill()
 
