@@ -83,8 +83,9 @@ async def test_webhook_gets_every_decision_signed(make_client: MakeClient, kind:
         assert shown["delivered"] == 40 and shown["dead_letters"] == 0 and shown["state"] == "active"
 
 
-async def test_filter_is_the_decisions_query(make_client: MakeClient) -> None:
-    client = await sink_client(make_client)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_filter_is_the_decisions_query(make_client: MakeClient, kind: str) -> None:
+    client = await sink_client(make_client, kind)
     async with http_receiver(decode_hec, "/services/collector/event", secret="hec-token") as receiver:
         base = receiver.url.removesuffix("/services/collector/event")
         await add_sink(client, name="alerts", kind="splunk_hec", target=base, secret="hec-token",
@@ -101,8 +102,9 @@ async def test_filter_is_the_decisions_query(make_client: MakeClient) -> None:
         assert not receiver.problems
 
 
-async def test_otlp_logs(make_client: MakeClient) -> None:
-    client = await sink_client(make_client)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_otlp_logs(make_client: MakeClient, kind: str) -> None:
+    client = await sink_client(make_client, kind)
     async with http_receiver(decode_otlp, "/v1/logs") as receiver:
         await add_sink(client, name="otel", kind="otlp", target=receiver.url.removesuffix("/v1/logs"))
         records = [decision(severity="critical", decision="block") for _ in range(5)]
