@@ -86,7 +86,9 @@ def store_settings(kind: str, tmp_path: Path, **overrides: Any) -> Settings:
         return Settings.of(activity_store=str(tmp_path / "activity.json"), **overrides)
     if kind == "postgres":
         schema = overrides.pop("postgres_schema", None) or f"t_{uuid.uuid4().hex[:12]}"
-        return Settings.of(activity_db=POSTGRES_URL, postgres_schema=schema, **overrides)
+        # The keys a SQLite store keeps beside its file: under tmp_path, not the working directory's .cavra/.
+        keys = {"signing_key": str(tmp_path / "signing-key"), "sink_key_file": str(tmp_path / "sink-key")}
+        return Settings.of(activity_db=POSTGRES_URL, postgres_schema=schema, **{**keys, **overrides})
     return Settings.of(activity_db=str(tmp_path / "activity.db"), **overrides)
 
 

@@ -33,12 +33,14 @@ def free_port() -> int:
 class Server:
     """One server process on a SQLite file (a JSON store for `*.json`); `env` holds extra CAVRA_* settings.
 
-    `db=None` passes no store flag: the server picks its default store, relative to `cwd`.
+    `db=None` passes no store flag: the server picks its default store, relative to `cwd`; `db_url` (a
+    postgresql:// URL, the schema in `env`'s CAVRA_POSTGRES_SCHEMA) is passed as `--db` instead.
     """
 
     db: Path | None
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    db_url: str | None = None
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -60,6 +62,8 @@ class Server:
         command = [sys.executable, "-m", "cavra_ingest", "serve", "--port", str(self.port)]
         if self.db is not None:
             command += ["--json-store" if self.db.suffix == ".json" else "--db", str(self.db)]
+        elif self.db_url is not None:
+            command += ["--db", self.db_url]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command, env=env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + timeout

@@ -20,8 +20,12 @@ SINK = {
         "delivered": {"type": "integer"},
         "failed": {"type": "integer"},
         "dead_letters": {"type": "integer"},
-        "lag_records": {"type": "integer"},
-        "lag_seconds": {"type": "number"},
+        "lag_records": {
+            "type": "integer",
+            "description": "committed decisions after the sink's cursor, not yet read by it, whether or not its"
+            " filter and tenant select them (at most 1,000,000 counted)",
+        },
+        "lag_seconds": {"type": "number", "description": "seconds since the sink had read every committed decision"},
         "last_error": {"type": ["string", "null"]},
         "last_success_at": {"type": ["number", "null"]},
         "secret": {"type": "string", "description": "only in the 201 of a webhook whose secret was made here"},

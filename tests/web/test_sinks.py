@@ -83,8 +83,9 @@ async def test_webhook_gets_every_decision_signed(make_client: MakeClient, kind:
         assert shown["delivered"] == 40 and shown["dead_letters"] == 0 and shown["state"] == "active"
 
 
-async def test_filter_is_the_decisions_query(make_client: MakeClient) -> None:
-    client = await sink_client(make_client)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_filter_is_the_decisions_query(make_client: MakeClient, kind: str) -> None:
+    client = await sink_client(make_client, kind)
     async with http_receiver(decode_hec, "/services/collector/event", secret="hec-token") as receiver:
         base = receiver.url.removesuffix("/services/collector/event")
         await add_sink(client, name="alerts", kind="splunk_hec", target=base, secret="hec-token",
@@ -101,8 +102,9 @@ async def test_filter_is_the_decisions_query(make_client: MakeClient) -> None:
         assert not receiver.problems
 
 
-async def test_otlp_logs(make_client: MakeClient) -> None:
-    client = await sink_client(make_client)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_otlp_logs(make_client: MakeClient, kind: str) -> None:
+    client = await sink_client(make_client, kind)
     async with http_receiver(decode_otlp, "/v1/logs") as receiver:
         await add_sink(client, name="otel", kind="otlp", target=receiver.url.removesuffix("/v1/logs"))
         records = [decision(severity="critical", decision="block") for _ in range(5)]
@@ -156,8 +158,9 @@ async def test_one_poisoned_record_is_dead_lettered_the_rest_flow(make_client: M
         assert "poison" in receiver.ids()
 
 
-async def test_pause_resume_and_start_now(make_client: MakeClient) -> None:
-    client = await sink_client(make_client)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_pause_resume_and_start_now(make_client: MakeClient, kind: str) -> None:
+    client = await sink_client(make_client, kind)
     async with http_receiver(decode_webhook, "/hook") as receiver:
         old = decision()
         await post(client, [old])
@@ -178,8 +181,9 @@ async def test_pause_resume_and_start_now(make_client: MakeClient) -> None:
         assert (await client.get("/sinks/fresh")).status == 404
 
 
-async def test_bad_input_is_a_clear_4xx_and_changes_nothing(make_client: MakeClient) -> None:
-    client = await sink_client(make_client)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_bad_input_is_a_clear_4xx_and_changes_nothing(make_client: MakeClient, kind: str) -> None:
+    client = await sink_client(make_client, kind)
     await add_sink(client, name="one", kind="webhook", target="http://127.0.0.1:9/hook")
     before = await (await client.get("/sinks")).json()
     cases = [
@@ -245,8 +249,9 @@ def test_a_tenant_sink_never_matches_another_tenants_record(text: str, records: 
             assert record.get("tenant_id") == "ten-a", (text, record)
 
 
-async def test_tenant_admin_manages_and_receives_only_its_tenant(make_client: MakeClient) -> None:
-    client = await sink_client(make_client)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_tenant_admin_manages_and_receives_only_its_tenant(make_client: MakeClient, kind: str) -> None:
+    client = await sink_client(make_client, kind)
     tokens = token_store(client.app[SETTINGS_KEY])
     assert tokens is not None
     await tokens.open()
@@ -290,8 +295,9 @@ async def test_tenant_admin_manages_and_receives_only_its_tenant(make_client: Ma
         assert receiver.ids() == mine and all(r["tenant_id"] == "ten-a" for r in receiver.records)
 
 
-async def test_metrics_and_healthz_show_a_lagging_sink(make_client: MakeClient) -> None:
-    client = await sink_client(make_client, sink_lag_alert_s=0.2)
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_metrics_and_healthz_show_a_lagging_sink(make_client: MakeClient, kind: str) -> None:
+    client = await sink_client(make_client, kind, sink_lag_alert_s=0.2)
     async with http_receiver(decode_webhook, "/hook") as receiver:
         sink = await add_sink(client, name="up", kind="webhook", target=receiver.url)
         receiver.secret = sink["secret"]

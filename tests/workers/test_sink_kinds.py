@@ -103,11 +103,12 @@ def received(out: Path) -> list[tuple[dict[str, str], dict[str, Any]]]:
     return found
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_syslog_reaches_rsyslog_and_every_line_names_its_decision(
-    make_client: MakeClient, rsyslog: tuple[int, Path]
+    make_client: MakeClient, rsyslog: tuple[int, Path], kind: str
 ) -> None:
     port, out = rsyslog
-    client = await make_client(**FAST)
+    client = await make_client(kind, **FAST)
     await add_sink(client, name="syslog", kind="syslog", target=f"tcp://127.0.0.1:{port}")
     records = [decision(decision="block", severity="critical", target='quote " and ] bracket') for _ in range(5)]
     records += [decision() for _ in range(45)]
@@ -120,10 +121,13 @@ async def test_syslog_reaches_rsyslog_and_every_line_names_its_decision(
     assert (await settled(client, "syslog", 50))["delivered"] == 50
 
 
-async def test_parquet_archive_read_by_duckdb_matches_the_store(make_client: MakeClient, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_parquet_archive_read_by_duckdb_matches_the_store(
+    make_client: MakeClient, tmp_path: Path, kind: str
+) -> None:
     import duckdb
 
-    client = await make_client(**FAST, sink_batch_max=40)
+    client = await make_client(kind, **FAST, sink_batch_max=40)
     archive = tmp_path / "archive"
     await add_sink(client, name="archive", kind="parquet", target=str(archive))
     records = []
