@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import decision
 from tests.procs import Server
@@ -58,6 +59,7 @@ async def test_a_sink_added_by_the_cli_is_delivered_by_a_running_server(tmp_path
             server.kill()
 
 
+@pytest.mark.slow
 def test_add_with_events_and_the_refusals_of_a_filter_on_access_events(tmp_path: Path) -> None:
     db = str(tmp_path / "a.db")
     base = ["sinks", "add", "--sqlite", db, "--kind", "webhook", "--target", "http://127.0.0.1:9/x"]

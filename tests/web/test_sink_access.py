@@ -118,6 +118,7 @@ async def sink_client(make_client: MakeClient, kind: str, **overrides: Any) -> T
     return await make_client(kind, **{**FAST, **overrides})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_a_webhook_gets_access_events_beside_decisions_each_batch_typed(
     make_client: MakeClient, kind: str
@@ -142,6 +143,7 @@ async def test_a_webhook_gets_access_events_beside_decisions_each_batch_typed(
         assert shown["access_lag_records"] == 0 and shown["events"] == ["decisions", "access"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_an_access_only_sink_gets_no_decisions_and_a_tenant_sink_only_its_tenants_events(
     make_client: MakeClient, kind: str
@@ -203,6 +205,7 @@ async def test_a_filter_means_decisions_and_bad_events_are_refused(make_client: 
     assert response.status == 200 and (await response.json())["events"] == ["access"]
 
 
+@pytest.mark.slow
 async def test_start_now_skips_past_access_events_and_a_restart_resumes_after_the_cursor(
     make_client: MakeClient,
 ) -> None:
@@ -223,6 +226,7 @@ async def test_start_now_skips_past_access_events_and_a_restart_resumes_after_th
         assert subs == [("sign-in", "p0"), ("sign-in", "p1"), ("sign-in", "p2"), ("sign-out", "p0"), ("sign-out", "p1")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_a_refused_access_event_is_dead_lettered_and_replayed(make_client: MakeClient, kind: str) -> None:
     client = await sink_client(make_client, kind)
@@ -247,6 +251,7 @@ async def test_a_refused_access_event_is_dead_lettered_and_replayed(make_client:
         assert [e["sub"] for e in access_of(receiver)][-1] == "mallory"
 
 
+@pytest.mark.slow
 async def test_a_created_token_reaches_the_sink_by_its_id_never_its_secret(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
@@ -271,6 +276,7 @@ async def test_a_created_token_reaches_the_sink_by_its_id_never_its_secret(
         assert secret not in json.dumps(receiver.records) and secret not in str(receiver.headers)
 
 
+@pytest.mark.slow
 async def test_postgres_an_access_event_committing_late_is_not_skipped(make_client: MakeClient) -> None:
     """Two replicas record events at once: one whose transaction commits last still reaches the sink."""
     import asyncpg

@@ -277,6 +277,7 @@ async def test_access_events_reach_rsyslog_with_their_own_msgid_and_structured_d
         assert int(match.group(1)) == 13 * 8 + (4 if event.kind == "refusal" else 5)
 
 
+@pytest.mark.slow
 async def test_access_events_are_a_dataset_of_their_own_beside_the_archive(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
