@@ -4,7 +4,8 @@ One supervisor per process takes a lease per sink in the store (so with two repl
 deliverer), starts a loop for each sink it holds and stops loops of sinks paused, changed or removed. A
 loop reads a batch through the store's read path (never the writer), sends the matches, and only then
 advances the cursor: a crash re-sends at most that one batch. Retries back off exponentially with jitter;
-what the receiver refuses for good goes to the dead letters and the stream goes on.
+what the receiver refuses for good goes to the dead letters and the stream goes on. A sink that follows the
+access events too (`events`) reads them the same way in the same loop, after a cursor of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import msgspec
 from cavra_ingest.core.sinks import SinkDef
 from cavra_ingest.settings import SinkSettings
 from cavra_ingest.store.sinks import Position, SinkTables
+from workers.accessevents import ACCESS
 from workers.senders import Event, Refused, Retry, Sender, brief_fields, make_sender
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ class Run:
     renewed: float = field(default_factory=time.monotonic)
     lag: int = 0
     lag_at: float = 0.0
+
+    @property
+    def decisions(self) -> bool:
+        return "decisions" in self.sink.events
 
 
 class Delivery:
@@ -207,14 +213,20 @@ class Delivery:
             position: Position = cursor[0]
             stats.delivered, stats.failed = cursor[1], cursor[2]
             stats.dead_lettered = await self.tables.dead_count(name)
+            access_cursor = await self.tables.access_cursor(name) if "access" in run.sink.events else None
+            access = None if access_cursor is None else access_cursor[0]
             while not self._stop.is_set():
                 await self._renew(run)
-                rows = await self.tables.read_after(position, self.settings.sink_batch_max)
+                more_access = False
+                if access is not None:
+                    access, more_access = await self._follow_access(run, access, stats)
+                rows = await self.tables.read_after(position, self.settings.sink_batch_max) if run.decisions else []
                 if not rows:
                     if stats.behind_since is not None:
                         await self.tables.mark_caught_up(name)
                     stats.lag_records, stats.behind_since = 0, None
-                    await self._wait(self.settings.sink_batch_ms / 1000)
+                    if not more_access:
+                        await self._wait(self.settings.sink_batch_ms / 1000)
                     continue
                 if stats.behind_since is None:
                     stats.behind_since = time.monotonic()
@@ -243,6 +255,25 @@ class Delivery:
             raise
         except Exception:
             log.exception("sink %s: delivery loop failed; the supervisor restarts it", name)
+
+    async def _follow_access(self, run: Run, position: Position, stats: SinkStats) -> tuple[Position, bool]:
+        """Deliver one batch of access events after `position`, then advance their cursor (as decisions', at
+        least once); return the new position and whether a full batch was read (more may wait)."""
+        limit, tenant = self.settings.sink_batch_max, run.sink.tenant_id
+        rows = await self.tables.read_access_after(position, limit, tenant)
+        if not rows:
+            return position, False
+        events = []
+        for row_position, payload in rows:
+            fields = msgspec.json.decode(payload)
+            # The statement names the tenant already; checked again so nothing can ever widen it.
+            if tenant is None or fields.get("tenant_id") == tenant:
+                events.append(Event(row_position, fields, payload, ACCESS))
+        sent = await self._deliver(run, events, stats) if events else 0
+        await self.tables.advance_access(run.sink.name, rows[-1][0], sent)
+        if sent:
+            stats.last_success = time.time()
+        return rows[-1][0], len(rows) == limit
 
     async def _deliver(self, run: Run, events: Sequence[Event], stats: SinkStats) -> int:
         """Send the events; return how many the receiver took. Refused ones are dead-lettered one by one."""
@@ -299,10 +330,12 @@ class Delivery:
         return delay
 
     async def _bury(self, run: Run, event: Event, error: str, attempts: int, stats: SinkStats) -> None:
-        decision_id = str(event.fields.get("decision_id", ""))
-        await self.tables.add_dead(run.sink.name, [(decision_id, event.payload, error, attempts)])
+        access = event.stream == ACCESS
+        event_id = str(event.fields.get("id" if access else "decision_id", ""))
+        await self.tables.add_dead(run.sink.name, [(event_id, event.payload, error, attempts)], event.stream)
         stats.dead_lettered += 1
-        log.warning("sink %s: decision %s dead-lettered: %s", run.sink.name, decision_id, error)
+        what = "access event" if access else "decision"
+        log.warning("sink %s: %s %s dead-lettered: %s", run.sink.name, what, event_id, error)
 
 
 async def replay(tables: SinkTables, sink: SinkDef, settings: SinkSettings, limit: int = 200) -> tuple[int, int]:
@@ -311,10 +344,10 @@ async def replay(tables: SinkTables, sink: SinkDef, settings: SinkSettings, limi
     sender = make_sender(sink, await tables.secret(sink.name), settings.sink_timeout_s)
     delivered: list[int] = []
     try:
-        for dead_id, payload in taken:
+        for dead_id, payload, stream in taken:
             fields = msgspec.json.decode(payload)
             try:
-                await sender.send([Event((-1, dead_id), fields, payload)])
+                await sender.send([Event((-1, dead_id), fields, payload, stream)])
             except Refused:
                 continue
             except Retry:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cavra_ingest.core.sinks import SinkDef
+from workers import accessevents
 from workers.senders import APP_NAME, FACILITY_AUDIT, SD_FIELDS, SD_ID, SEVERITY_SYSLOG, Event, Retry
 
 
@@ -23,6 +24,8 @@ def sd_escape(value: str) -> str:
 def syslog_message(event: Event, hostname: str) -> bytes:
     """One RFC 5424 message: the decision's fields as structured data, its JSON as the message."""
     fields = event.fields
+    if event.stream == accessevents.ACCESS:
+        return accessevents.syslog_access(fields, event.payload, hostname, APP_NAME, FACILITY_AUDIT)
     severity = SEVERITY_SYSLOG.get(str(fields.get("severity")), 6)
     if fields.get("decision") == "block" and severity > 4:
         severity = 4
@@ -80,7 +83,8 @@ NO_TENANT = "__HIVE_DEFAULT_PARTITION__"
 
 
 class ParquetSender:
-    """A daily archive: `tenant=T/date=YYYY-MM-DD/part-<position>.parquet`, written whole then renamed.
+    """A daily archive: `tenant=T/date=YYYY-MM-DD/part-<position>.parquet`, written whole then renamed; the
+    access events are a dataset of their own beside it, `access/tenant=T/date=YYYY-MM-DD/part-<position>.parquet`.
 
     The part is named by the batch's first position: a batch re-sent after a crash starts at the same
     position and replaces the part instead of adding a duplicate.
@@ -102,15 +106,20 @@ class ParquetSender:
         groups: dict[tuple[str, str], list[Event]] = {}
         for event in events:
             tenant = str(event.fields.get("tenant_id") or NO_TENANT)
-            day = datetime.fromisoformat(event.fields["timestamp"]).astimezone(UTC).date().isoformat()
+            day = datetime.fromisoformat(event.at).astimezone(UTC).date().isoformat()
             groups.setdefault((tenant, day), []).append(event)
         hi, lo = events[0].position
+        access = events[0].stream == accessevents.ACCESS
+        root = self.root / accessevents.PARQUET_FOLDER if access else self.root
         for (tenant, day), group in groups.items():
-            folder = self.root / f"tenant={tenant}" / f"date={day}"
+            folder = root / f"tenant={tenant}" / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
-            columns: dict[str, list[Any]] = {name: [e.fields.get(name) for e in group] for name in PARQUET_COLUMNS}
-            columns["record"] = [e.payload.decode() for e in group]
-            table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+            if access:
+                table = accessevents.parquet_access_table([e.fields for e in group], [e.payload for e in group])
+            else:
+                columns: dict[str, list[Any]] = {name: [e.fields.get(name) for e in group] for name in PARQUET_COLUMNS}
+                columns["record"] = [e.payload.decode() for e in group]
+                table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
             # A replayed dead letter (hi -1) gets a part of its own, named by its dead-letter id.
             final = folder / (f"part-{hi:020d}-{lo:020d}.parquet" if hi >= 0 else f"part-dead-{lo:020d}.parquet")
             temp = folder / f".{final.name}.tmp"

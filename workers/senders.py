@@ -1,5 +1,7 @@
 """One sender per sink kind: each takes a batch of decisions and delivers it, or says whether to retry.
 
+A batch holds one stream's events: decisions, or access events (`Event.stream`, shaped in accessevents.py).
+
 `Retry` (429, 5xx, a timeout, a lost connection) is tried again after a backoff; `Refused` (a 4xx that a
 retry cannot fix) sends the events to the dead letters. Formats: docs/streaming.md.
 """
@@ -21,6 +23,7 @@ import aiohttp
 import msgspec
 
 from cavra_ingest.core.sinks import SinkDef
+from workers import accessevents
 
 APP_NAME = "cavra-ingest"
 # RFC 5612's documentation enterprise number: the structured-data id of the decision's fields.
@@ -51,6 +54,13 @@ class Event:
     position: tuple[int, int]
     fields: dict[str, Any]
     payload: bytes
+    # "decisions" or "access" (accessevents.ACCESS): the stream the event comes from.
+    stream: str = "decisions"
+
+    @property
+    def at(self) -> str:
+        """When it happened: a decision's timestamp, an access event's `at`."""
+        return str(self.fields["at" if self.stream == accessevents.ACCESS else "timestamp"])
 
 
 class Brief(msgspec.Struct):
@@ -168,13 +178,15 @@ class WebhookSender(HttpSender):
 
     def body(self, events: Sequence[Event]) -> bytes:
         records = b",".join(event.payload for event in events)
-        return b'{"type":"cavra.decisions","data":[' + records + b"]}"
+        kind = accessevents.WEBHOOK_TYPE if events[0].stream == accessevents.ACCESS else "cavra.decisions"
+        return b'{"type":"' + kind.encode() + b'","data":[' + records + b"]}"
 
     def headers(self, events: Sequence[Event], body: bytes) -> dict[str, str]:
         hi, lo = events[0].position
         # The same batch re-sent after a crash keeps its id: receivers may drop it by webhook-id too. A replayed
-        # dead letter (hi -1) is named by its dead-letter id instead.
-        msg_id = f"msg_{self.sink.name}_{hi}_{lo}" if hi >= 0 else f"msg_{self.sink.name}_dead_{lo}"
+        # dead letter (hi -1) is named by its dead-letter id instead; access events' positions by their stream.
+        stream = "access_" if events[0].stream == accessevents.ACCESS else ""
+        msg_id = f"msg_{self.sink.name}_{stream}{hi}_{lo}" if hi >= 0 else f"msg_{self.sink.name}_dead_{lo}"
         now = datetime.now(UTC)
         signature = self.signer.sign(msg_id, now, body)
         return {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
@@ -225,13 +237,9 @@ class SplunkSender(HttpSender):
 
     def body(self, events: Sequence[Event]) -> bytes:
         # The stored JSON goes in as it is: no decode and encode of each record.
-        head = (
-            f',"host":{json.dumps(socket.gethostname())},"source":"{APP_NAME}","sourcetype":"cavra:decision","event":'
-        )
-        return b"\n".join(
-            b'{"time":%.6f%s%s}' % (epoch_of(event.fields["timestamp"]), head.encode(), event.payload)
-            for event in events
-        )
+        sourcetype = accessevents.SOURCETYPE if events[0].stream == accessevents.ACCESS else "cavra:decision"
+        head = f',"host":{json.dumps(socket.gethostname())},"source":"{APP_NAME}","sourcetype":"{sourcetype}","event":'
+        return b"\n".join(b'{"time":%.6f%s%s}' % (epoch_of(event.at), head.encode(), event.payload) for event in events)
 
     def headers(self, events: Sequence[Event], body: bytes) -> dict[str, str]:
         sent = {"Authorization": f"Splunk {self.secret or ''}"}
@@ -267,8 +275,11 @@ def otlp_request(events: Sequence[Event]) -> Any:
     for event in events:
         fields = event.fields
         log = scope.log_records.add()
-        log.time_unix_nano = int(epoch_of(fields["timestamp"]) * 1e9)
         log.observed_time_unix_nano = now
+        if event.stream == accessevents.ACCESS:
+            accessevents.otlp_access(log, fields, event.payload)
+            continue
+        log.time_unix_nano = int(epoch_of(fields["timestamp"]) * 1e9)
         log.severity_number, log.severity_text = SEVERITY_OTEL.get(str(fields.get("severity")), (9, "INFO"))
         log.body.string_value = event.payload.decode()
         attributes = log.attributes

@@ -15,7 +15,17 @@ import msgspec
 
 from cavra_ingest.core.errors import ApiError
 from cavra_ingest.core.models import now_text
-from cavra_ingest.core.sinks import KINDS, SinkDef, SinkError, check_kind, check_name, check_secret, check_target
+from cavra_ingest.core.sinks import (
+    KINDS,
+    SinkDef,
+    SinkError,
+    check_events,
+    check_filter_streams,
+    check_kind,
+    check_name,
+    check_secret,
+    check_target,
+)
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.migrate import MigrationError
 
@@ -37,6 +47,8 @@ def add_sinks_parser(commands: Any) -> None:
     add.add_argument("--secret-file", help="file holding the webhook secret (whsec_...) or the HEC token")
     add.add_argument("--tenant", help="bind the sink to this tenant (it receives only that tenant's records)")
     add.add_argument("--start", choices=("beginning", "now"), default="beginning")
+    add.add_argument("--events", default="decisions",
+                     help="the streams it follows, comma-separated: decisions, access (sign-ins, tokens)")  # fmt: skip
     actions.add_parser("list", help="list sinks with their progress (never their secrets)")
     verbs = {
         "show": "one sink as JSON",
@@ -75,8 +87,9 @@ async def _check_filter(settings: Settings, text: str, tenant: str | None) -> st
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = ["NAME", "KIND", "STATE", "TENANT", "DELIVERED", "LAG", "DEAD", "TARGET", "FILTER"]
-    cells = [head] + [[r["name"], r["kind"], r["state"], r["tenant_id"] or "*", str(r["delivered"]),
+    head = ["NAME", "KIND", "STATE", "TENANT", "EVENTS", "DELIVERED", "LAG", "DEAD", "TARGET", "FILTER"]
+    cells = [head] + [[r["name"], r["kind"], r["state"], r["tenant_id"] or "*", ",".join(r["events"]),
+                       str(r["delivered"]),
                        f"{r['lag_records']} ({r['lag_seconds']:g} s)", str(r["dead_letters"]), r["target"],
                        r["filter"]] for r in rows]  # fmt: skip
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
@@ -99,6 +112,8 @@ async def _run(args: argparse.Namespace) -> str:
             target = check_target(kind, args.target)
             given = open(args.secret_file).read().strip() if args.secret_file else None
             secret = check_secret(kind, given)
+            events = check_events([e.strip() for e in args.events.split(",") if e.strip()])
+            check_filter_streams(args.filter.lstrip("?"), events)
         except SinkError as exc:
             raise SinkCommandError(f"{exc.field}: {exc}") from None
         from cavra_ingest.core.sinks import missing_package
@@ -112,9 +127,10 @@ async def _run(args: argparse.Namespace) -> str:
     await tables.open()
     try:
         if args.sinks_command == "add":
-            sink = SinkDef(name, kind, target, now_text(), text, "active", args.tenant, secret is not None)
+            sink = SinkDef(name, kind, target, now_text(), text, "active", args.tenant, secret is not None, events)
             start = await tables.end() if args.start == "now" else (0, 0)
-            if not await tables.create(sink, secret, start):
+            access_start = await tables.access_end() if args.start == "now" else (0, 0)
+            if not await tables.create(sink, secret, start, access_start):
                 raise SinkCommandError(f"a sink named {name!r} exists")
             shown = f"added sink {name} ({kind} to {target})"
             if secret is not None and given is None:
@@ -128,7 +144,8 @@ async def _run(args: argparse.Namespace) -> str:
         if args.sinks_command == "show":
             return msgspec.json.format(msgspec.json.encode(await status_of(tables, found))).decode()
         if args.sinks_command in ("pause", "resume"):
-            await tables.update(found.name, found.filter, "paused" if args.sinks_command == "pause" else "active")
+            state = "paused" if args.sinks_command == "pause" else "active"
+            await tables.update(found.name, found.filter, state, found.events)
             return f"{args.sinks_command}d {found.name}"
         if args.sinks_command == "remove":
             await tables.remove(found.name)

@@ -103,9 +103,11 @@ async def _run(args: argparse.Namespace) -> str:
             )
         if args.token_command == "list":
             return _table(await tokens.list())
+        # The revocation is its tenant's access event (a tenant's sinks stream it), as the creation was.
+        tenant = next((t.tenant_id for t in await tokens.list() if t.id == args.id), None)
         if not await tokens.revoke(args.id):
             raise TokenError(f"no active token {args.id!r}")
-        await _access_event(settings, "token-revoked", None, f"token {args.id}")
+        await _access_event(settings, "token-revoked", tenant, f"token {args.id}")
         return f"revoked {args.id}; servers refuse it within a second"
     finally:
         await tokens.close()

@@ -1,6 +1,7 @@
 """Streaming sinks: the model and its checks, without I/O (docs/streaming.md).
 
-A sink names a destination (`kind` + `target`), a filter (the `GET /decisions` query string) and a state.
+A sink names a destination (`kind` + `target`), the streams it follows (`events`: the committed decisions, the
+access events or both), a filter (the `GET /decisions` query string, for decisions only) and a state.
 Its signing secret or HEC token is never part of the model that is listed or logged.
 """
 
@@ -15,6 +16,8 @@ from msgspec import Struct
 
 KINDS = ("webhook", "syslog", "splunk_hec", "otlp", "parquet")
 STATES = ("active", "paused")
+# The streams a sink may follow: the committed decisions, and the access events (sign-ins, refusals, tokens).
+EVENTS = ("decisions", "access")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Kinds whose secret is required (HEC token) or made when left out (the webhook's signing key).
 NEEDS_SECRET = frozenset({"splunk_hec"})
@@ -41,6 +44,7 @@ class SinkDef(Struct, omit_defaults=True):
     state: str = "active"
     tenant_id: str | None = None
     has_secret: bool = False
+    events: tuple[str, ...] = ("decisions",)
 
 
 class SinkStatus(Struct):
@@ -60,15 +64,21 @@ class SinkStatus(Struct):
     lag_seconds: float
     last_error: str | None
     last_success_at: float | None
+    events: tuple[str, ...] = ("decisions",)
+    # The access events' own cursor (`delivered` and `lag_records` count decisions).
+    access_delivered: int = 0
+    access_lag_records: int = 0
 
 
 class DeadLetter(Struct):
     id: int
+    # The decision's id, or for an access event (`stream` "access") the event's id.
     decision_id: str
     error: str
     attempts: int
     dead_at: str
     record: object = None
+    stream: str = "decisions"
 
 
 def check_name(name: object) -> str:
@@ -130,6 +140,22 @@ def check_secret(kind: str, secret: object) -> str | None:
 def new_webhook_secret() -> str:
     """A Standard Webhooks signing secret: `whsec_` and 32 random bytes in base64."""
     return WEBHOOK_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def check_events(events: object) -> tuple[str, ...]:
+    """The streams a sink follows, in the order of EVENTS: a non-empty list of its names, each once."""
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        raise SinkError("events", f"events is a non-empty list of {', '.join(EVENTS)}")
+    unknown = [e for e in events if e not in EVENTS]
+    if unknown:
+        raise SinkError("events", f"events are {', '.join(EVENTS)}, not {unknown[0]!r}")
+    return tuple(e for e in EVENTS if e in events)
+
+
+def check_filter_streams(filter_: str, events: tuple[str, ...]) -> None:
+    """A filter selects decisions: on a sink that follows no decisions it would mean nothing, so it is refused."""
+    if filter_ and "decisions" not in events:
+        raise SinkError("filter", "a filter selects decisions; a sink of access events only takes none")
 
 
 def check_state(state: object) -> str:

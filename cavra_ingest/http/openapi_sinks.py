@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from cavra_ingest.core.sinks import KINDS, STATES
+from cavra_ingest.core.sinks import EVENTS, KINDS, STATES
 from cavra_ingest.http.openapi_parts import JSON, errors, int_param, op, path_param
 
+STREAMS = {
+    "type": "array",
+    "items": {"type": "string", "enum": list(EVENTS)},
+    "minItems": 1,
+    "uniqueItems": True,
+    "description": "the streams the sink follows: decisions (the default), access (sign-ins, sign-outs, refusals,"
+    " session expiries, tokens created or revoked: GET /access-events), or both",
+}
 SINK = {
     "type": "object",
     "properties": {
         "name": {"type": "string"},
         "kind": {"type": "string", "enum": list(KINDS)},
         "target": {"type": "string"},
-        "filter": {"type": "string", "description": "a GET /decisions query string"},
+        "filter": {"type": "string", "description": "a GET /decisions query string (decisions only)"},
         "state": {"type": "string", "enum": list(STATES)},
         "tenant_id": {"type": ["string", "null"]},
+        "events": STREAMS,
         "created_at": {"type": "string"},
         "delivered": {"type": "integer"},
         "failed": {"type": "integer"},
@@ -28,6 +37,8 @@ SINK = {
         "lag_seconds": {"type": "number", "description": "seconds since the sink had read every committed decision"},
         "last_error": {"type": ["string", "null"]},
         "last_success_at": {"type": ["number", "null"]},
+        "access_delivered": {"type": "integer", "description": "access events delivered"},
+        "access_lag_records": {"type": "integer", "description": "access events not yet delivered"},
         "secret": {"type": "string", "description": "only in the 201 of a webhook whose secret was made here"},
     },
 }
@@ -39,7 +50,8 @@ CREATE = {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
         "kind": {"type": "string", "enum": list(KINDS)},
         "target": {"type": "string", "description": "URL; tcp:// or tls://host:port for syslog; a folder for parquet"},
-        "filter": {"type": "string"},
+        "filter": {"type": "string", "description": "selects decisions; refused on a sink of access events only"},
+        "events": STREAMS,
         "secret": {"type": "string", "description": "whsec_... for a webhook (made when left out), the HEC token"},
         "start": {"type": "string", "enum": ["beginning", "now"]},
         "tenant_id": {"type": "string"},
@@ -49,7 +61,7 @@ CREATE = {
 PATCH = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"filter": {"type": "string"}, "state": {"type": "string", "enum": list(STATES)}},
+    "properties": {"filter": {"type": "string"}, "state": {"type": "string", "enum": list(STATES)}, "events": STREAMS},
 }
 
 
@@ -76,7 +88,7 @@ SINK_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "A sink's state and delivery progress", {"200": _reply(SINK, "the sink"), **errors(404)}, parameters=NAME
     ),
     ("PATCH", "/sinks/{name}"): op(
-        "Pause, resume or change the filter",
+        "Pause, resume, or change the filter or the streams followed",
         {"200": _reply(SINK, "changed"), **errors(400, 404)},
         parameters=NAME,
         requestBody=_body(PATCH),

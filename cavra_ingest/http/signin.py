@@ -32,8 +32,6 @@ LOGIN_COOKIE = "cavra_login"
 CSRF_COOKIE = "cavra_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-PENDING_TTL_S = 600.0
-PENDING_MAX = 10_000
 ROLE_SCOPES = frozenset({"read", "ingest", "admin"})
 
 
@@ -155,10 +153,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     except SignInError as exc:
         log.warning("sign-in failed: %s", exc.reason)
         return page(exc.status, "The identity provider cannot be reached", exc.reason)
-    if not await signin.store.begin_login(state, binding, time.time(), PENDING_TTL_S, PENDING_MAX):
+    limits = signin.provider.settings
+    ttl_s, most = limits.oidc_pending_login_s, limits.oidc_pending_logins_max
+    if not await signin.store.begin_login(state, binding, time.time(), ttl_s, most):
         return page(503, "Too many sign-ins at once", "Try again in a minute.")
     reply = redirect(302, url)
-    reply.set_cookie(LOGIN_COOKIE, binding, max_age=int(PENDING_TTL_S), httponly=True, secure=signin.secure,
+    reply.set_cookie(LOGIN_COOKIE, binding, max_age=ttl_s, httponly=True, secure=signin.secure,
                      samesite="Lax", path="/auth/callback")  # fmt: skip
     return reply
 
@@ -179,7 +179,8 @@ async def callback(request: web.Request) -> web.StreamResponse:
             raise SignInError(f"the identity provider refused the sign-in ({request.query['error'][:100]})", 401)
         state = request.query.get("state", "")
         code = request.query.get("code", "")
-        binding_hash = await signin.store.take_login(state, time.time(), PENDING_TTL_S) if state else None
+        ttl_s = signin.provider.settings.oidc_pending_login_s
+        binding_hash = await signin.store.take_login(state, time.time(), ttl_s) if state else None
         login_cookie = request.cookies.get(LOGIN_COOKIE, "")
         if binding_hash is None or not secrets.compare_digest(digest(login_cookie), binding_hash):
             raise SignInError("the sign-in's state is unknown, used or from another browser")

@@ -223,3 +223,5 @@ class OidcSettings:
     session_idle_s: int = setting(1800, "seconds a sign-in session lasts without a request")
     session_absolute_s: int = setting(43200, "seconds a sign-in session lasts at most")
     oidc_clock_skew_s: int = setting(120, "seconds of clock difference allowed on ID token times", zero=True)
+    oidc_pending_login_s: int = setting(600, "seconds a sign-in may take between /auth/login and /auth/callback")
+    oidc_pending_logins_max: int = setting(10_000, "sign-ins under way at once at most (more: 503, try again)")

@@ -1,7 +1,9 @@
-"""The sinks' tables (migration 021): definitions, a cursor per sink, dead letters and a delivery lease.
+"""The sinks' tables (migrations 021, 024): definitions, cursors per sink, dead letters and a delivery lease.
 
 A position in the committed order is (hi, lo): SQLite (0, rowid); PostgreSQL (transaction id, sequence),
 read only below the snapshot's xmin so that a transaction committing late is never skipped (021's comment).
+The access events (migration 022) are a second stream with a cursor of its own per sink: SQLite (0, id);
+PostgreSQL (transaction id, id), below the xmin likewise (024's comment).
 Secrets are sealed with Fernet under a key file kept beside the store, as the audit log keeps its key.
 """
 
@@ -22,22 +24,25 @@ from cavra_ingest.core.models import now_text
 from cavra_ingest.core.sinks import DeadLetter, SinkDef
 from cavra_ingest.core.sqltext import numbered
 from cavra_ingest.settings import Settings
+from cavra_ingest.store.sinkaccess import access_rows, access_statement
 
 Position = tuple[int, int]
 # (position, payload) of a committed decision.
 Row = tuple[Position, bytes]
 LAG_COUNT_CAP = 1_000_000
 
-SINK_COLUMNS = "name, kind, target, filter, state, tenant_id, created_at, secret_box IS NOT NULL"
+SINK_COLUMNS = "name, kind, target, filter, state, tenant_id, created_at, secret_box IS NOT NULL, events"
 INSERT_SINK = (
-    "INSERT INTO sinks (name, kind, target, filter, state, tenant_id, secret_box, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"
+    "INSERT INTO sinks (name, kind, target, filter, state, tenant_id, secret_box, created_at, events)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"
 )
-INSERT_CURSOR = "INSERT INTO sink_cursors (name, pos_hi, pos_lo, caught_up_at) VALUES (?, ?, ?, ?)"
+INSERT_CURSOR = (
+    "INSERT INTO sink_cursors (name, pos_hi, pos_lo, caught_up_at, access_hi, access_lo) VALUES (?, ?, ?, ?, ?, ?)"
+)
 SELECT_SINKS = f"SELECT {SINK_COLUMNS} FROM sinks ORDER BY name"
 SELECT_SINK = f"SELECT {SINK_COLUMNS} FROM sinks WHERE name = ?"
 SELECT_SECRET = "SELECT secret_box FROM sinks WHERE name = ?"
-UPDATE_SINK = "UPDATE sinks SET filter = ?, state = ? WHERE name = ?"
+UPDATE_SINK = "UPDATE sinks SET filter = ?, state = ?, events = ? WHERE name = ?"
 DELETE = ("DELETE FROM sinks WHERE name = ?", "DELETE FROM sink_cursors WHERE name = ?",
           "DELETE FROM sink_dead_letters WHERE name = ?", "DELETE FROM sink_leases WHERE name = ?")  # fmt: skip
 SELECT_CURSOR = (
@@ -51,17 +56,24 @@ ADVANCE = (
     " last_success_at = ?, caught_up_at = CASE WHEN ? THEN ? ELSE caught_up_at END"
     " WHERE name = ? AND (pos_hi < ? OR (pos_hi = ? AND pos_lo <= ?))"
 )
+SELECT_ACCESS_CURSOR = "SELECT access_hi, access_lo, access_delivered FROM sink_cursors WHERE name = ?"
+# The decisions cursor's rules: after the receiver took the batch, never backwards.
+ADVANCE_ACCESS = (
+    "UPDATE sink_cursors SET access_hi = ?, access_lo = ?, access_delivered = access_delivered + ?,"
+    " last_error = NULL, last_success_at = ? WHERE name = ? AND (access_hi < ? OR (access_hi = ? AND access_lo <= ?))"
+)
 FAILED = "UPDATE sink_cursors SET failed = failed + 1, last_error = ? WHERE name = ?"
 CAUGHT_UP = "UPDATE sink_cursors SET caught_up_at = ? WHERE name = ?"
 ADD_DEAD = (
-    "INSERT INTO sink_dead_letters (name, decision_id, payload, error, attempts, dead_at) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO sink_dead_letters (name, decision_id, payload, error, attempts, dead_at, stream)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 COUNT_DEAD = "SELECT count(*) FROM sink_dead_letters WHERE name = ?"
 SELECT_DEAD = (
-    "SELECT id, decision_id, error, attempts, dead_at, payload FROM sink_dead_letters"
+    "SELECT id, decision_id, error, attempts, dead_at, payload, stream FROM sink_dead_letters"
     " WHERE name = ? AND id > ? ORDER BY id LIMIT ?"
 )
-TAKE_DEAD = "SELECT id, payload FROM sink_dead_letters WHERE name = ? ORDER BY id LIMIT ?"
+TAKE_DEAD = "SELECT id, payload, stream FROM sink_dead_letters WHERE name = ? ORDER BY id LIMIT ?"
 DROP_DEAD = "DELETE FROM sink_dead_letters WHERE name = ? AND id = ?"
 # Taken when free, expired or already ours; the holder renews it well before it expires.
 TAKE_LEASE = (
@@ -122,8 +134,8 @@ class SecretBox:
 
 
 def sink_from_row(row: Sequence[Any]) -> SinkDef:
-    name, kind, target, filter_, state, tenant_id, created_at, has_secret = row
-    return SinkDef(name, kind, target, created_at, filter_, state, tenant_id, bool(has_secret))
+    name, kind, target, filter_, state, tenant_id, created_at, has_secret, events = row
+    return SinkDef(name, kind, target, created_at, filter_, state, tenant_id, bool(has_secret), tuple(events.split()))
 
 
 class SinkTables:
@@ -213,19 +225,22 @@ class SinkTables:
 
     # Definitions.
 
-    async def create(self, sink: SinkDef, secret: str | None, start: Position) -> bool:
-        """Add a sink starting after `start`; False when the name is taken (nothing changes)."""
+    async def create(self, sink: SinkDef, secret: str | None, start: Position, access_start: Position = (0, 0)) -> bool:
+        """Add a sink starting after `start` (its access events after `access_start`); False when the name is
+        taken (nothing changes)."""
         sealed = self.box.seal(secret) if secret else None
-        row = (sink.name, sink.kind, sink.target, sink.filter, sink.state, sink.tenant_id, sealed, sink.created_at)
+        row = (sink.name, sink.kind, sink.target, sink.filter, sink.state, sink.tenant_id, sealed, sink.created_at,
+               " ".join(sink.events))  # fmt: skip
+        cursor = (sink.name, start[0], start[1], time.time(), access_start[0], access_start[1])
         if self._pool is not None:
             async with self._pool.acquire() as conn, conn.transaction():
                 status = await conn.execute(numbered(INSERT_SINK), *row)
                 if not status.endswith(" 1"):
                     return False
                 await conn.execute("DELETE FROM sink_cursors WHERE name = $1", sink.name)
-                await conn.execute(numbered(INSERT_CURSOR), sink.name, start[0], start[1], time.time())
+                await conn.execute(numbered(INSERT_CURSOR), *cursor)
             return True
-        return await asyncio.to_thread(self._sqlite_create, row, (sink.name, start[0], start[1], time.time()))
+        return await asyncio.to_thread(self._sqlite_create, row, cursor)
 
     def _sqlite_create(self, row: tuple[Any, ...], cursor: tuple[Any, ...]) -> bool:
         assert self._conn is not None, "sink tables are not open"
@@ -254,8 +269,8 @@ class SinkTables:
         rows = await self._rows(SELECT_SECRET, name)
         return self.box.open(rows[0][0]) if rows and rows[0][0] else None
 
-    async def update(self, name: str, filter_: str, state: str) -> None:
-        await self._run((UPDATE_SINK, (filter_, state, name)))
+    async def update(self, name: str, filter_: str, state: str, events: tuple[str, ...] = ("decisions",)) -> None:
+        await self._run((UPDATE_SINK, (filter_, state, " ".join(events), name)))
 
     async def remove(self, name: str) -> bool:
         if await self.get(name) is None:
@@ -277,27 +292,37 @@ class SinkTables:
         hi, lo = upto
         await self._run((ADVANCE, (hi, lo, delivered, now, caught_up, now, name, hi, hi, lo)))
 
+    async def access_cursor(self, name: str) -> tuple[Position, int] | None:
+        """Where the sink's access events stand, and how many it delivered."""
+        rows = await self._rows(SELECT_ACCESS_CURSOR, name)
+        return ((int(rows[0][0]), int(rows[0][1])), int(rows[0][2])) if rows else None
+
+    async def advance_access(self, name: str, upto: Position, delivered: int) -> None:
+        hi, lo = upto
+        await self._run((ADVANCE_ACCESS, (hi, lo, delivered, time.time(), name, hi, hi, lo)))
+
     async def mark_caught_up(self, name: str) -> None:
         await self._run((CAUGHT_UP, (time.time(), name)))
 
     async def failed(self, name: str, error: str) -> None:
         await self._run((FAILED, (error[:500], name)))
 
-    async def add_dead(self, name: str, rows: Sequence[tuple[str, bytes, str, int]]) -> None:
+    async def add_dead(self, name: str, rows: Sequence[tuple[str, bytes, str, int]], stream: str = "decisions") -> None:
         now = now_text()
-        await self._run(*((ADD_DEAD, (name, d, p.decode(), e[:500], a, now)) for d, p, e, a in rows))
+        await self._run(*((ADD_DEAD, (name, d, p.decode(), e[:500], a, now, stream)) for d, p, e, a in rows))
 
     async def dead(self, name: str, after: int, limit: int) -> list[DeadLetter]:
         import msgspec
 
         rows = await self._rows(SELECT_DEAD, name, after, limit)
-        return [DeadLetter(int(r[0]), r[1], r[2], int(r[3]), r[4], msgspec.json.decode(r[5])) for r in rows]
+        return [DeadLetter(int(r[0]), r[1], r[2], int(r[3]), r[4], msgspec.json.decode(r[5]), r[6]) for r in rows]
 
     async def dead_count(self, name: str) -> int:
         return int((await self._rows(COUNT_DEAD, name))[0][0])
 
-    async def take_dead(self, name: str, limit: int) -> list[tuple[int, bytes]]:
-        return [(int(r[0]), r[1].encode()) for r in await self._rows(TAKE_DEAD, name, limit)]
+    async def take_dead(self, name: str, limit: int) -> list[tuple[int, bytes, str]]:
+        """The oldest dead letters: (id, payload, stream)."""
+        return [(int(r[0]), r[1].encode(), r[2]) for r in await self._rows(TAKE_DEAD, name, limit)]
 
     async def drop_dead(self, name: str, ids: Sequence[int]) -> None:
         if ids:
@@ -340,3 +365,23 @@ class SinkTables:
         if self._pool is not None:
             return int(await self._pool.fetchval(PG_LAG, position[0], position[1]))
         return int((await self._rows(SQLITE_LAG, position[1]))[0][0])
+
+    # The access events (migration 022), a tenant sink's alone: the others' are never read for it.
+
+    async def read_access_after(self, position: Position, limit: int, tenant_id: str | None) -> list[Row]:
+        postgres = self._pool is not None
+        sql, params = access_statement("after", postgres, position, tenant_id, limit)
+        return access_rows(await self._pool.fetch(sql, *params) if postgres else await self._rows(sql, *params))
+
+    async def access_end(self) -> Position:
+        """The position of the newest committed access event (where `"start": "now"` begins them)."""
+        postgres = self._pool is not None
+        sql, params = access_statement("end", postgres, (0, 0), None, 1)
+        rows = await self._pool.fetch(sql, *params) if postgres else await self._rows(sql, *params)
+        return (int(rows[0][0]), int(rows[0][1])) if rows and rows[0][1] is not None else (0, 0)
+
+    async def access_lag(self, position: Position, tenant_id: str | None) -> int:
+        postgres = self._pool is not None
+        sql, params = access_statement("lag", postgres, position, tenant_id, LAG_COUNT_CAP)
+        rows = await self._pool.fetch(sql, *params) if postgres else await self._rows(sql, *params)
+        return int(rows[0][0])

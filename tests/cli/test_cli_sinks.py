@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import decision
 from tests.procs import Server
@@ -56,3 +57,25 @@ async def test_a_sink_added_by_the_cli_is_delivered_by_a_running_server(tmp_path
             assert receiver.secret not in server.log()
         finally:
             server.kill()
+
+
+@pytest.mark.slow
+def test_add_with_events_and_the_refusals_of_a_filter_on_access_events(tmp_path: Path) -> None:
+    db = str(tmp_path / "a.db")
+    base = ["sinks", "add", "--sqlite", db, "--kind", "webhook", "--target", "http://127.0.0.1:9/x"]
+    added = cli(*base, "--name", "both", "--events", "decisions,access")
+    assert added.returncode == 0, added.stderr
+    only = cli(*base, "--name", "logins", "--events", "access", "--tenant", "acme")
+    assert only.returncode == 0, only.stderr
+    filtered = cli(*base, "--name", "f", "--events", "access", "--filter", "decision=block")
+    assert filtered.returncode == 1 and "filter" in filtered.stderr
+    unknown = cli(*base, "--name", "u", "--events", "decisions,logins")
+    assert unknown.returncode == 1 and "events" in unknown.stderr and "'logins'" in unknown.stderr
+    rows = sqlite3.connect(db).execute("SELECT name, events, tenant_id FROM sinks ORDER BY name").fetchall()
+    assert rows == [("both", "decisions access", None), ("logins", "access", "acme")]
+    listed = cli("sinks", "list", "--sqlite", db)
+    assert "decisions,access" in listed.stdout
+    assert '"events": [\n    "access"\n  ]' in cli("sinks", "show", "--sqlite", db, "logins").stdout
+    # Pausing keeps what the sink follows.
+    assert cli("sinks", "pause", "--sqlite", db, "logins").returncode == 0
+    assert sqlite3.connect(db).execute("SELECT events FROM sinks WHERE name = 'logins'").fetchone() == ("access",)

@@ -22,6 +22,6 @@ def test_token_creation_and_revocation_are_recorded(tmp_path: Path) -> None:
     assert revoked.returncode == 0, revoked.stderr
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT kind, outcome, tenant_id, detail, sub FROM access_events ORDER BY id").fetchall()
-    assert [row[:3] for row in rows] == [("token-created", "ok", "acme"), ("token-revoked", "ok", None)]
+    assert [row[:3] for row in rows] == [("token-created", "ok", "acme"), ("token-revoked", "ok", "acme")]
     assert token_id in rows[0][3] and token_id in rows[1][3] and rows[0][4].startswith("cli:")
     assert secret not in str(rows)

@@ -95,6 +95,9 @@ def test_sign_in_with_the_provider_shows_the_mapped_tenant_then_signs_out(served
             button = page.locator("#signin-provider")
             expect(button).to_be_visible()
             expect(button).to_have_text("Sign in with your identity provider")
+            # A sentence for a person, not the 401's text for API clients.
+            reason = page.locator("#signin-reason")
+            expect(reason).to_have_text("Sign in with your company account, or paste an API token below.")
             screenshot(page, "console-sign-in.png")
             button.click()
             page.fill("input[name=login]", "alice")

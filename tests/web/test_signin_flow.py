@@ -28,7 +28,7 @@ RULES = [
 
 
 class World:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **overrides: Any) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "activity.db"
@@ -46,7 +46,7 @@ class World:
         roles.write_text(json.dumps(RULES))
         self.settings = Settings.of(
             activity_db=str(self.db), port=self.port, oidc_issuer=self.idp.issuer, oidc_client_id="cavra",
-            oidc_client_secret=SECRET, oidc_roles=str(roles), public_url=self.base,
+            oidc_client_secret=SECRET, oidc_roles=str(roles), public_url=self.base, **overrides,
         )  # fmt: skip
         self.ingest = ""
 
@@ -72,8 +72,9 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
+async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    # Settings of the server under test: `@pytest.mark.parametrize("world", [{...}], indirect=True)`.
+    w = World(tmp_path, **getattr(request, "param", {}))
     await make_store(w.settings).migrate()
     token, secret = new_token(["ingest", "read"], name="loader")
     await SqliteTokens(w.db).create(token, secret)
@@ -146,6 +147,45 @@ async def test_wrong_state_idle_expiry_and_a_removed_group(world: World) -> None
         assert reply.status == 403
         assert (await decisions(http, world))[0] == 401
     assert ("refusal", "no-role", "alice", None) in world.events()
+
+
+@pytest.mark.parametrize("world", [{"oidc_pending_logins_max": 2}], indirect=True)
+async def test_sign_ins_under_way_are_capped_by_their_setting(world: World) -> None:
+    async with world.jar() as http:
+        for _ in range(2):
+            async with http.get(world.base + "/auth/login", allow_redirects=False) as reply:
+                assert reply.status == 302
+        async with http.get(world.base + "/auth/login", allow_redirects=False) as reply:
+            assert reply.status == 503 and "Too many sign-ins" in await reply.text()
+    with sqlite3.connect(world.db) as conn:
+        assert conn.execute("SELECT count(*) FROM signin_logins").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("world", [{"oidc_pending_login_s": 90}], indirect=True)
+async def test_a_sign_in_under_way_lives_as_long_as_its_setting(world: World) -> None:
+    async with world.jar() as http:
+        async with http.get(world.base + "/auth/login", allow_redirects=False) as reply:
+            assert reply.status == 302
+            cookie = reply.headers["Set-Cookie"]
+            assert cookie.startswith("cavra_login=") and "Max-Age=90" in cookie
+            authorize = reply.headers["Location"]
+        callback = await sign_in_form(http, authorize, "alice", world.base + "/auth/callback")
+        # Started 91 s ago: one second past its lifetime, the state is stale.
+        with sqlite3.connect(world.db) as conn:
+            conn.execute("UPDATE signin_logins SET created_s = created_s - 91")
+        async with http.get(callback, allow_redirects=False) as reply:
+            assert reply.status == 400 and "state" in await reply.text()
+        assert (await decisions(http, world))[0] == 401
+    async with world.jar() as http:
+        # Aged 89 s: still within its lifetime, the sign-in completes.
+        async with http.get(world.base + "/auth/login", allow_redirects=False) as reply:
+            authorize = reply.headers["Location"]
+        callback = await sign_in_form(http, authorize, "alice", world.base + "/auth/callback")
+        with sqlite3.connect(world.db) as conn:
+            conn.execute("UPDATE signin_logins SET created_s = created_s - 89")
+        async with http.get(callback, allow_redirects=False) as reply:
+            assert reply.status == 302
+        assert await decisions(http, world) == (200, ["acme"])
 
 
 async def test_back_channel_logout_from_the_provider_ends_the_session(world: World) -> None:

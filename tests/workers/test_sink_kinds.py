@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from cavra_ingest.http.keys import ACCESS_KEY
+from cavra_ingest.store.signin import AccessEvent
 from tests.conftest import REQUIRE_SERVICES, MakeClient, decision
 from tests.procs import free_port
 from tests.sinkreceivers import until
@@ -237,3 +239,78 @@ async def test_syslog_over_tls_reaches_rsyslog(make_client: MakeClient, tmp_path
         wanted = {r["decision_id"] for r in records}
         await until(lambda: {p["decision_id"] for p, _ in received(out)} >= wanted, what="10 lines over TLS")
         await client.close()
+
+
+ACCESS_LINE = re.compile(
+    r'^<(\d+)>1 (\S+) (\S+) cavra-ingest (\d+) access \[cavra-access@32473 ((?:[a-z_]+="(?:[^"\\]|\\.)*" ?)+)\] (.*)$'
+)
+ACCESS_EVENTS = [
+    AccessEvent("sign-in", "ok", sub="alice", email="alice@acme.test", remote="10.0.0.7", tenant_id="acme"),
+    AccessEvent("refusal", "no-role", sub='mal"lory]', remote="10.0.0.9", detail="no rule matches the claims"),
+    AccessEvent("token-created", "ok", sub="cli:ops", remote="cli", tenant_id="globex", detail="token tok_1 (x)"),
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_access_events_reach_rsyslog_with_their_own_msgid_and_structured_data(
+    make_client: MakeClient, rsyslog: tuple[int, Path], kind: str
+) -> None:
+    port, out = rsyslog
+    client = await make_client(kind, **FAST)
+    await add_sink(client, name="syslog", kind="syslog", target=f"tcp://127.0.0.1:{port}",
+                   events=["decisions", "access"])  # fmt: skip
+    records = [decision() for _ in range(3)]
+    await post(client, records)
+    for event in ACCESS_EVENTS:
+        await client.app[ACCESS_KEY].record(event)
+
+    def lines() -> tuple[list[str], list[str]]:
+        text = out.read_text().splitlines() if out.exists() else []
+        return [line for line in text if ACCESS_LINE.match(line)], [line for line in text if LINE.match(line)]
+
+    await until(lambda: len(lines()[0]) == 3 and len(lines()[1]) == 3, what="3 access lines and 3 decision lines")
+    access, _ = lines()
+    for line, event in zip(access, ACCESS_EVENTS, strict=True):
+        match = ACCESS_LINE.match(line)
+        assert match
+        params = {k: v.replace('\\"', '"').replace("\\]", "]") for k, v in PARAM.findall(match.group(5))}
+        body = msgspec.json.decode(match.group(6))
+        assert params["id"] == str(body["id"]) and params["kind"] == event.kind and params["sub"] == event.sub
+        assert params.get("tenant_id") == event.tenant_id and body["outcome"] == event.outcome
+        # Facility "log audit" (13); a refusal is a warning (4), the rest notice (5).
+        assert int(match.group(1)) == 13 * 8 + (4 if event.kind == "refusal" else 5)
+
+
+@pytest.mark.slow
+async def test_access_events_are_a_dataset_of_their_own_beside_the_archive(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    import duckdb
+
+    client = await make_client(**FAST, sink_batch_max=4)
+    archive = tmp_path / "archive"
+    await add_sink(client, name="archive", kind="parquet", target=str(archive), events=["decisions", "access"])
+    await post(client, [decision(tenant_id=t, session_id=f"s-{t}") for t in ["acme", "globex"] * 5])
+    events = [AccessEvent("sign-in", "ok", sub=f"p{i}", tenant_id=[None, "acme", "globex"][i % 3]) for i in range(9)]
+    for event in events:
+        await client.app[ACCESS_KEY].record(event)
+
+    async def done() -> bool:
+        shown = await status(client, "archive")
+        return bool(shown["delivered"] == 10 and shown["access_delivered"] == 9)
+
+    deadline = time.monotonic() + 20
+    while not await done():
+        assert time.monotonic() < deadline, "the archive did not catch up"
+        await asyncio.sleep(0.05)
+    access = duckdb.sql(
+        f"SELECT tenant, count(*), count(DISTINCT id), min(kind) FROM read_parquet('{archive}/access/**/*.parquet',"
+        " hive_partitioning=true) GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    # The platform's events (no tenant) are Hive's default partition, which DuckDB reads as NULL.
+    assert access == [("acme", 3, 3, "sign-in"), ("globex", 3, 3, "sign-in"), (None, 3, 3, "sign-in")]
+    decisions = duckdb.sql(
+        f"SELECT tenant, count(*) FROM read_parquet('{archive}/tenant=*/date=*/*.parquet', hive_partitioning=true)"
+        " GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert decisions == [("acme", 5), ("globex", 5)]

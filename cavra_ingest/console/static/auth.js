@@ -34,7 +34,13 @@ export function askForToken(reason, signInUrl = null) {
   const dialog = document.getElementById("signin");
   const form = document.getElementById("signin-form");
   const input = document.getElementById("signin-token");
-  document.getElementById("signin-reason").textContent = token() ? `That token was refused: ${reason}` : reason;
+  // The server's 401 text is written for API clients; a person offered a sign-in route gets a sentence instead.
+  const offered = !token() && !provider.hidden;
+  document.getElementById("signin-reason").textContent = token()
+    ? `That token was refused: ${reason}`
+    : offered
+      ? "Sign in with your company account, or paste an API token below."
+      : reason;
   pending = new Promise((resolve) => {
     form.addEventListener(
       "submit",

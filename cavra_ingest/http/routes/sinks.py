@@ -13,6 +13,8 @@ from cavra_ingest.core.sinks import (
     SinkDef,
     SinkError,
     SinkStatus,
+    check_events,
+    check_filter_streams,
     check_kind,
     check_name,
     check_secret,
@@ -28,8 +30,8 @@ from cavra_ingest.http.sinkfilter import checked_query
 from cavra_ingest.runtime import replay_dead_letters
 from cavra_ingest.store.sinks import SinkTables
 
-CREATE_FIELDS = frozenset({"name", "kind", "target", "filter", "secret", "start", "tenant_id", "state"})
-PATCH_FIELDS = frozenset({"filter", "state"})
+CREATE_FIELDS = frozenset({"name", "kind", "target", "filter", "secret", "start", "tenant_id", "state", "events"})
+PATCH_FIELDS = frozenset({"filter", "state", "events"})
 MAX_BODY = 16_384
 
 
@@ -83,6 +85,11 @@ async def check_filter(request: web.Request, text: object, tenant_id: str | None
 
 async def status_of(store: SinkTables, sink: SinkDef) -> SinkStatus:
     cursor = await store.cursor(sink.name)
+    access = await store.access_cursor(sink.name)
+    access_delivered = access_lag = 0
+    if access is not None:
+        access_delivered = access[1]
+        access_lag = await store.access_lag(access[0], sink.tenant_id) if "access" in sink.events else 0
     delivered = failed = lag = 0
     lag_s, error, success = 0.0, None, None
     if cursor is not None:
@@ -93,7 +100,8 @@ async def status_of(store: SinkTables, sink: SinkDef) -> SinkStatus:
         lag_s = round(time.time() - caught_up, 3) if lag and caught_up else 0.0
     return SinkStatus(
         sink.name, sink.kind, sink.target, sink.filter, sink.state, sink.tenant_id, sink.created_at,
-        delivered, failed, await store.dead_count(sink.name), lag, lag_s, error, success,
+        delivered, failed, await store.dead_count(sink.name), lag, lag_s, error, success, sink.events,
+        access_delivered, access_lag,
     )  # fmt: skip
 
 
@@ -120,6 +128,8 @@ async def create_sink(request: web.Request) -> web.Response:
         target = check_target(kind, body.get("target"))
         state = check_state(body.get("state", "active"))
         secret = check_secret(kind, body.get("secret"))
+        events = check_events(body.get("events", ["decisions"]))
+        check_filter_streams(str(body.get("filter") or ""), events)
     except SinkError as exc:
         raise refused(exc) from None
     missing = missing_package(kind)
@@ -127,9 +137,10 @@ async def create_sink(request: web.Request) -> web.Response:
         raise ApiError(400, f"a {kind} sink needs the {missing!r} package: pip install 'cavra-ingest[streaming]'",
                        field="kind")  # fmt: skip
     text = await check_filter(request, body.get("filter", ""), tenant)
-    sink = SinkDef(name, kind, target, now_text(), text, state, tenant, secret is not None)
+    sink = SinkDef(name, kind, target, now_text(), text, state, tenant, secret is not None, events)
     position = await store.end() if start == "now" else (0, 0)
-    if not await store.create(sink, secret, position):
+    access_position = await store.access_end() if start == "now" else (0, 0)
+    if not await store.create(sink, secret, position, access_position):
         raise ApiError(409, f"a sink named {name!r} exists", field="name")
     poke(request)
     reply: dict[str, Any] = msgspec.to_builtins(await status_of(store, sink))
@@ -156,12 +167,14 @@ async def patch_sink(request: web.Request) -> web.Response:
     body = await body_of(request, PATCH_FIELDS)
     try:
         state = check_state(body.get("state", sink.state))
+        events = check_events(body["events"]) if "events" in body else sink.events
+        check_filter_streams(str(body.get("filter", sink.filter) or ""), events)
     except SinkError as exc:
         raise refused(exc) from None
     text = await check_filter(request, body["filter"], sink.tenant_id) if "filter" in body else sink.filter
-    await store.update(sink.name, text, state)
+    await store.update(sink.name, text, state, events)
     poke(request)
-    changed = msgspec.structs.replace(sink, filter=text, state=state)
+    changed = msgspec.structs.replace(sink, filter=text, state=state, events=events)
     return json_reply(await status_of(store, changed))
 
 
