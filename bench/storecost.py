@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cavra_ingest.store.sqlite import counts
-from cavra_ingest.store.sqlite import store as sqlite_store
+from cavra_ingest.store.sqlite import writes as sqlite_writes
 
 from .wal import measure
 
@@ -90,8 +90,8 @@ def variants() -> dict[str, tuple[Callable[[], object], Callable[[sqlite3.Connec
         "-pairs": (lambda: patched(counts, "PAIR_BATCH", 1 << 62), None, False),
         "-session-writes": (
             lambda: _both(
-                patched(sqlite_store, "UPDATE_SESSION_COUNTS", NO_SESSION_UPDATE),
-                patched(sqlite_store, "UPSERT_SESSION", NO_SESSION_UPSERT),
+                patched(sqlite_writes, "UPDATE_SESSION_COUNTS", NO_SESSION_UPDATE),
+                patched(sqlite_writes, "UPSERT_SESSION", NO_SESSION_UPSERT),
             ),
             None,
             False,

@@ -8,7 +8,10 @@ rows plus one summary upsert per session into a file with the same tables and in
 the process's CPU (user and system) per decision committed, so the ratio is what the store adds to what
 the layout costs by itself: the store-CPU goal (docs/performance.md) is measured against this floor.
 
-Usage: python -m bench.storelimit [--batch 100 32] [--decisions 10000] [--repeats 3]
+`--breakdown` instead splits the store's CPU per decision by statement (and the Python steps between them),
+on the writer's connection, at each batch size.
+
+Usage: python -m bench.storelimit [--batch 100 32] [--decisions 10000] [--repeats 3] [--breakdown]
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ import sqlite3
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
+import msgspec
+
+from cavra_ingest.core.models import normalize
 from cavra_ingest.store.migrate import apply_migrations
 from cavra_ingest.store.sql import INSERT_DECISION
 from cavra_ingest.store.sqlite.batchcounts import BatchCounts
+from cavra_ingest.store.sqlite.store import SqliteStore
 
 from .ceiling import UPSERT_SUMMARY, summaries
-from .rows import row
+from .rows import decision, row
+from .wal import DECODER
 from .wal import measure as store_measure
 
 WORK = Path(__file__).parent / "work"
@@ -76,12 +85,76 @@ def store_cpu_us(path: Path, batch: int, transactions: int, *, tallies: bool) ->
     return result["cpu_us_per_decision"]
 
 
+class TimedConnection:
+    """The writer's connection, timing each statement's CPU by its first words."""
+
+    def __init__(self, db: sqlite3.Connection, spent: dict[str, float]) -> None:
+        self.db, self.spent = db, spent
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+    def _timed(self, run: Any, sql: str, *args: Any) -> Any:
+        key = " ".join(sql.split())[:48]
+        start = time.process_time()
+        try:
+            return run(sql, *args)
+        finally:
+            self.spent[key] = self.spent.get(key, 0.0) + time.process_time() - start
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        return self._timed(self.db.execute, sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> Any:
+        return self._timed(self.db.executemany, sql, *args)
+
+
+async def breakdown(path: Path, batch: int, decisions: int) -> dict[str, float]:
+    """CPU µs per decision of each statement the writer runs, everything on; the rest is Python."""
+    fresh(path)
+    store = SqliteStore(path, audit_log=True)
+    await store.open()
+    spent: dict[str, float] = {}
+    rng = random.Random(7)
+    batches = [
+        [normalize(DECODER.decode(msgspec.json.encode(decision(rng, 5000, 300))), []) for _ in range(batch)]
+        for _ in range(2 * max(1, decisions // batch))
+    ]
+    half = len(batches) // 2
+    try:
+        for items in batches[:half]:
+            await store.write(items)  # type: ignore[arg-type]
+        plain = store._writer
+        store._writer = TimedConnection(plain, spent)  # type: ignore[assignment]
+        start = time.process_time()
+        for items in batches[half:]:
+            await store.write(items)  # type: ignore[arg-type]
+        total = time.process_time() - start
+        store._writer = plain
+    finally:
+        await store.close()
+    n = half * batch
+    out = {key: round(value / n * 1e6, 1) for key, value in sorted(spent.items(), key=lambda kv: -kv[1])}
+    out["(Python between statements)"] = round((total - sum(spent.values())) / n * 1e6, 1)
+    out["(total)"] = round(total / n * 1e6, 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[100, 32])
     parser.add_argument("--decisions", type=int, default=10_000, help="measured per run, after as many of warm-up")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--breakdown", action="store_true", help="the store's CPU by statement instead")
     args = parser.parse_args()
+    if args.breakdown:
+        WORK.mkdir(exist_ok=True)
+        for batch in args.batch:
+            parts = asyncio.run(breakdown(WORK / "limit-breakdown.db", batch, args.decisions))
+            print(f"batch {batch}, CPU µs per decision:")
+            for key, value in parts.items():
+                print(f"  {value:7.1f}  {key}")
+        return
     WORK.mkdir(exist_ok=True)
     report: dict[str, object] = {
         "command": "python -m bench.storelimit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
