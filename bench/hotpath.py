@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import ceiling
 from .run import PORT, TICK, WORK, Plan, Server, count_rows, drained, fresh_db, healthz, pipeline, uvloop_flag, wrk
 
 
@@ -122,12 +123,24 @@ def one_round(duration_s: float, env: dict[str, str], profile: Path | None) -> d
         head = measure(server, db, duration_s, profile)
     finally:
         server.stop()
+    # The storage floor at the batch size single posts gave: plain sqlite3 into the same layout, no counts,
+    # no audit log, no Python between statements. Single posts cannot outrun it, whatever the app does.
+    batch = max(1, round(head["mean_batch"] or 1))
+    floor = ceiling.measure(fresh_db("hotpath-floor"), batch, min(duration_s, 5.0))
+    floor["cpu_us_per_decision"] = floor["cpu_share"] * 1e6 / floor["rows_per_s"]
     return {
         "noop": base,
         "null_sink": loop_only,
         "w1": head,
+        "plain_sqlite3": {
+            **floor,
+            "batch": batch,
+            "cpu_us_per_decision": floor["cpu_share"] * 1e6 / floor["rows_per_s"],
+        },
         "w1_vs_noop": head["decisions_per_s"] / base["decisions_per_s"],
         "null_sink_vs_noop": loop_only["decisions_per_s"] / base["decisions_per_s"],
+        "w1_vs_null_sink": head["decisions_per_s"] / loop_only["decisions_per_s"],
+        "plain_sqlite3_vs_null_sink": floor["rows_per_s"] / loop_only["decisions_per_s"],
     }
 
 
@@ -158,7 +171,9 @@ def main() -> None:
             f"batch {w1['mean_batch']:.0f} in {w1['commit_ms']:.1f} ms, cpu {w1['cpu_share']:.0%}, "
             f"{w1['cpu_us_per_decision']:.0f} µs/dec = "
             f"loop {w1['loop_us_per_decision']:.0f} + store {w1['store_us_per_decision']:.0f} "
-            f"+ other {w1['other_us_per_decision']:.0f}" + (f"; profile {profile}" if profile else ""),
+            f"+ other {w1['other_us_per_decision']:.0f} | {r['w1_vs_null_sink']:.2f} of the null sink; plain sqlite3"
+            f" at batch {r['plain_sqlite3']['batch']}: {r['plain_sqlite3']['rows_per_s']:.0f}/s"
+            f" ({r['plain_sqlite3_vs_null_sink']:.2f} of the null sink)" + (f"; profile {profile}" if profile else ""),
             flush=True,
         )
     summary = {
@@ -169,6 +184,11 @@ def main() -> None:
     summary["null_sink_us_per_request"] = statistics.median(r["null_sink"]["cpu_us_per_decision"] for r in rounds)
     summary["w1_vs_noop"] = statistics.median(r["w1_vs_noop"] for r in rounds)
     summary["null_sink_vs_noop"] = statistics.median(r["null_sink_vs_noop"] for r in rounds)
+    summary["w1_vs_null_sink"] = statistics.median(r["w1_vs_null_sink"] for r in rounds)
+    summary["plain_sqlite3_vs_null_sink"] = statistics.median(r["plain_sqlite3_vs_null_sink"] for r in rounds)
+    summary["plain_sqlite3_us_per_decision"] = statistics.median(
+        r["plain_sqlite3"]["cpu_us_per_decision"] for r in rounds
+    )
     with open("/proc/loadavg") as handle:
         summary["loadavg"] = handle.read().split()[:3]
     print("median:", json.dumps({k: v if isinstance(v, list) else round(v, 3) for k, v in summary.items()}))
