@@ -93,9 +93,11 @@ bench-features: install
 	$(PY) -m bench.featurecost --mode array $(if $(QUICK),--repeats 1 --duration 3)
 	$(PY) -m bench.featurecost --mode single $(if $(QUICK),--repeats 1 --duration 3)
 
-# The store's own cost per decision at 32-row transactions, CPU and WAL, with each component left out in turn
-# (bench/storecost.py) and at several batch sizes (bench/wal.py): the store-CPU and WAL goals.
+# The store's CPU per decision beside plain sqlite3 into the same layout, and by statement (bench/storelimit.py);
+# then with each component left out in turn (bench/storecost.py) and at several batch sizes (bench/wal.py).
 bench-store: install
+	$(PY) -m bench.storelimit --batch 100 32
+	$(PY) -m bench.storelimit --breakdown --batch 100
 	$(PY) -m bench.storecost bench/work/storecost.db --batch 32
 	$(PY) -m bench.wal bench/work/wal.db
 
