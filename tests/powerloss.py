@@ -86,6 +86,7 @@ TARGETS = {
     "json": Target("json", "activity.json", {}),
     "audit-log": Target("audit-log", "activity.db", {"CAVRA_CHECKPOINT_INTERVAL_S": "0.1"}, audit=True),
     "client-spool": Target("client-spool", "spool.db", {}),
+    "postgres": Target("postgres", "", {}),  # tests/powerloss_pg.py
 }
 
 
@@ -223,6 +224,10 @@ async def run_client_spool(rounds: int, rng: random.Random, work: Path) -> Tally
 async def run_target(target: Target, rounds: int, rng: random.Random, work: Path) -> Tally:
     if target.name == "client-spool":
         return await run_client_spool(rounds, rng, work)
+    if target.name == "postgres":
+        from tests.powerloss_pg import run_postgres
+
+        return await run_postgres(rounds, rng, work)  # type: ignore[no-any-return]
     tally = Tally()
     mount_dir, backing, logs = work / "mnt", work / "backing", work / "logs"
     for folder in (backing, logs):

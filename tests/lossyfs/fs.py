@@ -33,11 +33,13 @@ class Node:
 class LossyFS(mfusepy.Operations):  # type: ignore[misc]
     use_ns = False
 
-    def __init__(self, backing: Path) -> None:
+    def __init__(self, backing: Path, owner: tuple[int, int] | None = None) -> None:
         self.root = str(backing)
+        # Who every entry belongs to: another user's process (PostgreSQL's) checks its data folder is its own.
+        self.uid, self.gid = owner or (os.getuid(), os.getgid())
         self.mutex = threading.RLock()
         self.files: dict[str, Node] = {}
-        self.dirs: dict[str, int] = {"/": 0o755}
+        self.dirs: dict[str, int] = {"/": os.stat(self.root).st_mode & 0o7777}
         self.serial = 0
         orphans = os.path.join(self.root, ORPHANS)
         if os.path.isdir(orphans):
@@ -95,8 +97,8 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
                     "st_mtime": now,
                     "st_atime": now,
                     "st_ctime": now,
-                    "st_uid": os.getuid(),
-                    "st_gid": os.getgid(),
+                    "st_uid": self.uid,
+                    "st_gid": self.gid,
                 }
             node = self.files.get(path)
             if node is None:
@@ -110,8 +112,8 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
                 "st_mtime": node.mtime,
                 "st_atime": node.mtime,
                 "st_ctime": node.mtime,
-                "st_uid": os.getuid(),
-                "st_gid": os.getgid(),
+                "st_uid": self.uid,
+                "st_gid": self.gid,
             }
 
     def readdir(self, path: str, fh: Any) -> list[str]:
@@ -128,8 +130,9 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
 
     def chmod(self, path: str, mode: int) -> int:
         with self.mutex:
-            if path in self.dirs:
+            if path in self.dirs:  # folders are durable in this model: so is their mode
                 self.dirs[path] = mode & 0o7777
+                os.chmod(self._back(path), mode & 0o7777)
             else:
                 self._node(path).mode = mode & 0o7777
             return 0
@@ -329,5 +332,6 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
         return 0
 
 
-def serve(mount: Path, backing: Path) -> None:
-    mfusepy.FUSE(LossyFS(backing), str(mount), foreground=True, nothreads=True, allow_other=False)
+def serve(mount: Path, backing: Path, owner: tuple[int, int] | None = None) -> None:
+    """Serve until killed; with `owner`, other users may enter the mount (allow_other) and own what is in it."""
+    mfusepy.FUSE(LossyFS(backing, owner), str(mount), foreground=True, nothreads=True, allow_other=owner is not None)

@@ -113,3 +113,18 @@ def test_sqlite_opens_the_surviving_file(lossy: Mount, synchronous: str) -> None
     finally:
         again.close()
     assert count == (50 if synchronous == "FULL" else 0)
+
+
+def test_with_an_owner_every_entry_is_that_users_and_folder_modes_are_kept(tmp_path: Path) -> None:
+    """PostgreSQL, run as its own user, checks that its data folder is its own and 0700."""
+    from tests.lossyfs.fs import LossyFS
+
+    backing = tmp_path / "backing"
+    (backing / "data").mkdir(parents=True)
+    (backing / "data" / "PG_VERSION").write_text("15\n")
+    fs = LossyFS(backing, owner=(4321, 8765))
+    fs.chmod("/data", 0o700)
+    folder, file = fs.getattr("/data"), fs.getattr("/data/PG_VERSION")
+    assert (folder["st_uid"], folder["st_gid"], file["st_uid"], file["st_gid"]) == (4321, 8765, 4321, 8765)
+    assert folder["st_mode"] & 0o7777 == 0o700
+    assert LossyFS(backing).getattr("/data")["st_mode"] & 0o7777 == 0o700  # remounted: still 0700
