@@ -1,4 +1,4 @@
-"""`python -m tests.lossyfs MOUNT BACKING [--owner UID:GID] [--torn SEED]`: serve the lossy filesystem until killed."""
+"""`python -m tests.lossyfs MOUNT BACKING [--owner UID:GID] [--journal]`: serve the lossy filesystem until killed."""
 
 import argparse
 from pathlib import Path
@@ -10,6 +10,7 @@ if __name__ == "__main__":
     parser.add_argument("mount", type=Path)
     parser.add_argument("backing", type=Path)
     parser.add_argument("--owner", help="UID:GID every entry belongs to; lets that user in (allow_other)")
+    parser.add_argument("--journal", action="store_true", help="a file's fsync also makes its name durable")
     args = parser.parse_args()
     owner = tuple(int(part) for part in args.owner.split(":")) if args.owner else None
-    serve(args.mount, args.backing, owner)  # type: ignore[arg-type]
+    serve(args.mount, args.backing, owner, args.journal)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import threading
 import time
@@ -33,8 +34,11 @@ class Node:
 class LossyFS(mfusepy.Operations):  # type: ignore[misc]
     use_ns = False
 
-    def __init__(self, backing: Path, owner: tuple[int, int] | None = None) -> None:
+    def __init__(self, backing: Path, owner: tuple[int, int] | None = None, journal: bool = False) -> None:
         self.root = str(backing)
+        # journal: a file's fsync also makes its own name durable, as ext4's and XFS's journals do in practice
+        # (the entry is in the same or an earlier transaction); POSIX, the default here, needs the folder's fsync.
+        self.journal = journal
         # Who every entry belongs to: another user's process (PostgreSQL's) checks its data folder is its own.
         self.uid, self.gid = owner or (os.getuid(), os.getgid())
         self.mutex = threading.RLock()
@@ -200,11 +204,33 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
         with self.mutex:
             self._parent(new)
             if old in self.dirs:
-                raise mfusepy.FuseOSError(errno.EXDEV)  # folder renames are not modelled
+                self._rename_dir(old, new)
+                return 0
             node = self._node(old)
             del self.files[old]
             self.files[new] = node
             return 0
+
+    def _rename_dir(self, old: str, new: str) -> None:
+        """Folders are durable in this model (as mkdir is): the backing folder moves at once, with its entries."""
+        if new in self.files:
+            raise mfusepy.FuseOSError(errno.ENOTDIR)
+        if new in self.dirs and self.readdir(new, None)[2:]:
+            raise mfusepy.FuseOSError(errno.ENOTEMPTY)
+        old_b, new_b = self._back(old), self._back(new)
+        if os.path.isdir(new_b):
+            shutil.rmtree(new_b)  # empty as seen; what the backing still holds was unlinked since
+        os.rename(old_b, new_b)
+
+        def moved(p: str) -> str | None:
+            return new + p[len(old) :] if p == old or p.startswith(old + "/") else None
+
+        for table in (self.dirs, self.files):
+            for p in [p for p in table if moved(p)]:
+                table[moved(p)] = table.pop(p)  # type: ignore[index]
+        for node in self.files.values():
+            if node.durable is not None and node.durable.startswith(old_b + "/"):
+                node.durable = new_b + node.durable[len(old_b) :]
 
     def fsyncdir(self, path: str, datasync: int, fh: Any) -> int:
         """Make the folder's entries durable: its backing folder then lists exactly the volatile names."""
@@ -323,7 +349,21 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
             node.dirty.clear()
             node.truncated = False
             node.size_durable = len(node.data)
+            if self.journal and node.durable != self._back(path):
+                self._name_durable(path, node)
             return 0
+
+    def _name_durable(self, path: str, node: Node) -> None:
+        target = self._back(path)
+        self._forget(target)
+        assert node.durable is not None
+        os.rename(node.durable, target)
+        node.durable = target
+        fd = os.open(os.path.dirname(target), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def flush(self, path: str, fh: Any) -> int:
         return 0
@@ -332,6 +372,7 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
         return 0
 
 
-def serve(mount: Path, backing: Path, owner: tuple[int, int] | None = None) -> None:
+def serve(mount: Path, backing: Path, owner: tuple[int, int] | None = None, journal: bool = False) -> None:
     """Serve until killed; with `owner`, other users may enter the mount (allow_other) and own what is in it."""
-    mfusepy.FUSE(LossyFS(backing, owner), str(mount), foreground=True, nothreads=True, allow_other=owner is not None)
+    fs = LossyFS(backing, owner, journal)
+    mfusepy.FUSE(fs, str(mount), foreground=True, nothreads=True, allow_other=owner is not None)

@@ -27,8 +27,10 @@ def fuse_missing() -> str | None:
 class Mount:
     """The lossy filesystem at `mount` over `backing`, served by a child process."""
 
-    def __init__(self, mount: Path, backing: Path, owner: tuple[int, int] | None = None) -> None:
-        self.mount, self.backing, self.owner = mount, backing, owner
+    def __init__(
+        self, mount: Path, backing: Path, owner: tuple[int, int] | None = None, *, journal: bool = False
+    ) -> None:
+        self.mount, self.backing, self.owner, self.journal = mount, backing, owner, journal
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
@@ -39,7 +41,8 @@ class Mount:
         root = Path(__file__).resolve().parents[2]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.lossyfs", str(self.mount), str(self.backing)]
-            + (["--owner", f"{self.owner[0]}:{self.owner[1]}"] if self.owner else []),
+            + (["--owner", f"{self.owner[0]}:{self.owner[1]}"] if self.owner else [])
+            + (["--journal"] if self.journal else []),
             cwd=root,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -90,6 +90,22 @@ def test_an_unlink_without_the_folder_fsync_is_undone(lossy: Mount) -> None:
     assert (lossy.mount / "file").read_bytes() == b"x"
 
 
+def test_a_folder_rename_moves_its_synced_files_and_their_unsynced_writes_stay_unsynced(lossy: Mount) -> None:
+    """NATS swaps whole folders when it snapshots: a folder rename is durable at once, as mkdir is here."""
+    (lossy.mount / "msgs").mkdir()
+    write(lossy.mount / "msgs" / "1.blk", b"synced;", sync=True)
+    fsync_dir(lossy.mount / "msgs")
+    write(lossy.mount / "msgs" / "1.blk", b"unsynced;", sync=False, append=True)
+    (lossy.mount / "old").mkdir()
+    os.rename(lossy.mount / "msgs", lossy.mount / "old")  # replaces the empty folder
+    assert os.listdir(lossy.mount / "old") == ["1.blk"]
+    assert (lossy.mount / "old" / "1.blk").read_bytes() == b"synced;unsynced;"
+    lossy.cut()
+    lossy.start()
+    assert sorted(os.listdir(lossy.mount)) == ["old"]
+    assert (lossy.mount / "old" / "1.blk").read_bytes() == b"synced;"
+
+
 @pytest.mark.parametrize("synchronous", ["FULL", "OFF"])
 def test_sqlite_opens_the_surviving_file(lossy: Mount, synchronous: str) -> None:
     """WAL with FULL keeps every commit; with OFF (no fsync at all) the cut loses them; both files open clean."""
