@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cavra_ingest.settings.checks import broker_urls, monitor_urls, cache_mb, page_size, port_number, redact_url
+from cavra_ingest.settings.checks import broker_urls, cache_mb, monitor_urls, page_size, port_number, redact_url
 
 DEFAULT_SQLITE_PATH = ".cavra/activity.db"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
