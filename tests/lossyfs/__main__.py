@@ -1,4 +1,4 @@
-"""`python -m tests.lossyfs MOUNT BACKING [--owner UID:GID] [--journal]`: serve the lossy filesystem until killed."""
+"""`python -m tests.lossyfs MOUNT BACKING [--owner UID:GID] [--journal] [--torn SEED]`: serve until killed."""
 
 import argparse
 from pathlib import Path
@@ -11,6 +11,7 @@ if __name__ == "__main__":
     parser.add_argument("backing", type=Path)
     parser.add_argument("--owner", help="UID:GID every entry belongs to; lets that user in (allow_other)")
     parser.add_argument("--journal", action="store_true", help="a file's fsync also makes its name durable")
+    parser.add_argument("--torn", type=int, metavar="SEED", help="torn writes: unsynced data partly reaches disk")
     args = parser.parse_args()
     owner = tuple(int(part) for part in args.owner.split(":")) if args.owner else None
-    serve(args.mount, args.backing, owner, args.journal)  # type: ignore[arg-type]
+    serve(args.mount, args.backing, owner, args.journal, args.torn)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import shutil
 import stat
 import threading
@@ -34,8 +35,18 @@ class Node:
 class LossyFS(mfusepy.Operations):  # type: ignore[misc]
     use_ns = False
 
-    def __init__(self, backing: Path, owner: tuple[int, int] | None = None, journal: bool = False) -> None:
+    def __init__(
+        self,
+        backing: Path,
+        owner: tuple[int, int] | None = None,
+        journal: bool = False,
+        torn: random.Random | None = None,
+    ) -> None:
         self.root = str(backing)
+        # torn (LazyFS's torn-seq/torn-op): the kernel may write dirty pages back before any fsync, and a page
+        # can be half written when the power goes. Each write, with even odds, reaches the backing file at once
+        # cut at a random byte; the rest stays volatile. The cut then keeps a random prefix of unsynced writes.
+        self.torn = torn
         # journal: a file's fsync also makes its own name durable, as ext4's and XFS's journals do in practice
         # (the entry is in the same or an earlier transaction); POSIX, the default here, needs the folder's fsync.
         self.journal = journal
@@ -152,21 +163,8 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
 
     def statfs(self, path: str) -> dict[str, Any]:
         st = os.statvfs(self.root)
-        return {
-            k: getattr(st, k)
-            for k in (
-                "f_bavail",
-                "f_bfree",
-                "f_blocks",
-                "f_bsize",
-                "f_favail",
-                "f_ffree",
-                "f_files",
-                "f_flag",
-                "f_frsize",
-                "f_namemax",
-            )
-        }
+        fields = "f_bavail f_bfree f_blocks f_bsize f_favail f_ffree f_files f_flag f_frsize f_namemax"
+        return {k: getattr(st, k) for k in fields.split()}
 
     # namespace: volatile until the parent folder is fsynced (folders themselves are created/removed durably)
     def mkdir(self, path: str, mode: int) -> int:
@@ -302,8 +300,19 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
                 node.data.extend(b"\0" * (offset - len(node.data)))
             node.data[offset : offset + len(data)] = data
             node.dirty.update(range(offset // PAGE, (offset + len(data) - 1) // PAGE + 1))
+            if self.torn is not None and node.durable is not None and self.torn.random() < 0.5:
+                self._write_back(node.durable, data[: self.torn.randrange(len(data) + 1)], offset)
             node.mtime = time.time()
             return len(data)
+
+    @staticmethod
+    def _write_back(durable: str, data: bytes, offset: int) -> None:
+        """Early writeback of part of an unsynced write (its pages stay dirty: fsync rewrites them whole)."""
+        fd = os.open(durable, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
 
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
         with self.mutex:
@@ -368,11 +377,13 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
     def flush(self, path: str, fh: Any) -> int:
         return 0
 
-    def release(self, path: str, fh: Any) -> int:
-        return 0
+    release = flush
 
 
-def serve(mount: Path, backing: Path, owner: tuple[int, int] | None = None, journal: bool = False) -> None:
-    """Serve until killed; with `owner`, other users may enter the mount (allow_other) and own what is in it."""
-    fs = LossyFS(backing, owner, journal)
+def serve(
+    mount: Path, backing: Path, owner: tuple[int, int] | None = None, journal: bool = False, torn: int | None = None
+) -> None:
+    """Serve until killed; with `owner`, other users may enter the mount (allow_other) and own what is in it;
+    `torn` seeds the torn-write model."""
+    fs = LossyFS(backing, owner, journal, None if torn is None else random.Random(torn))
     mfusepy.FUSE(fs, str(mount), foreground=True, nothreads=True, allow_other=owner is not None)

@@ -28,9 +28,15 @@ class Mount:
     """The lossy filesystem at `mount` over `backing`, served by a child process."""
 
     def __init__(
-        self, mount: Path, backing: Path, owner: tuple[int, int] | None = None, *, journal: bool = False
+        self,
+        mount: Path,
+        backing: Path,
+        owner: tuple[int, int] | None = None,
+        *,
+        journal: bool = False,
+        torn: int | None = None,
     ) -> None:
-        self.mount, self.backing, self.owner, self.journal = mount, backing, owner, journal
+        self.mount, self.backing, self.owner, self.journal, self.torn = mount, backing, owner, journal, torn
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
@@ -42,7 +48,8 @@ class Mount:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.lossyfs", str(self.mount), str(self.backing)]
             + (["--owner", f"{self.owner[0]}:{self.owner[1]}"] if self.owner else [])
-            + (["--journal"] if self.journal else []),
+            + (["--journal"] if self.journal else [])
+            + (["--torn", str(self.torn)] if self.torn is not None else []),
             cwd=root,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
