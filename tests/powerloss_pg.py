@@ -146,11 +146,11 @@ class PrivatePostgres:
         self.kill()
 
 
-async def stored(url: str) -> tuple[set[str], int]:
+async def stored(url: str, schema: str = SCHEMA) -> tuple[set[str], int]:
     """The ids PostgreSQL kept and how many are stored twice; AssertionError when summaries disagree with a
     recount or the audit log lost one: every decision has one leaf or still waits for the sequencer, once."""
-    ids = (await check_schema(url, SCHEMA))["ids"]
-    conn = await asyncpg.connect(url, server_settings={"search_path": SCHEMA})
+    ids = (await check_schema(url, schema))["ids"]
+    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
     try:
         rows = await conn.fetchval("SELECT count(*) FROM activity_decisions")
         leaves = await conn.fetch("SELECT leaf_index, decision_id FROM audit_leaves ORDER BY leaf_index")
