@@ -108,6 +108,19 @@ async def post_until(url: str, acked: set[str], stop: asyncio.Event, n: int, sta
                 acked.update(r["decision_id"] for r in reply["results"] if r["status"] == "accepted")
 
 
+async def start_retrying(command: str, env: dict[str, str], log: Path, services: list[Service]) -> Service | None:
+    """A restarted cluster may still be electing stream leaders: a replica that times out is started again."""
+    for _ in range(3):
+        service = Service(command, env, log)
+        services.append(service)
+        try:
+            await service.start()
+            return service
+        except (RuntimeError, TimeoutError):
+            service.kill()
+    return None
+
+
 def cut(mounts: list[Mount], cluster: Cluster) -> None:
     """Every disk loses power at once (the FUSE processes first, each signalled before any is waited for)."""
     for mount in mounts:
@@ -196,9 +209,11 @@ async def run_jetstream(rounds: int, rng: random.Random, work: Path, sync_interv
             expected &= ids
             if round_no == rounds:
                 break
-            replica = Service("serve", env, logs / "serve.log")
-            services.append(replica)
-            await replica.start()
+            replica = await start_retrying("serve", env, logs / "serve.log", services)
+            if replica is None:
+                print("  no replica could start on the restarted cluster", flush=True)
+                tally.corrupt += 1
+                break
             acked: set[str] = set()
             statuses: dict[Any, int] = {}
             stop = asyncio.Event()
