@@ -125,10 +125,11 @@ fuse:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fuse3; }
 
 # Power-loss campaigns (tests/powerloss.py): ROUNDS rounds per target, a real server on the lossy filesystem
-# cut at a random moment; writes bench/results/powerloss.json. CI runs 2 rounds of each (tests/store/test_powerloss.py).
+# cut at a random moment; writes bench/results/powerloss.json. CI runs 1-2 rounds of each (tests/store/test_powerloss.py).
+# postgres needs the machine's PostgreSQL server binaries; jetstream-* a current nats-server and PostgreSQL on :5432.
 POWERLOSS_ROUNDS ?= 100
 POWERLOSS_OTHER_ROUNDS ?= 20
-powerloss: install fuse
+powerloss: install fuse nats-server
 	$(PY) -m tests.powerloss --rounds $(POWERLOSS_ROUNDS) --other-rounds $(POWERLOSS_OTHER_ROUNDS)
 
 # A NATS node cut off from its peers in network namespaces while replicas post, then healed (root, `ip netns`):

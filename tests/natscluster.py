@@ -51,6 +51,7 @@ class Node:
     config: Path
     proc: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    monitor_port: int = field(default_factory=free_port)  # /varz, /jsz
 
     @property
     def url(self) -> str:
@@ -62,18 +63,25 @@ class Cluster:
     root: Path
     size: int = 3
     nodes: list[Node] = field(default_factory=list)
+    # Each node's store_dir (default: a folder under root) and the jetstream block's sync_interval (default: NATS's).
+    stores: list[Path] | None = None
+    sync_interval: str | None = None
 
     @property
     def url(self) -> str:
         return ",".join(node.url for node in self.nodes)
 
     def configure(self) -> None:
-        self.nodes = [Node(f"n{i}", free_port(), free_port(), self.root / f"n{i}.conf") for i in range(self.size)]
-        for node in self.nodes:
+        """Pick the ports (once: a restarted node keeps its own) and write every node's config."""
+        if not self.nodes:
+            self.nodes = [Node(f"n{i}", free_port(), free_port(), self.root / f"n{i}.conf") for i in range(self.size)]
+        sync = f", sync_interval: {self.sync_interval}" if self.sync_interval else ""
+        for i, node in enumerate(self.nodes):
+            store = self.stores[i] if self.stores else self.root / node.name
             routes = ", ".join(f"nats-route://127.0.0.1:{o.cluster_port}" for o in self.nodes if o is not node)
             node.config.write_text(
-                f"server_name: {node.name}\nlisten: 127.0.0.1:{node.port}\n"
-                f'jetstream {{ store_dir: "{self.root / node.name}", max_memory_store: 64MB, max_file_store: 1GB }}\n'
+                f"server_name: {node.name}\nlisten: 127.0.0.1:{node.port}\nhttp: 127.0.0.1:{node.monitor_port}\n"
+                f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 1GB{sync} }}\n'
                 + (
                     f"cluster {{ name: cavra-test, listen: 127.0.0.1:{node.cluster_port}, routes: [{routes}] }}\n"
                     if self.size > 1
@@ -120,6 +128,18 @@ class Cluster:
                 last = exc
                 await asyncio.sleep(0.2)
         raise TimeoutError(f"NATS cluster not ready: {last}")
+
+    def terminate(self, timeout: float = 30.0) -> None:
+        """Stop every node gracefully (SIGTERM): each flushes and syncs its store as it shuts down."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
+        for index, node in enumerate(self.nodes):
+            if node.proc is not None:
+                try:
+                    node.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.kill(index)
 
     def stop(self) -> None:
         """Kill every node: the cluster and its files are thrown away after the test."""

@@ -42,6 +42,7 @@ class Tally:
     corrupt: int = 0
     forks: int = 0
     checkpoints: int = 0  # signed checkpoints seen before a cut and checked after it (audit-log)
+    stalls: int = 0  # jetstream-*: rounds whose first worker after the restart stopped draining (restarted)
 
 
 class LoggedServer(Server):
@@ -61,6 +62,7 @@ class Target:
     filename: str
     env: dict[str, str]
     audit: bool = False
+    torn: bool = False  # the lossy filesystem's torn-write model (unsynced writes partly on disk at the cut)
 
     def stored(self, path: Path) -> tuple[set[str], int]:
         """The ids in the surviving store and how many are stored twice; raise AssertionError when corrupt."""
@@ -82,10 +84,14 @@ class Target:
 
 TARGETS = {
     "sqlite-full": Target("sqlite-full", "activity.db", {"CAVRA_SQLITE_SYNCHRONOUS": "FULL"}),
+    "sqlite-full-torn": Target("sqlite-full-torn", "activity.db", {"CAVRA_SQLITE_SYNCHRONOUS": "FULL"}, torn=True),
     "sqlite-normal": Target("sqlite-normal", "activity.db", {"CAVRA_SQLITE_SYNCHRONOUS": "NORMAL"}),
     "json": Target("json", "activity.json", {}),
     "audit-log": Target("audit-log", "activity.db", {"CAVRA_CHECKPOINT_INTERVAL_S": "0.1"}, audit=True),
     "client-spool": Target("client-spool", "spool.db", {}),
+    "postgres": Target("postgres", "", {}),  # tests/powerloss_pg.py
+    "jetstream-default": Target("jetstream-default", "", {}),  # tests/powerloss_js.py
+    "jetstream-always": Target("jetstream-always", "", {}),
 }
 
 
@@ -223,6 +229,15 @@ async def run_client_spool(rounds: int, rng: random.Random, work: Path) -> Tally
 async def run_target(target: Target, rounds: int, rng: random.Random, work: Path) -> Tally:
     if target.name == "client-spool":
         return await run_client_spool(rounds, rng, work)
+    if target.name == "postgres":
+        from tests.powerloss_pg import run_postgres
+
+        return await run_postgres(rounds, rng, work)  # type: ignore[no-any-return]
+    if target.name.startswith("jetstream-"):
+        from tests.powerloss_js import run_jetstream
+
+        sync = "always" if target.name == "jetstream-always" else None
+        return await run_jetstream(rounds, rng, work, sync)  # type: ignore[no-any-return]
     tally = Tally()
     mount_dir, backing, logs = work / "mnt", work / "backing", work / "logs"
     for folder in (backing, logs):
@@ -235,7 +250,7 @@ async def run_target(target: Target, rounds: int, rng: random.Random, work: Path
     shutil.rmtree(backing / ".lossyfs", ignore_errors=True)
     expected: set[str] = set()
     seen: dict[int, bytes] = {}
-    mount = Mount(mount_dir, backing)
+    mount = Mount(mount_dir, backing, torn=rng.randrange(1 << 30) if target.torn else None)
     try:
         for round_no in range(rounds + 1):
             mount.start()
@@ -292,13 +307,15 @@ async def campaign(rounds: int, other_rounds: int, targets: list[str], seed: int
     results: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="powerloss-") as tmp:
         for name in targets:
-            count = rounds if name in ("sqlite-full", "sqlite-normal", "json") else other_rounds
+            count = rounds if name in ("sqlite-full", "sqlite-full-torn", "sqlite-normal", "json") else other_rounds
             start = time.monotonic()
             tally = await run_target(TARGETS[name], count, rng, Path(tmp) / name)
             results[name] = asdict(tally)
             audit = TARGETS[name].audit
             if not audit:
                 del results[name]["forks"], results[name]["checkpoints"]
+            if not name.startswith("jetstream-"):
+                del results[name]["stalls"]
             print(
                 f"{name:16} {tally.rounds:6} {tally.acked:8} {tally.lost:6} {tally.duplicated:10} {tally.corrupt:7}"
                 f" {tally.forks if audit else '':>5} {tally.checkpoints if audit else '':>11}"

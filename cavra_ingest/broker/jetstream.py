@@ -74,7 +74,43 @@ async def connect(settings: Settings) -> Any:
     except BaseException:
         await nc.close()
         raise
+    await check_sync(settings)
     return nc
+
+
+async def server_syncs(url: str, timeout: float) -> bool | None:
+    """Whether one NATS server fsyncs its stream files on every write (its /varz `jetstream.config`); None
+    when it cannot be read."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+            async with http.get(f"{url.rstrip('/')}/varz") as response:
+                varz = await response.json(content_type=None)
+        config = varz["jetstream"]["config"]
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+        log.warning("cannot read %s/varz to check JetStream's sync setting: %s", url, exc)
+        return None
+    return bool(config.get("sync_always", False))
+
+
+async def check_sync(settings: Settings) -> dict[str, bool | None]:
+    """Warn for every NATS server that syncs on a timer: a 202 then survives a process crash, not a power cut
+    of every node together (docs/guarantees.md). The servers are read through CAVRA_BROKER_MONITOR_URL."""
+    urls = [url.strip() for url in settings.broker.broker_monitor_url.split(",") if url.strip()]
+    if not urls:
+        log.info("JetStream sync setting not checked: CAVRA_BROKER_MONITOR_URL names no NATS monitoring address")
+        return {}
+    found = {url: await server_syncs(url, settings.broker.broker_timeout_s) for url in urls}
+    for url, syncs in found.items():
+        if syncs is False:
+            log.warning(
+                "NATS server %s does not sync its stream files on every write (sync_interval is not always):"
+                " an acknowledged 202 can be lost if every node loses power together; set"
+                " `jetstream { sync_interval: always }` (deploy/nats.conf)",
+                url,
+            )
+    return found
 
 
 # Pause between two looks for a stream another replica is creating.

@@ -47,6 +47,13 @@ def port_number(value: int) -> str | None:
     return None if value <= 65535 else f"expected a port number 0..65535, got {value!r}"
 
 
+def monitor_urls(value: str) -> str | None:
+    for url in value.split(",") if value else ():
+        if not url.strip().startswith(("http://", "https://")):
+            return f"expected comma-separated http:// URLs, got {redact_url(url)!r}"
+    return None
+
+
 def broker_urls(value: str) -> str | None:
     for url in value.split(",") if value else ():
         if not url.strip().startswith(("nats://", "tls://")):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cavra_ingest.settings.checks import broker_urls, cache_mb, page_size, port_number, redact_url
+from cavra_ingest.settings.checks import broker_urls, cache_mb, monitor_urls, page_size, port_number, redact_url
 
 DEFAULT_SQLITE_PATH = ".cavra/activity.db"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -165,6 +165,12 @@ class BrokerSettings:
     broker_timeout_s: float = setting(5.0, "seconds a publish or a NATS request may take before a 503")
     worker_ack_wait_s: float = setting(30.0, "seconds a worker may hold fetched messages before redelivery")
     worker_heartbeat_file: str = setting("", "file the worker touches at least every second while it consumes")
+    broker_monitor_url: str = setting(
+        "",
+        "comma-separated http:// monitoring addresses of the NATS servers (http_port); read at start-up to warn"
+        " unless each one syncs every write (sync_interval: always)",
+        check=monitor_urls,
+    )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import random
+import shutil
 import stat
 import threading
 import time
@@ -33,11 +35,26 @@ class Node:
 class LossyFS(mfusepy.Operations):  # type: ignore[misc]
     use_ns = False
 
-    def __init__(self, backing: Path) -> None:
+    def __init__(
+        self,
+        backing: Path,
+        owner: tuple[int, int] | None = None,
+        journal: bool = False,
+        torn: random.Random | None = None,
+    ) -> None:
         self.root = str(backing)
+        # torn (LazyFS's torn-seq/torn-op): the kernel may write dirty pages back before any fsync, and a page
+        # can be half written when the power goes. Each write, with even odds, reaches the backing file at once
+        # cut at a random byte; the rest stays volatile. The cut then keeps a random prefix of unsynced writes.
+        self.torn = torn
+        # journal: a file's fsync also makes its own name durable, as ext4's and XFS's journals do in practice
+        # (the entry is in the same or an earlier transaction); POSIX, the default here, needs the folder's fsync.
+        self.journal = journal
+        # Who every entry belongs to: another user's process (PostgreSQL's) checks its data folder is its own.
+        self.uid, self.gid = owner or (os.getuid(), os.getgid())
         self.mutex = threading.RLock()
         self.files: dict[str, Node] = {}
-        self.dirs: dict[str, int] = {"/": 0o755}
+        self.dirs: dict[str, int] = {"/": os.stat(self.root).st_mode & 0o7777}
         self.serial = 0
         orphans = os.path.join(self.root, ORPHANS)
         if os.path.isdir(orphans):
@@ -95,8 +112,8 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
                     "st_mtime": now,
                     "st_atime": now,
                     "st_ctime": now,
-                    "st_uid": os.getuid(),
-                    "st_gid": os.getgid(),
+                    "st_uid": self.uid,
+                    "st_gid": self.gid,
                 }
             node = self.files.get(path)
             if node is None:
@@ -110,8 +127,8 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
                 "st_mtime": node.mtime,
                 "st_atime": node.mtime,
                 "st_ctime": node.mtime,
-                "st_uid": os.getuid(),
-                "st_gid": os.getgid(),
+                "st_uid": self.uid,
+                "st_gid": self.gid,
             }
 
     def readdir(self, path: str, fh: Any) -> list[str]:
@@ -128,8 +145,9 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
 
     def chmod(self, path: str, mode: int) -> int:
         with self.mutex:
-            if path in self.dirs:
+            if path in self.dirs:  # folders are durable in this model: so is their mode
                 self.dirs[path] = mode & 0o7777
+                os.chmod(self._back(path), mode & 0o7777)
             else:
                 self._node(path).mode = mode & 0o7777
             return 0
@@ -145,21 +163,8 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
 
     def statfs(self, path: str) -> dict[str, Any]:
         st = os.statvfs(self.root)
-        return {
-            k: getattr(st, k)
-            for k in (
-                "f_bavail",
-                "f_bfree",
-                "f_blocks",
-                "f_bsize",
-                "f_favail",
-                "f_ffree",
-                "f_files",
-                "f_flag",
-                "f_frsize",
-                "f_namemax",
-            )
-        }
+        fields = "f_bavail f_bfree f_blocks f_bsize f_favail f_ffree f_files f_flag f_frsize f_namemax"
+        return {k: getattr(st, k) for k in fields.split()}
 
     # namespace: volatile until the parent folder is fsynced (folders themselves are created/removed durably)
     def mkdir(self, path: str, mode: int) -> int:
@@ -197,11 +202,33 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
         with self.mutex:
             self._parent(new)
             if old in self.dirs:
-                raise mfusepy.FuseOSError(errno.EXDEV)  # folder renames are not modelled
+                self._rename_dir(old, new)
+                return 0
             node = self._node(old)
             del self.files[old]
             self.files[new] = node
             return 0
+
+    def _rename_dir(self, old: str, new: str) -> None:
+        """Folders are durable in this model (as mkdir is): the backing folder moves at once, with its entries."""
+        if new in self.files:
+            raise mfusepy.FuseOSError(errno.ENOTDIR)
+        if new in self.dirs and self.readdir(new, None)[2:]:
+            raise mfusepy.FuseOSError(errno.ENOTEMPTY)
+        old_b, new_b = self._back(old), self._back(new)
+        if os.path.isdir(new_b):
+            shutil.rmtree(new_b)  # empty as seen; what the backing still holds was unlinked since
+        os.rename(old_b, new_b)
+
+        def moved(p: str) -> str | None:
+            return new + p[len(old) :] if p == old or p.startswith(old + "/") else None
+
+        for table in (self.dirs, self.files):
+            for p in [p for p in table if moved(p)]:
+                table[moved(p)] = table.pop(p)  # type: ignore[index]
+        for node in self.files.values():
+            if node.durable is not None and node.durable.startswith(old_b + "/"):
+                node.durable = new_b + node.durable[len(old_b) :]
 
     def fsyncdir(self, path: str, datasync: int, fh: Any) -> int:
         """Make the folder's entries durable: its backing folder then lists exactly the volatile names."""
@@ -273,8 +300,19 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
                 node.data.extend(b"\0" * (offset - len(node.data)))
             node.data[offset : offset + len(data)] = data
             node.dirty.update(range(offset // PAGE, (offset + len(data) - 1) // PAGE + 1))
+            if self.torn is not None and node.durable is not None and self.torn.random() < 0.5:
+                self._write_back(node.durable, data[: self.torn.randrange(len(data) + 1)], offset)
             node.mtime = time.time()
             return len(data)
+
+    @staticmethod
+    def _write_back(durable: str, data: bytes, offset: int) -> None:
+        """Early writeback of part of an unsynced write (its pages stay dirty: fsync rewrites them whole)."""
+        fd = os.open(durable, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
 
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
         with self.mutex:
@@ -320,14 +358,32 @@ class LossyFS(mfusepy.Operations):  # type: ignore[misc]
             node.dirty.clear()
             node.truncated = False
             node.size_durable = len(node.data)
+            if self.journal and node.durable != self._back(path):
+                self._name_durable(path, node)
             return 0
+
+    def _name_durable(self, path: str, node: Node) -> None:
+        target = self._back(path)
+        self._forget(target)
+        assert node.durable is not None
+        os.rename(node.durable, target)
+        node.durable = target
+        fd = os.open(os.path.dirname(target), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def flush(self, path: str, fh: Any) -> int:
         return 0
 
-    def release(self, path: str, fh: Any) -> int:
-        return 0
+    release = flush
 
 
-def serve(mount: Path, backing: Path) -> None:
-    mfusepy.FUSE(LossyFS(backing), str(mount), foreground=True, nothreads=True, allow_other=False)
+def serve(
+    mount: Path, backing: Path, owner: tuple[int, int] | None = None, journal: bool = False, torn: int | None = None
+) -> None:
+    """Serve until killed; with `owner`, other users may enter the mount (allow_other) and own what is in it;
+    `torn` seeds the torn-write model."""
+    fs = LossyFS(backing, owner, journal, None if torn is None else random.Random(torn))
+    mfusepy.FUSE(fs, str(mount), foreground=True, nothreads=True, allow_other=owner is not None)

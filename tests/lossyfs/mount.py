@@ -27,8 +27,16 @@ def fuse_missing() -> str | None:
 class Mount:
     """The lossy filesystem at `mount` over `backing`, served by a child process."""
 
-    def __init__(self, mount: Path, backing: Path) -> None:
-        self.mount, self.backing = mount, backing
+    def __init__(
+        self,
+        mount: Path,
+        backing: Path,
+        owner: tuple[int, int] | None = None,
+        *,
+        journal: bool = False,
+        torn: int | None = None,
+    ) -> None:
+        self.mount, self.backing, self.owner, self.journal, self.torn = mount, backing, owner, journal, torn
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
@@ -38,7 +46,10 @@ class Mount:
         self.backing.mkdir(parents=True, exist_ok=True)
         root = Path(__file__).resolve().parents[2]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.lossyfs", str(self.mount), str(self.backing)],
+            [sys.executable, "-m", "tests.lossyfs", str(self.mount), str(self.backing)]
+            + (["--owner", f"{self.owner[0]}:{self.owner[1]}"] if self.owner else [])
+            + (["--journal"] if self.journal else [])
+            + (["--torn", str(self.torn)] if self.torn is not None else []),
             cwd=root,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
