@@ -874,6 +874,38 @@ def test_times_switch_between_utc_and_local(browser: Browser, server: LiveServer
         context.close()
 
 
+def test_local_time_tooltips_and_counts_need_no_locale_formatter_to_draw(browser: Browser, server: LiveServer) -> None:
+    # The first locale-aware format in a page costs 15-30 ms: the first page is drawn without one, the local
+    # time is the tooltip's once the pointer reaches a time, and counts are grouped as toLocaleString("en") would.
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, timezone_id="Asia/Kolkata")
+    context.add_init_script(
+        "window.localeCalls = 0; for (const proto of [Date.prototype, Number.prototype]) {"
+        " const own = proto.toLocaleString; proto.toLocaleString = function (...args) {"
+        " window.localeCalls += 1; return own.apply(this, args); }; }"
+        " const Format = Intl.DateTimeFormat; Intl.DateTimeFormat = function (...args) {"
+        " window.localeCalls += 1; return new Format(...args); };"
+    )
+    page = context.new_page()
+    try:
+        page.goto(server.url("/console"))
+        expect(page.locator("#facet-groups button.facet").first).to_be_visible()
+        expect(page.locator("#summary")).not_to_be_empty()
+        assert page.evaluate("window.localeCalls") == 0
+        time_el = page.locator("#results-body time").first
+        assert time_el.get_attribute("title") is None
+        time_el.hover()
+        stored = time_el.get_attribute("datetime")
+        expected = page.evaluate("(iso) => `Your local time: ${new Date(iso).toLocaleString()}`", stored)
+        expect(time_el).to_have_attribute("title", expected)
+        grouped = page.evaluate(
+            "import('/console/static/render.js').then(({ grouped }) =>"
+            " [0, 7, 999, 1000, 65536, 1234567, -1234, 1.5].map((n) => [grouped(n), n.toLocaleString('en')]))"
+        )
+        assert all(ours == theirs for ours, theirs in grouped), grouped
+    finally:
+        context.close()
+
+
 API_CALLS = (
     "performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch')"
     ".map(e => e.name.replace(location.origin, ''))"

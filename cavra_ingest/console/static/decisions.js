@@ -2,7 +2,7 @@
 import { getJson, settled, withQuery } from "./api.js";
 import { config, isMulti } from "./config.js";
 import { filterLabel } from "./filters.js";
-import { DECISION_COLUMNS, badge, decisionRow, el } from "./render.js";
+import { DECISION_COLUMNS, badge, decisionRow, el, grouped } from "./render.js";
 import { facetParams, toSearch } from "./state.js";
 import { $, navigate, ui, withFilters } from "./ui.js";
 
@@ -97,7 +97,7 @@ function facetButton(dim, entry, top) {
     onclick: () => toggleFacet(dim, value),
   }, el("span", { class: "visually-hidden", text: `${filterLabel(dim)}: ` }), label,
   // The name is the visible text (WCAG 2.5.3), with what only a screen reader needs hidden around it.
-  el("span", { class: "facet-count" }, count.toLocaleString("en"), el("span", { class: "visually-hidden", text: " decisions" })));
+  el("span", { class: "facet-count" }, grouped(count), el("span", { class: "visually-hidden", text: " decisions" })));
   button.style.setProperty("--share", `${Math.round((count / top) * 100)}%`);
   return el("li", {}, button);
 }
@@ -127,7 +127,7 @@ function renderFacets(facets, total) {
     const more = entries.length > first.length ? moreButton(dim, entries.length - first.length, list, entries, top) : null;
     // What the fetched top values leave out: counted, never silently dropped.
     const rest = total - entries.reduce((sum, e) => sum + e.count, 0);
-    const restNote = rest > 0 ? el("p", { class: "muted facet-rest", text: `${rest.toLocaleString("en")} more in other values` }) : null;
+    const restNote = rest > 0 ? el("p", { class: "muted facet-rest", text: `${grouped(rest)} more in other values` }) : null;
     return el("section", { class: "facet-group", "data-dim": dim }, el("h3", { id: headingId, text: filterLabel(dim) }), body, more, restNote);
   });
   $("facet-groups").replaceChildren(...groups);

@@ -4,7 +4,7 @@
 import { getJson, settled } from "./api.js";
 import { clock, clockText as inClock } from "./clock.js";
 import { config } from "./config.js";
-import { labelOf } from "./render.js";
+import { grouped, labelOf } from "./render.js";
 import { histogramParams } from "./state.js";
 import { $, navigate, ui, withFilters } from "./ui.js";
 
@@ -26,7 +26,7 @@ function clockText(iso) {
 }
 
 function describe(bucket) {
-  const parts = Object.entries(bucket.counts).map(([outcome, n]) => `${n.toLocaleString("en")} ${labelOf("decision", outcome)}`);
+  const parts = Object.entries(bucket.counts).map(([outcome, n]) => `${grouped(n)} ${labelOf("decision", outcome)}`);
   return `${clockText(bucket.start)} to ${clockText(bucket.end)}: ${bucket.total ? parts.join(", ") : "none"}`;
 }
 
@@ -85,7 +85,7 @@ function draw(body) {
   $("histogram-legend").replaceChildren(...legend);
   $("histogram-start").textContent = clockText(buckets[0].start);
   $("histogram-end").textContent = clockText(buckets[buckets.length - 1].end);
-  $("histogram-caption").textContent = `${body.total.toLocaleString("en")} decisions, ${body.interval} per bar`;
+  $("histogram-caption").textContent = `${grouped(body.total)} decisions, ${body.interval} per bar`;
   mark();
 }
 
