@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -43,6 +43,8 @@ SELECT_SESSION = "SELECT payload FROM activity_sessions WHERE session_id = ?"
 # Query arguments map to columns through these allow-lists only.
 DECISION_COLUMNS = {name: name for name in DECISION_FILTERS}
 SESSION_COLUMNS = {name: name for name in SESSION_FILTERS}
+# What a listing statement is for: its driving index may differ (SteeredListing.unindexed).
+Use = Literal["page", "count", "facets"]
 TABLES = {"decisions": ("activity_decisions", DECISION_COLUMNS), "sessions": ("activity_sessions", SESSION_COLUMNS)}
 
 
@@ -121,15 +123,17 @@ class Listing:
             clauses.append("(" + " OR ".join(options) + ")")
         return clauses, params
 
-    def unindexed(self, query: ListQuery, counting: bool) -> frozenset[str]:
-        """Name the filters whose index must not drive this query (none: the planner chooses)."""
+    def unindexed(self, query: ListQuery, use: Use) -> frozenset[str]:
+        """Name the filters whose index must not drive this query (none: the planner chooses).
+
+        `use`: a page (read in time order), a count (histogram and bounds too) or facets."""
         return frozenset()
 
-    def where(self, query: ListQuery, *, with_position: bool, counting: bool = False) -> tuple[str, list[Any]]:
+    def where(self, query: ListQuery, *, with_position: bool, use: Use = "page") -> tuple[str, list[Any]]:
         """Build the WHERE clause from allow-listed columns and bound parameters."""
         clauses: list[str] = []
         params: list[Any] = []
-        unindexed = self.unindexed(query, counting)
+        unindexed = self.unindexed(query, use)
         for name, values in query.equals:
             # Unary + keeps SQLite from using this column's index (and then sorting every match).
             column = ("+" if name in unindexed else "") + self.columns[name]
@@ -179,7 +183,7 @@ class Listing:
         return sql, params
 
     def count(self, query: ListQuery) -> tuple[str, list[Any]]:
-        where, params = self.where(query, with_position=False, counting=True)
+        where, params = self.where(query, with_position=False, use="count")
         return f"SELECT count(*) FROM {self.table}{where}", params
 
     def facets(self, query: ListQuery, fields: tuple[str, ...]) -> tuple[str, list[Any]]:
@@ -191,7 +195,7 @@ class Listing:
             return " UNION ALL ".join(arms), []
         # One pass over the matches, then grouped per field: a GROUP BY per field on the table would tempt
         # the planner to walk that field's index in full, row by row.
-        where, params = self.where(query, with_position=False)
+        where, params = self.where(query, with_position=False, use="facets")
         picked = ", ".join(col for _, col in columns)
         arms = [f"SELECT '{name}', {col}, count(*) FROM matches GROUP BY {col}" for name, col in columns]
         sql = f"WITH matches AS MATERIALIZED (SELECT {picked} FROM {self.table}{where}) " + " UNION ALL ".join(arms)
@@ -199,14 +203,14 @@ class Listing:
 
     def histogram(self, query: ListQuery, unit_chars: int) -> tuple[str, list[Any]]:
         """Count matches per (time text cut to `unit_chars` characters, outcome)."""
-        where, params = self.where(query, with_position=False, counting=True)
+        where, params = self.where(query, with_position=False, use="count")
         bucket = f"substr({self.time_column}, 1, {int(unit_chars)})"
         sql = f"SELECT {bucket}, decision, count(*) FROM {self.table}{where} GROUP BY 1, 2"
         return sql, params
 
     def bounds(self, query: ListQuery) -> tuple[str, list[Any]]:
         """Select the earliest and latest time of the matches."""
-        where, params = self.where(query, with_position=False, counting=True)
+        where, params = self.where(query, with_position=False, use="count")
         return f"SELECT min({self.time_column}), max({self.time_column}) FROM {self.table}{where}", params
 
 

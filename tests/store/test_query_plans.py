@@ -155,3 +155,76 @@ def test_facets_read_matches_once_through_the_driving_index(db, query, index):
     steps = [step for step in plan(db, *DECISIONS.facets(query, FACET_FIELDS)) if "activity_decisions" in step]
     # One read of the matches (then grouped in memory), never a walk of some field's own index.
     assert len(steps) == 1 and index in steps[0], steps
+
+
+# Rule filters: 025's index (rule, time, the facet and scope fields) drives facets, counts, the histogram and
+# the time bounds, a window as a range of it, so a rule's are read from its entries alone (not the 5 M of the
+# time index, nor the table).
+RULE_QUERIES = [
+    ("one rule", q(rule_id="r")),
+    ("two rules", q(rule_id=("r", "s"))),
+    ("rule + tenant", q(tenant_id="t", rule_id="r")),
+    ("rule + outcome", q(rule_id="r", decision="block")),
+    ("rule + workspace", q(rule_id="r", workspace_id="w")),
+    ("rule in a window", ListQuery(equals=(("rule_id", ("r",)),), since=SINCE, until=UNTIL)),
+    (
+        "tenant + outcome + rule since",
+        ListQuery(equals=(("tenant_id", ("t",)), ("decision", ("block", "warn")), ("rule_id", ("r",))), since=SINCE),
+    ),
+]
+RULE_STATEMENTS = {
+    "facets": lambda query: DECISIONS.facets(query, FACET_FIELDS),
+    "count": DECISIONS.count,
+    "histogram": lambda query: DECISIONS.histogram(query, 10),
+    "bounds": DECISIONS.bounds,
+}
+
+
+def assert_reads_the_rule_index(steps: list[str], query: ListQuery) -> None:
+    reads = [step for step in steps if "activity_decisions" in step]
+    assert reads, steps
+    for step in reads:
+        assert "COVERING INDEX idx_activity_decisions_rule (rule_id=?" in step, steps
+    if query.since is not None:
+        assert "timestamp>?" in reads[0], steps  # the window bounds the range sought, not a test per entry
+
+
+@pytest.mark.parametrize("use", list(RULE_STATEMENTS))
+@pytest.mark.parametrize(("name", "query"), RULE_QUERIES, ids=[row[0] for row in RULE_QUERIES])
+def test_rule_filters_read_the_rule_index(db, name, query, use):
+    assert_reads_the_rule_index(plan(db, *RULE_STATEMENTS[use](query)), query)
+
+
+def test_a_rule_page_still_reads_the_time_index_in_order(db):
+    # The rule index lacks decision_id: a page would sort the rule's matches; the time index fills it in ~1 ms.
+    steps = plan(db, *DECISIONS.select(q(rule_id="r")))
+    assert steps == ["SCAN activity_decisions USING INDEX idx_activity_decisions_timestamp"]
+
+
+def test_rule_plans_hold_and_other_plans_keep_their_index_with_statistics(tmp_path):
+    # ANALYZE where one rule holds nearly every decision (CAVRA's default `runtime.default`): rule filters still
+    # read the rule index, and no other query is lured to it (a skip-scan of its few rules, say).
+    path = tmp_path / "rules.db"
+    apply_migrations(path)
+    db = sqlite3.connect(path)
+    rows = [
+        (f"d{n:05d}", f"s{n % 50}", f"a{n % 40}", "ai", f"r{n % 30}", "p", "x", "")
+        + ("r" if n % 100 else "s", ("allow", "block")[n % 9 == 0], "low")
+        + (f"2026-03-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}.000000+00:00", f"c{n}", "{}")
+        for n in range(5000)
+    ]
+    db.executemany(
+        "INSERT INTO activity_decisions (decision_id, session_id, agent_id, actor, repository, policy_pack,"
+        " action_type, target, rule_id, decision, severity, timestamp, correlation_id, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.execute("ANALYZE")
+    for _, query in RULE_QUERIES:
+        for statement in RULE_STATEMENTS.values():
+            assert_reads_the_rule_index(plan(db, *statement(query)), query)
+    others = [query for _, _, query, _ in LISTINGS] + [ListQuery(since=SINCE, until=UNTIL), q(severity="low")]
+    for query in others:
+        for statement in (*RULE_STATEMENTS.values(), DECISIONS.select):
+            steps = plan(db, *statement(query))
+            assert not any("idx_activity_decisions_rule" in step for step in steps), (query, steps)

@@ -12,14 +12,24 @@ import aiosqlite
 
 from cavra_ingest.core.search import trigrams
 from cavra_ingest.store.base import ListQuery
-from cavra_ingest.store.sql import DECISION_COLUMNS, SESSION_COLUMNS, SQLITE_SEARCH_TEXT, Listing
+from cavra_ingest.store.sql import DECISION_COLUMNS, SESSION_COLUMNS, SQLITE_SEARCH_TEXT, Listing, Use
 
 # Filters that may drive a decisions listing (and facets) through their index (006), most selective first.
 # With none of them the time index drives, and the other filters are tested on its entries, which carry
 # the facet and scope fields. The flag says whether several values (IN) may drive.
 DECISION_DRIVERS = (("session_id", True), ("correlation_id", True), ("agent_id", True), ("repository", True))
-# Order does not matter for a count or a facet, so 004's single-column `decision` index may drive those.
-DECISION_COUNT_DRIVERS = (*DECISION_DRIVERS, ("decision", True))
+# Order does not matter for a count or facets, so 025's rule index (rule, time, then the facet and scope
+# fields) may drive them: a rule's entries, a window a range of them, never the table. It does not drive
+# pages: it lacks decision_id, and reading the time index until a page of a rule fills takes ~1 ms at 5 M.
+RULE_DRIVER = ("rule_id", True)
+DECISION_FACET_DRIVERS = (*DECISION_DRIVERS, RULE_DRIVER)
+# And 004's single-column `decision` index may drive a count of outcomes alone (not facets: it lacks
+# their fields, so every match would be read from the table).
+DECISION_COUNT_DRIVERS = (*DECISION_FACET_DRIVERS, ("decision", True))
+# Drivers whose index holds their column alone.
+BARE_DRIVERS = frozenset({"decision"})
+# The condition of 025's partial rule index: true of every row a rule filter matches.
+RULE_INDEX_TERM = "rule_id IS NOT NULL"
 # Rows the trigram index (012) says may match, and every row the background indexer has not reached yet.
 SEARCH_CANDIDATES = (
     "rowid IN (SELECT rowid FROM activity_search WHERE activity_search MATCH ? UNION ALL"
@@ -42,6 +52,7 @@ class SteeredListing(Listing):
         *args: Any,
         drivers: tuple[tuple[str, bool], ...],
         count_drivers: tuple[tuple[str, bool], ...],
+        facet_drivers: tuple[tuple[str, bool], ...],
         indexed_search: bool = True,
         pieces: list[str] | None = None,
         **kwargs: Any,
@@ -49,6 +60,7 @@ class SteeredListing(Listing):
         super().__init__(*args, **kwargs)
         self.drivers = drivers
         self.count_drivers = count_drivers
+        self.facet_drivers = facet_drivers
         self.indexed_search = indexed_search
         # The trigrams to look up, when chosen for one query (the rarest); None: all of the terms'.
         self.pieces = pieces
@@ -72,17 +84,31 @@ class SteeredListing(Listing):
                 return name
         return None
 
-    def unindexed(self, query: ListQuery, counting: bool) -> frozenset[str]:
+    def driving(self, query: ListQuery, use: Use) -> str | None:
+        """The filter whose index drives this statement, or None (the time index, or a search's candidates)."""
         if query.terms and self.indexed_search:
             # The search's candidates (at most SEARCH_PROBE_ROWS of them) drive; no filter index may.
-            return frozenset(name for name, _ in query.equals)
-        driver = self.driver(query, self.count_drivers if counting else self.drivers)
-        if driver not in dict(self.drivers) and (query.since or query.until or len(query.equals) > 1):
+            return None
+        drivers = {"page": self.drivers, "count": self.count_drivers, "facets": self.facet_drivers}[use]
+        driver = self.driver(query, drivers)
+        if driver in BARE_DRIVERS and (query.since or query.until or len(query.equals) > 1):
             # 004's `decision` index counts outcomes alone, index-only. With a time range (usually
             # narrower) or other filters (whose values it lacks), the covering time index counts cheaper.
-            driver = None
+            return None
+        return driver
+
+    def unindexed(self, query: ListQuery, use: Use) -> frozenset[str]:
         # One chosen index drives; the other filters are tested on the entries it yields.
+        driver = self.driving(query, use)
         return frozenset(name for name, _ in query.equals if name != driver)
+
+    def where(self, query: ListQuery, *, with_position: bool, use: Use = "page") -> tuple[str, list[Any]]:
+        where, params = super().where(query, with_position=with_position, use=use)
+        if self.driving(query, use) == "rule_id":
+            # The rule index is partial on this term, so only a statement that states it may read the index:
+            # narrower than the time index, it would otherwise win every full scan (facets, counts).
+            where += f" AND {RULE_INDEX_TERM}"
+        return where, params
 
 
 def decision_listing(indexed_search: bool = True, pieces: list[str] | None = None) -> SteeredListing:
@@ -93,6 +119,7 @@ def decision_listing(indexed_search: bool = True, pieces: list[str] | None = Non
         "decision_id",
         drivers=DECISION_DRIVERS,
         count_drivers=DECISION_COUNT_DRIVERS,
+        facet_drivers=DECISION_FACET_DRIVERS,
         indexed_search=indexed_search,
         pieces=pieces,
         search_text=SQLITE_SEARCH_TEXT,
