@@ -172,6 +172,8 @@ class Service:
         if self.command == "serve":
             self.port = self.port or free_port()
             command += ["--port", str(self.port)]
+        # Only what this process writes counts: a log shared with earlier processes already says "consuming".
+        start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + timeout
@@ -180,7 +182,7 @@ class Service:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.command} exited {self.proc.returncode}: {self.log()[-3000:]}")
                 if self.command == "worker":
-                    if "worker consuming" in self.log():
+                    if "worker consuming" in self.log(start):
                         return
                 else:
                     try:
@@ -192,8 +194,13 @@ class Service:
                 await asyncio.sleep(0.05)
         raise TimeoutError(f"{self.command} did not come up: {self.log()[-3000:]}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def log(self, start: int = 0) -> str:
+        """The log from byte `start` on."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as file:
+            file.seek(start)
+            return file.read().decode(errors="replace")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

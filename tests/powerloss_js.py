@@ -184,9 +184,15 @@ async def run_jetstream(rounds: int, rng: random.Random, work: Path, sync_interv
                 break
             if (state := await drained(cluster.url, timeout=20)) is not None:
                 tally.stalls += 1
-                # Seen after cuts: the consumer holds deliveries nobody acks and redelivers nothing. A second
-                # worker start (as an operator's restart would) is given its chance before anything is counted.
-                print(f"  the stream did not drain: {state}; restarting the worker", flush=True)
+                # Once seen after cuts: the first worker exited while the restarted cluster had no stream leader
+                # yet (the worker now waits for it, tests/broker/test_cluster_restart.py). A second worker start,
+                # as an operator's restart would be, is given its chance before anything is counted.
+                exited = (
+                    ""
+                    if worker.proc is None or worker.proc.poll() is None
+                    else f" (it exited {worker.proc.returncode})"
+                )
+                print(f"  the stream did not drain: {state}; restarting the worker{exited}", flush=True)
                 worker.kill()
                 worker = Service("worker", env, logs / "worker.log")
                 services.append(worker)

@@ -12,9 +12,10 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -42,6 +43,9 @@ DETAILS = {
 }
 # Store faults that may clear: wait this long (doubling up to the cap) before the messages come back.
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
+# Fetches that fail (not time out) in a row before the consumer is bound again.
+REBIND_AFTER_FAILURES = 3
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,13 +71,18 @@ class Worker:
     def __init__(self, settings: Settings, store: Store, nc: Any) -> None:
         self.settings = settings
         self.store = store
-        self.nc = nc
-        self.js = nc.jetstream(timeout=settings.broker.broker_timeout_s)
         self.stats = WorkerStats()
         self.stopping = asyncio.Event()
         self._retry_s = RETRY_FIRST_S
+        if nc is not None:
+            self.attach(nc)
+
+    def attach(self, nc: Any) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=self.settings.broker.broker_timeout_s)
 
     async def subscribe(self) -> Any:
+        """Bind the durable consumer (creating it when missing) on a fresh inbox."""
         from nats.js.api import AckPolicy, ConsumerConfig
 
         config = ConsumerConfig(
@@ -84,21 +93,46 @@ class Worker:
             max_ack_pending=-1,
             num_replicas=self.settings.broker.stream_replicas,
         )
-        for attempt in range(5):
+        return await self.js.pull_subscribe(f"{SUBJECT_PREFIX}.*", durable=DURABLE, stream=STREAM, config=config)
+
+    async def until_stopped(self, work: Awaitable[T]) -> T | None:
+        """`work`'s result, or None once the worker is told to stop first (the work is then cancelled)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return None
+        return task.result()
+
+    async def bind(self, what: str, step: Callable[[], Awaitable[T]]) -> T | None:
+        """Run `step` until it succeeds or the worker is stopped. A cluster that was restarted whole (a power
+        cut) answers only once its stream and consumer have elected leaders, which can take longer than any
+        one request's timeout; a worker that gave up there left the stream undrained."""
+        import nats.errors
+
+        delay = RETRY_FIRST_S
+        while not self.stopping.is_set():
             try:
-                subject = f"{SUBJECT_PREFIX}.*"
-                return await self.js.pull_subscribe(subject, durable=DURABLE, stream=STREAM, config=config)
-            except Exception:
-                # Two workers creating the consumer at once: the second binds on its next try.
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+                return await self.until_stopped(step())
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                log.warning("waiting for the JetStream log (%s): %r; again in %.1fs", what, exc, delay)
+            await self.until_stopped(asyncio.sleep(delay))
+            delay = min(delay * 2, RETRY_MAX_S)
+        return None
 
     async def run(self) -> None:
         import nats.errors
 
-        subscription = await self.subscribe()
+        subscription = await self.bind("consumer", self.subscribe)
+        if subscription is None:
+            return
         log.info("worker consuming %s as %s", STREAM, DURABLE)
+        failures = 0
         while not self.stopping.is_set():
             if self.settings.broker.worker_heartbeat_file:
                 Path(self.settings.broker.worker_heartbeat_file).touch()
@@ -107,9 +141,20 @@ class Worker:
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except nats.errors.Error as exc:
-                log.warning("fetch failed: %s", exc)
-                await asyncio.sleep(RETRY_FIRST_S)
+                failures += 1
+                log.warning("fetch failed: %r", exc)
+                await self.until_stopped(asyncio.sleep(RETRY_FIRST_S))
+                if failures >= REBIND_AFTER_FAILURES:
+                    # The consumer may be gone (lost with its state in a cut, deleted) or bound to a stale inbox:
+                    # bind again, creating it when missing. Its pending messages are redelivered to the new one.
+                    log.warning("%d fetches failed in a row; binding the consumer again", failures)
+                    await asyncio.gather(subscription.unsubscribe(), return_exceptions=True)
+                    subscription = await self.bind("consumer", self.subscribe)
+                    if subscription is None:
+                        return
+                    failures = 0
                 continue
+            failures = 0
             await self.handle(msgs)
 
     async def handle(self, msgs: list[Any]) -> None:
@@ -203,12 +248,15 @@ async def run_worker(settings: Settings, ready: asyncio.Event | None = None) -> 
     await store.open()
     try:
         async with audit_log(settings, store):
-            nc = await connect(settings)
-            worker = Worker(settings, store, nc)
+            worker = Worker(settings, store, None)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stopping.set)
             started = time.monotonic()
+            nc = await worker.bind("streams", lambda: connect(settings))
+            if nc is None:
+                return worker.stats
+            worker.attach(nc)
             try:
                 if ready is not None:
                     ready.set()
