@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: bench-fold fuse powerloss partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit oidc-provider
+.PHONY: bench-jetstream-sync bench-fold fuse powerloss partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit oidc-provider
 
 install: $(VENV)/.installed
 
@@ -181,3 +181,9 @@ bench-streaming: install
 # Servers on one PostgreSQL beside COPY, then JetStream end to end with 1 and 2 workers (docs/scale-out.md).
 bench-scaleout: install nats-server
 	$(PY) -m bench.scaleout
+
+# JetStream end to end on R3 with NATS's default sync against `sync_interval: always`, PAIRS interleaved pairs
+# of runs on fresh clusters (docs/performance.md, "JetStream: sync on every write"); bench/results/jetstream-sync.*.
+PAIRS ?= 4
+bench-jetstream-sync: install nats-server
+	$(PY) -m bench.scaleout --sync --pairs $(PAIRS)

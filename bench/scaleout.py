@@ -3,6 +3,11 @@ PostgreSQL beside the database's own ceiling (COPY from one client), then JetStr
 workers: accepted and committed per second, and the lag from a 202 to the record being readable.
 
     .venv/bin/python -m bench.scaleout [--seconds 6] [--connections 8] [--batch 20]
+    .venv/bin/python -m bench.scaleout --sync [--pairs 3] [--workers 1]
+
+`--sync` runs only JetStream end to end on an R3 cluster with NATS's default sync (a 2-minute timer) and with
+`sync_interval: always` (every write fsynced before the acknowledgement), interleaved pairs on fresh clusters,
+and writes bench/results/jetstream-sync.{json,md}.
 
 Everything runs on this machine (loopback ports, a throwaway three-node NATS cluster, fresh schemas on the
 PostgreSQL server of CAVRA_TEST_POSTGRES_URL); results go to bench/results/scaleout.{json,md}.
@@ -28,6 +33,7 @@ import aiohttp
 import asyncpg
 
 from cavra_ingest.auditlog.notes import load_signer
+from cavra_ingest.broker.jetstream import server_syncs
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.postgres.store import PostgresStore
 from tests.natscluster import Cluster, Service
@@ -220,16 +226,79 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def sync_run(mode: str, index: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """One JetStream run on a fresh R3 cluster whose nodes sync on NATS's timer (`default`) or every write."""
+    cluster = Cluster(root / f"nats-{index}-{mode}", sync_interval="always" if mode == "always" else None)
+    cluster.root.mkdir()
+    await cluster.start()
+    try:
+        # What the servers say they do, not what the config file was meant to say.
+        syncs = [await server_syncs(f"http://127.0.0.1:{node.monitor_port}", 5) for node in cluster.nodes]
+        assert syncs == [mode == "always"] * 3, (mode, syncs)
+        result = await jetstream(args.workers, args, root, cluster)
+    finally:
+        cluster.stop()
+    return {"sync": mode, "pair": index, **result}
+
+
+async def sync_comparison(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """`--pairs` pairs, the order alternating (default first, then always first) so drift in the machine's
+    load falls on both sides; the ratio is of the medians."""
+    runs = []
+    for index in range(args.pairs):
+        for mode in ("default", "always") if index % 2 == 0 else ("always", "default"):
+            runs.append(await sync_run(mode, index, args, root))
+            print(json.dumps(runs[-1]), flush=True)
+    summary: dict[str, Any] = {}
+    for key in ("accepted_per_s", "end_to_end_per_s"):
+        median = {m: statistics.median(r[key] for r in runs if r["sync"] == m) for m in ("default", "always")}
+        summary[key] = {**median, "ratio": round(median["always"] / max(1, median["default"]), 2)}
+    return {"runs": runs, "summary": summary}
+
+
+def sync_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# JetStream: sync on every write ({report['cores']} cores, {report['seconds']} s per run, batches of "
+             f"{report['batch']}, {report['connections']} connections, {report['workers']} worker(s), R3, stores on "
+             f"{report['filesystem']})", "",
+             "| pair | NATS sync | accepted/s (202) | end-to-end committed/s | drained after s | lag p50 ms |"
+             " lag p95 ms | machine load (1 min) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for run in report["runs"]:
+        lines.append(f"| {run['pair']} | {run['sync']} | {run['accepted_per_s']} | {run['end_to_end_per_s']} | "
+                     f"{run['drained_after_s']} | {run['lag_p50_ms']} | {run['lag_p95_ms']} |"
+                     f" {run['load_average_1m']} |")  # fmt: skip
+    lines.append("")
+    for key, name in (("accepted_per_s", "202s/s"), ("end_to_end_per_s", "committed/s")):
+        s = report["summary"][key]
+        lines.append(f"- {name}, median: default {s['default']:.0f}, always {s['always']:.0f}: **{s['ratio']:.2f}x**")
+    lines += ["", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--sync", action="store_true", help="only JetStream, default sync against always")
+    parser.add_argument("--pairs", type=int, default=3, help="--sync: interleaved pairs of runs")
+    parser.add_argument("--workers", type=int, default=1, help="--sync: workers per run")
     args = parser.parse_args()
     command = " ".join([".venv/bin/python -m bench.scaleout", *sys.argv[1:]])
+    # On the disk (the folder TMPDIR names), never a tmpfs: fsync must cost what it costs.
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         load_signer(root / "signing-key", Settings().audit.audit_log_origin, create=True)
+        if args.sync:
+            fs = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+            assert fs != "tmpfs", "the NATS stores must be on a disk: set TMPDIR to a folder on one"
+            report = {"command": command, "cores": os.cpu_count(), "seconds": args.seconds, "batch": args.batch,
+                      "connections": args.connections, "workers": args.workers, "filesystem": fs,
+                      **await sync_comparison(args, root)}  # fmt: skip
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "jetstream-sync.json").write_text(json.dumps(report, indent=2) + "\n")
+            (RESULTS / "jetstream-sync.md").write_text(sync_markdown(report))
+            print(sync_markdown(report))
+            return
         report: dict[str, Any] = {"command": command, "cores": os.cpu_count(), "seconds": args.seconds,
                                   "batch": args.batch, "connections": args.connections}  # fmt: skip
         report["servers"] = [await servers_on_one_database(n, args, root) for n in (1, 2, 4)]

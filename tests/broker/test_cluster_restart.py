@@ -97,3 +97,26 @@ async def test_a_running_worker_whose_consumer_vanished_binds_a_new_one_and_drai
     assert worker.proc is not None and worker.proc.poll() is None
     stored = await check_schema(POSTGRES_URL, topology.schema, leaves=False)
     assert stored["ids"] >= first | second
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_waiting_worker_stops_at_once_on_sigterm(topology):  # noqa: F811
+    """Waiting for a cluster that is down must not make the worker deaf to `docker stop`: exit status 0."""
+    import signal
+    import time
+
+    topology.cluster.stop()
+    starting = asyncio.ensure_future(topology.start("worker"))
+    await asyncio.sleep(0)  # the process is started
+    worker = topology.services[-1]
+    while "NATS connection" not in worker.log():  # it is trying to connect
+        assert not starting.done(), starting.exception()
+        await asyncio.sleep(0.05)
+    assert worker.proc is not None
+    sent = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.proc.wait, 10) == 0, worker.log()[-2000:]
+    assert time.monotonic() - sent < 5
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
