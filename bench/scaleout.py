@@ -176,7 +176,11 @@ async def jetstream(workers: int, args: argparse.Namespace, root: Path, cluster:
         stop, lags = asyncio.Event(), []
         probe = asyncio.ensure_future(lag_probe(replica.url, stop, lags))
         started = time.monotonic()
-        result = await asyncio.to_thread(wrk_result, wrk(replica.url, args.connections, args.seconds, args.batch))
+        try:
+            result = await asyncio.to_thread(wrk_result, wrk(replica.url, args.connections, args.seconds, args.batch))
+        except RuntimeError as exc:
+            exited = replica.proc.poll() if replica.proc is not None else None
+            raise RuntimeError(f"{exc}; replica exit status {exited}, its log: {replica.log()[-2000:]}") from exc
         stop.set()
         await probe
         accepted = result["requests"] * args.batch
