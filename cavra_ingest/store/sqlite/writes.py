@@ -158,23 +158,9 @@ def write_batch(
 ) -> list[WriteResult]:
     """Store a batch, its audit-log leaves, quota usage and session summaries in one transaction.
 
-    `memory`: the writer's tallies of its own decisions for the counts (batchcounts.py), kept across batches.
+    `memory`: the writer's tally of its own decisions' pair rows (batchcounts.py), kept across batches; a
+    rolled-back batch leaves it covering rowids the file does not hold, so the next batch drops it.
     """
-    try:
-        return _write_batch(db, items, abandoned, audit_log, memory)
-    except BaseException:
-        if memory is not None:
-            memory.drop()  # the tallies may hold the rolled-back decisions
-        raise
-
-
-def _write_batch(
-    db: sqlite3.Connection,
-    items: list[WriteItem],
-    abandoned: threading.Event,
-    audit_log: bool,
-    memory: BatchCounts | None,
-) -> list[WriteResult]:
     # Nothing of a failed batch may stay visible: the transaction is rolled back whole.
     with transaction(db):
         stored: dict[str, bytes] = {}
