@@ -115,3 +115,12 @@ async def build_log(db: Path, bodies: list[dict[str, Any]], *, every: int = 1) -
     finally:
         await client.close()
     return [body["decision_id"] for body in bodies]
+
+
+async def signed_size(log: Any) -> int:
+    """Sign now and return the size of the latest checkpoint. The app's own loop signs every half second, so it
+    may have signed these leaves first (make_checkpoint then returns None): either way the log is signed."""
+    await log.make_checkpoint()
+    latest = await log.checkpoint()
+    assert latest is not None, "no checkpoint after make_checkpoint"
+    return latest[0]

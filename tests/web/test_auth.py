@@ -18,6 +18,7 @@ from cavra_ingest.http.keys import AUDIT_KEY, SETTINGS_KEY, STORE_KEY
 from cavra_ingest.settings import Settings
 from cavra_ingest.store.postgres.store import PostgresStore
 from cavra_ingest.store.tokens import Token, new_token, token_store
+from tests.auditing import signed_size
 from tests.conftest import MakeClient, decision
 
 # Every route the app serves and what it needs; a route missing here (say, added by another branch) fails
@@ -144,7 +145,7 @@ async def secured(request: pytest.FixtureRequest, make_client: MakeClient) -> tu
     response = await client.post("/sinks", json=sink, headers=bearer(who.admin))
     assert response.status == 201, await response.text()
     # Sign now, so the seeded decisions have proofs (the loop would within its interval).
-    assert await client.app[AUDIT_KEY].make_checkpoint() == 2
+    assert await signed_size(client.app[AUDIT_KEY]) == 2
     return client, who
 
 

@@ -24,6 +24,7 @@ from cavra_ingest.http.keys import AUDIT_KEY
 from cavra_ingest.settings import Settings
 from cavra_ingest.store import make_store
 from cavra_ingest.store.tokens import SqliteTokens, new_token
+from tests.auditing import signed_size
 from tests.conftest import decision
 from tests.oidcprovider import OidcProvider, free_port, sign_in_form
 from tests.web.test_auth import EXPECTED_SCOPES, FRESH, OK, ONE, OTHER_TENANT, TWO, UNBOUND_ONLY, request_for
@@ -171,7 +172,7 @@ async def seed(world: Tenancy) -> None:
     for name, tenant in (("s-one", ONE), ("s-two", TWO)):
         sink = {"name": name, "kind": "webhook", "target": "http://127.0.0.1:9/hook", "tenant_id": tenant}
         assert (await world.call("root", "POST", "/sinks", sink))[0] == 201
-    assert await world.app[AUDIT_KEY].make_checkpoint() == 2
+    assert await signed_size(world.app[AUDIT_KEY]) == 2
 
 
 def served(app: web.Application) -> set[tuple[str, str]]:
