@@ -6,7 +6,9 @@ core 0 and driven by wrk from core 1 (w1: one ~650 B decision per POST, 64 conne
 - the no-op handler (bench/noop_server.py), the ceiling;
 - the real app with a sink that answers at once (bench/null_sink_server.py): what a request costs the
   event loop apart from the store (middlewares, body read, validation, reply);
-- the real `python -m cavra_ingest serve` on a fresh file in bench/work/.
+- the real `python -m cavra_ingest serve` on a fresh file in bench/work/;
+- the same app committing with plain `sqlite3` (bench/plain_sink_server.py): the app beside the layout's
+  floor on the one core, the most any store could give single posts here.
 
 Each round reports throughput, the ratio to the no-op handler, CPU µs per decision and the pipeline's
 CPU split between the event-loop (main) thread and the others (the busiest is the SQLite writer), from
@@ -48,6 +50,8 @@ def commit_totals(port: int) -> tuple[float, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("cavra_writer_commit_duration"))
+    if "cavra_writer_commit_duration_seconds_sum" not in values:  # a bench sink that is not the writer
+        return 0.0, 0.0
     return float(values["cavra_writer_commit_duration_seconds_sum"]), float(
         values["cavra_writer_commit_duration_seconds_count"]
     )
@@ -123,6 +127,14 @@ def one_round(duration_s: float, env: dict[str, str], profile: Path | None) -> d
         head = measure(server, db, duration_s, profile)
     finally:
         server.stop()
+    # The same app committing with plain sqlite3 (bench/plain_sink_server.py): the app's loop and the layout's
+    # floor sharing the server's one core, the most any store could give single posts here.
+    plain_db = fresh_db("hotpath-plain")
+    plain = Server(["-m", "bench.plain_sink_server", "--port", str(PORT)], {"CAVRA_ACTIVITY_DB": str(plain_db), **env})
+    try:
+        plain_app = measure(plain, plain_db, duration_s)
+    finally:
+        plain.stop()
     # The storage floor at the batch size single posts gave: plain sqlite3 into the same layout, no counts,
     # no audit log, no Python between statements. Single posts cannot outrun it, whatever the app does.
     batch = max(1, round(head["mean_batch"] or 1))
@@ -132,6 +144,7 @@ def one_round(duration_s: float, env: dict[str, str], profile: Path | None) -> d
         "noop": base,
         "null_sink": loop_only,
         "w1": head,
+        "plain_sink": plain_app,
         "plain_sqlite3": {
             **floor,
             "batch": batch,
@@ -141,6 +154,8 @@ def one_round(duration_s: float, env: dict[str, str], profile: Path | None) -> d
         "null_sink_vs_noop": loop_only["decisions_per_s"] / base["decisions_per_s"],
         "w1_vs_null_sink": head["decisions_per_s"] / loop_only["decisions_per_s"],
         "plain_sqlite3_vs_null_sink": floor["rows_per_s"] / loop_only["decisions_per_s"],
+        "plain_sink_vs_null_sink": plain_app["decisions_per_s"] / loop_only["decisions_per_s"],
+        "w1_vs_plain_sink": head["decisions_per_s"] / plain_app["decisions_per_s"],
     }
 
 
@@ -173,7 +188,10 @@ def main() -> None:
             f"loop {w1['loop_us_per_decision']:.0f} + store {w1['store_us_per_decision']:.0f} "
             f"+ other {w1['other_us_per_decision']:.0f} | {r['w1_vs_null_sink']:.2f} of the null sink; plain sqlite3"
             f" at batch {r['plain_sqlite3']['batch']}: {r['plain_sqlite3']['rows_per_s']:.0f}/s"
-            f" ({r['plain_sqlite3_vs_null_sink']:.2f} of the null sink)" + (f"; profile {profile}" if profile else ""),
+            f" ({r['plain_sqlite3_vs_null_sink']:.2f} of the null sink) | plain-sqlite3 app"
+            f" {r['plain_sink']['decisions_per_s']:.0f}/s, batch {r['plain_sink']['mean_batch']:.0f},"
+            f" {r['plain_sink']['cpu_us_per_decision']:.0f} µs/dec ({r['plain_sink_vs_null_sink']:.2f} of the null"
+            f" sink; w1 {r['w1_vs_plain_sink']:.2f} of it)" + (f"; profile {profile}" if profile else ""),
             flush=True,
         )
     summary = {
@@ -186,6 +204,8 @@ def main() -> None:
     summary["null_sink_vs_noop"] = statistics.median(r["null_sink_vs_noop"] for r in rounds)
     summary["w1_vs_null_sink"] = statistics.median(r["w1_vs_null_sink"] for r in rounds)
     summary["plain_sqlite3_vs_null_sink"] = statistics.median(r["plain_sqlite3_vs_null_sink"] for r in rounds)
+    summary["plain_sink_vs_null_sink"] = statistics.median(r["plain_sink_vs_null_sink"] for r in rounds)
+    summary["w1_vs_plain_sink"] = statistics.median(r["w1_vs_plain_sink"] for r in rounds)
     summary["plain_sqlite3_us_per_decision"] = statistics.median(
         r["plain_sqlite3"]["cpu_us_per_decision"] for r in rounds
     )
