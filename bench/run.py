@@ -289,6 +289,16 @@ def one_round(plan: Plan, pipeline_only: bool = False) -> dict[str, Any]:
     }
     if pipeline_only:
         return out
+    # The same app committing with plain sqlite3 (bench/plain_sink_server.py): the floor a store shares the
+    # server's core with, for the two workloads whose goals compare against plain sqlite3 and the null sink.
+    for name in ("w1_single", "w2_array100"):
+        mode, per_request, connections = WORKLOADS[name]
+        db = fresh_db(f"{name}_plain_app")
+        server = Server(["-m", "bench.plain_sink_server", "--port", str(PORT)], {"CAVRA_ACTIVITY_DB": str(db)})
+        try:
+            out[f"{name}_plain_app"] = load(server, db, mode, per_request, connections, plan.duration_s, plan.ids)
+        finally:
+            server.stop()
     db = fresh_db("w1_composite", composite_index=True)
     server = pipeline(db, plan.server_env)
     try:
@@ -351,7 +361,15 @@ def summarise(rounds: list[dict[str, Any]], w4: list[dict[str, Any]]) -> dict[st
     keys = ["decisions_per_s", "p50_us", "p99_us", "p999_us", "server_cpu_share", "peak_rss_mb"]
     keys += ["mean_batch", "load_cpu_share", "status_errors", "requests_per_s", "cpu_us_per_decision"]
     table: dict[str, Any] = {}
-    for name in ["noop", *WORKLOADS, "w1_composite", "w1_single_normal", "w3_ndjson1000_normal"]:
+    for name in [
+        "noop",
+        *WORKLOADS,
+        "w1_single_plain_app",
+        "w2_array100_plain_app",
+        "w1_composite",
+        "w1_single_normal",
+        "w3_ndjson1000_normal",
+    ]:
         if name in rounds[0]:
             table[name] = {key: median_of([r[name] for r in rounds], key) for key in keys}
     if w4:
@@ -391,6 +409,15 @@ def summarise(rounds: list[dict[str, Any]], w4: list[dict[str, Any]]) -> dict[st
             r["ceiling"]["1000"] / r["ceiling"]["1000_without_006"] for r in rounds
         ),
     }
+    if "w2_array100_plain_app" in rounds[0]:
+        for name in ("w1_single", "w2_array100"):
+            ratios[f"{name}_vs_plain_app"] = statistics.median(
+                r[name]["decisions_per_s"] / r[f"{name}_plain_app"]["decisions_per_s"] for r in rounds
+            )
+        ratios["w2_plain_app_vs_sqlite_observed_batch"] = statistics.median(
+            r["w2_array100_plain_app"]["decisions_per_s"] / r["ceiling"]["observed_w2_array100"]["rows_per_s"]
+            for r in rounds
+        )
     if "w1_single_normal" in rounds[0]:
         for name in ("w1_single", "w3_ndjson1000"):
             ratios[f"{name}_normal_vs_full"] = statistics.median(
