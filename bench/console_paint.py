@@ -1,8 +1,11 @@
 """The console's default view as a user loads it: time to first paint of the decisions table and facets.
 
 Serves FILE with `cavra-ingest serve` (its own process), opens /console in Debian's Chromium through
-Playwright (a fresh page each run, server warm), and times from navigation start until the table has
-rows and the facet box is shown. Also records the API calls' durations from the browser's resource timing.
+Playwright (a fresh page each run, server warm), and times from navigation start until the browser has
+painted the first result row and the first facet (Element Timing's renderTime, the attributes set by a
+script installed before the page's; `seen_by_driver_ms` is the older figure, read once Playwright's poll
+had seen them in the DOM).
+Also records the API calls' durations from the browser's resource timing.
 
 Usage: python -m bench.console_paint --db bench/data/reads-5000000.db [--runs 10]
 """
@@ -28,6 +31,32 @@ PAINTED = (
     " && !document.getElementById('facets').hidden"
     " && document.querySelectorAll('#facet-groups li, #facet-groups button, #facet-groups a').length > 0"
 )
+# Installed before the page's own scripts: the browser's own paint time (Element Timing's renderTime) of the
+# first result row's text and of the first facet's text, the later of the two being the first paint. The
+# attributes are set as the elements arrive (a MutationObserver runs before the next paint). Read back after
+# the wait, so the driver's own round trip (Playwright's poll, its answer, the next call) is not counted.
+MARK_PAINT = """
+(() => {
+  window.__cavraPainted = {};
+  new PerformanceObserver(list => {
+    for (const entry of list.getEntries()) {
+      window.__cavraPainted[entry.identifier] ??= entry.renderTime || entry.loadTime;
+    }
+  }).observe({ type: 'element', buffered: true });
+  const texted = selector => [...document.querySelectorAll(selector)].find(
+    e => [...e.childNodes].some(n => n.nodeType === Node.TEXT_NODE && n.textContent.trim()));
+  // Until both have painted: a view drawn again replaces the marked elements before they paint.
+  const observer = new MutationObserver(() => {
+    const marks = [['row', document.querySelector('#results-body tr td')], ['facet', texted('#facet-groups *')]];
+    for (const [name, element] of marks) {
+      if (element && !element.hasAttribute('elementtiming')) element.setAttribute('elementtiming', name);
+    }
+    if (window.__cavraPainted.row && window.__cavraPainted.facet) observer.disconnect();
+  });
+  observer.observe(document, { childList: true, subtree: true });
+})();
+"""
+PAINT_TIMES = "() => { const t = window.__cavraPainted; return t.row && t.facet ? Math.max(t.row, t.facet) : 0; }"
 
 
 def free_port() -> int:
@@ -58,6 +87,7 @@ def measure(db: Path, runs: int) -> dict[str, object]:
     cmd = [sys.executable, "-m", "cavra_ingest", "serve", "--db", str(db), "--port", str(port)]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     paints: list[float] = []
+    seen_by_driver: list[float] = []
     dom: list[float] = []
     api: dict[str, list[float]] = {}
     try:
@@ -67,9 +97,11 @@ def measure(db: Path, runs: int) -> dict[str, object]:
             try:
                 for run in range(runs + 1):
                     page = browser.new_page()
+                    page.add_init_script(MARK_PAINT)
                     page.goto(f"{url}/console")
                     page.wait_for_function(PAINTED, timeout=120_000, polling="raf")
-                    painted = page.evaluate("performance.now()")
+                    seen = page.evaluate("performance.now()")
+                    painted = page.wait_for_function(PAINT_TIMES, timeout=10_000).json_value()
                     loaded = page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
                     dom.append(loaded)
                     timings = page.evaluate(
@@ -80,6 +112,7 @@ def measure(db: Path, runs: int) -> dict[str, object]:
                     if run == 0:
                         continue  # the first load warms the server's and the browser's caches
                     paints.append(painted)
+                    seen_by_driver.append(seen)
                     for name, duration in timings:
                         key = name.split("?")[0].replace(url, "")
                         api.setdefault(key, []).append(duration)
@@ -93,6 +126,12 @@ def measure(db: Path, runs: int) -> dict[str, object]:
         "first_paint_ms": {
             "median": round(statistics.median(paints), 1),
             "max": round(max(paints), 1),
+        },
+        # The old measure: performance.now() read by a call made once Playwright's poll had seen the page
+        # drawn, so it adds the driver's round trip to the page's time.
+        "seen_by_driver_ms": {
+            "median": round(statistics.median(seen_by_driver), 1),
+            "max": round(max(seen_by_driver), 1),
         },
         "dom_content_loaded_ms_median": round(statistics.median(dom[1:]), 1),
         "api_ms_median": {name: round(statistics.median(v), 1) for name, v in sorted(api.items())},
