@@ -13,26 +13,16 @@ from cavra_ingest.store.base import DECISION_FILTERS, FACET_FIELDS, SESSION_FILT
 
 ASSETS = {
     "app.js": "text/javascript",
-    "boot.js": "text/javascript",
     "early.js": "text/javascript",
     "api.js": "text/javascript",
-    "config.js": "text/javascript",
-    "decisions.js": "text/javascript",
-    "dialog.js": "text/javascript",
     "filters.js": "text/javascript",
     "list.js": "text/javascript",
-    "auth.js": "text/javascript",
     "render.js": "text/javascript",
     "session.js": "text/javascript",
-    "sessions.js": "text/javascript",
     "state.js": "text/javascript",
     "status.js": "text/javascript",
-    "ui.js": "text/javascript",
     "evidence.js": "text/javascript",
-    "search.js": "text/javascript",
     "histogram.js": "text/javascript",
-    "firstrun.js": "text/javascript",
-    "clock.js": "text/javascript",
     "sessiontools.js": "text/javascript",
     "sinks.js": "text/javascript",
     "sinks.html": "text/html",
@@ -144,8 +134,8 @@ def test_the_early_calls_are_the_ones_the_views_make():
     # `test_a_new_page_asks_for_its_page_and_facets_together_and_once_each` checks the URLs end to end).
     early = (STATIC / "early.js").read_text()
     assert 'const TOKEN_KEY = "cavra.token";' in early
-    assert 'const KEY = "cavra.token";' in (STATIC / "auth.js").read_text()
-    assert "default_limit: 50," in (STATIC / "config.js").read_text()
+    assert 'const KEY = "cavra.token";' in (STATIC / "api.js").read_text()
+    assert "default_limit: 50," in (STATIC / "state.js").read_text()
     assert "export const FACET_VALUES = 25;" in (STATIC / "state.js").read_text()
     assert 'DEFAULT_CALLS = ["/decisions?limit=50", "/decisions/facets?top=25"]' in early
 

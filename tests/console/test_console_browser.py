@@ -916,7 +916,7 @@ API_CALLS = (
 def test_a_new_page_asks_for_its_page_and_facets_together_and_once_each(
     page: Page, server: LiveServer, view: str
 ) -> None:
-    # boot.js starts these calls before the views load; the views take its answers instead of asking again,
+    # app.js starts these calls before the views load; the views take its answers instead of asking again,
     # and the facets are asked for with the page, not after it was drawn.
     page.add_init_script(
         "new MutationObserver((_, observer) => { if (document.querySelector('#results-body tr')) {"

@@ -1,16 +1,26 @@
-// The Activity Explorer's router: URL state in, the view's module draws it. Each view lives in its own file.
-import { ApiError, getJson } from "./api.js";
-import { booted } from "./boot.js";
-import { config, sharedFilters } from "./config.js";
-import { syncDetail, wireDetail } from "./dialog.js";
-import { buildForm, fillForm, wireForm } from "./filters.js";
-import { buildPageSizes, loadList, wirePager } from "./list.js";
-import { wireClock } from "./clock.js";
-import { wireFirstRun } from "./firstrun.js";
-import { fillSearch, wireSearch } from "./search.js";
-import { parseLocation, sameListing, toSearch } from "./state.js";
+// The Activity Explorer's router: URL state in, the view's module draws it; and the first calls of a view
+// with filters, made as soon as the config has answered.
+import { ApiError, getJson, withQuery } from "./api.js";
+import { CONFIG_URL, peek, prefetch } from "./early.js";
+import { buildForm, fillForm, fillSearch, wireForm, wireSearch } from "./filters.js";
+import { buildPageSizes, loadList, syncDetail, wireDetail, wireFirstRun, wirePager } from "./list.js";
+import { wireClock } from "./render.js";
+import { $, config, firstCalls, navigate, onRender, parseLocation, sameListing, sharedFilters, toSearch, ui } from "./state.js";
 import { onPoll, retryPause, schedulePoll, showError, stopPolling, wireStatus } from "./status.js";
-import { $, navigate, onRender, ui } from "./ui.js";
+
+// The first calls of a view with filters: they need the server's filter names, so they go out as soon as the
+// config early.js asked for has answered (the default view's went out with it). start() waits for this.
+async function firstCallsOfFilteredView() {
+  const answer = peek(CONFIG_URL);
+  if (!location.search || !answer) return;
+  const response = await answer;
+  if (!response.ok) return; // a token to ask for, or an error: loadConfig deals with it
+  // A copy: loadConfig reads the original when it asks for the config.
+  Object.assign(config, await response.clone().json());
+  for (const [path, params] of firstCalls(parseLocation(location.search))) prefetch(withQuery(path, params));
+}
+
+const booted = firstCallsOfFilteredView().catch(() => {});
 
 // The session view's files are fetched when a session is first shown: the default view draws sooner without
 // them (the browser loads a page's files six at a time).

@@ -1,10 +1,10 @@
 // The first API calls, made as soon as this file is here: an async module that imports nothing, so it runs
 // before the rest of the console has arrived. The config always; for the default view (no query string, so
-// no server vocabulary needed) its page and facets, at the URLs list.js and decisions.js ask for (if the
-// server's page size differs from config.js's default, the views ask for their own and these go unused).
+// no server vocabulary needed) its page and facets, at the URLs list.js asks for (if the
+// server's page size differs from state.js's default, the views ask for their own and these go unused).
 // api.js hands each answer, once, to the view that asks for the same URL.
 
-const TOKEN_KEY = "cavra.token"; // auth.js's: a signed-in tab's calls carry its token from the start
+const TOKEN_KEY = "cavra.token"; // api.js's: a signed-in tab's calls carry its token from the start
 const FRESH_MS = 10_000;
 const ahead = new Map();
 
@@ -24,7 +24,7 @@ export function take(url) {
   return early && performance.now() - early.at < FRESH_MS ? early.response : null;
 }
 
-// The config's answer without taking it (boot.js reads a copy for a view with filters).
+// The config's answer without taking it (app.js reads a copy for a view with filters).
 export function peek(url) {
   const early = ahead.get(url);
   return early ? early.response : null;

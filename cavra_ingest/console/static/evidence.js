@@ -1,8 +1,7 @@
 // The session page's evidence piece: a link to the session's bundle, and the records on screen checked
 // against its checkpoint in the browser (RFC 8785 canonical JSON, RFC 9162 inclusion proofs, SHA-256).
 // The checkpoint's signature is checked offline by `cavra-ingest evidence verify`.
-
-import { authHeaders } from "./auth.js";
+import { authHeaders } from "./api.js";
 
 const enc = new TextEncoder();
 

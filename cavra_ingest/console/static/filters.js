@@ -1,9 +1,8 @@
-// The filter form, drawn from the server's lists (config.js) and kept in step with the URL state.
-import { allFilters, config, filtersFor, isMulti } from "./config.js";
+// The filter form and the search box, drawn from the server's lists and kept in step with the URL state.
 import { badge, el, ordered } from "./render.js";
-import { toSearch } from "./state.js";
-import { $, navigate, ui, withFilters } from "./ui.js";
+import { $, allFilters, config, filtersFor, isMulti, navigate, toSearch, ui, withFilters } from "./state.js";
 
+// --- The filter form, drawn from the server's lists (state.js's config) and kept in step with the URL state.
 const VIEWS = ["decisions", "sessions"];
 
 // The control of a filter: index.html's own, or (for a filter it does not know yet) a plain one under
@@ -125,4 +124,21 @@ export function wireForm() {
   $("clear-filters").addEventListener("click", clear);
   $("empty-clear").addEventListener("click", clear);
   $("error-clear").addEventListener("click", clear);
+}
+
+// --- The search box: `q` in the URL, sent with the listing, facets, histogram and exports (state.filterParams).
+export function fillSearch() {
+  $("f-q").value = ui.state.q || "";
+}
+
+export function wireSearch() {
+  $("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = $("f-q").value.trim();
+    if (q !== (ui.state.q || "")) navigate(withFilters({ q }));
+  });
+  // The field's own clear (×) or Escape on an emptied field lifts the search.
+  $("f-q").addEventListener("search", () => {
+    if (!$("f-q").value && ui.state.q) navigate(withFilters({ q: "" }));
+  });
 }

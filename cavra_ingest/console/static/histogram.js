@@ -2,11 +2,8 @@
 // dozen rects need no library, and nothing here needs a style attribute the CSP would refuse).
 // Dragging across it, or picking bars with the keyboard, zooms the whole view to that window (URL state).
 import { getJson, settled } from "./api.js";
-import { clock, clockText as inClock } from "./clock.js";
-import { config } from "./config.js";
-import { grouped, labelOf } from "./render.js";
-import { histogramParams } from "./state.js";
-import { $, navigate, ui, withFilters } from "./ui.js";
+import { clock, clockText as inClock, grouped, labelOf } from "./render.js";
+import { $, config, histogramParams, navigate, ui, withFilters } from "./state.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 1000;

@@ -1,5 +1,48 @@
-// DOM builders. Data only ever goes in through textContent and attributes, never as markup.
+// DOM builders and the clock they show times in. Data only ever goes in through textContent and attributes,
+// never as markup.
 
+// --- Times in UTC (stored, comparable across teams) or in the viewer's local time: a switch kept in localStorage.
+const KEY = "cavra.clock";
+
+export const clock = { local: readLocal() };
+
+function readLocal() {
+  try {
+    return localStorage.getItem(KEY) === "local";
+  } catch {
+    return false;
+  }
+}
+
+function pad(n) {
+  return String(n).padStart(2, "0");
+}
+
+// A moment as the switch says: "2026-03-01 10:05:00" in UTC, or the same shape in local time.
+export function clockText(moment) {
+  if (!clock.local) return moment.toISOString().slice(0, 19).replace("T", " ");
+  return `${moment.getFullYear()}-${pad(moment.getMonth() + 1)}-${pad(moment.getDate())} ${pad(moment.getHours())}:${pad(moment.getMinutes())}:${pad(moment.getSeconds())}`;
+}
+
+export function clockName() {
+  return clock.local ? "local time" : "UTC";
+}
+
+export function wireClock(rerender) {
+  const select = document.getElementById("clock-select");
+  select.value = clock.local ? "local" : "utc";
+  select.addEventListener("change", () => {
+    clock.local = select.value === "local";
+    try {
+      localStorage.setItem(KEY, select.value);
+    } catch {
+      // private mode: the choice lasts for this page only
+    }
+    rerender();
+  });
+}
+
+// --- DOM builders.
 // How enum values read: label and icon, most severe first. Which values exist is the server's to say
 // (config.enums); a value missing here still shows, as itself.
 const OUTCOMES = {
@@ -89,7 +132,6 @@ export function labelOf(kind, value) {
   return known ? known.label : String(value);
 }
 
-import { clock, clockText } from "./clock.js";
 
 const STORED = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})/;
 

@@ -1,10 +1,10 @@
 // The session page: its summary and its timeline of decisions, oldest first, kept current while live.
 import { ApiError, getJson } from "./api.js";
-import { badge, consoleHref, el, sessionSummary, timelineItem } from "./render.js";
 import { showEvidence } from "./evidence.js";
+import { badge, consoleHref, el, sessionSummary, timelineItem } from "./render.js";
 import { showSessionTools } from "./sessiontools.js";
+import { $, ui } from "./state.js";
 import { clearError, markChecked, schedulePoll, showError } from "./status.js";
-import { $, ui } from "./ui.js";
 
 export async function loadSession({ poll = false } = {}) {
   const gen = poll ? ui.generation : ++ui.generation;

@@ -1,6 +1,6 @@
 // The session page's tools: its duration, a filter to the decisions that were not plain allows, exports.
 import { withQuery } from "./api.js";
-import { $ } from "./ui.js";
+import { $ } from "./state.js";
 
 function duration(start, end) {
   const ms = new Date(end) - new Date(start);

@@ -1,10 +1,38 @@
-// The whole view state lives in the console's URL; these functions convert between the two.
-import { allFilters, config, filtersFor } from "./config.js";
+// The view state: the server's vocabulary (GET /console/config), the URL that holds the whole view, and
+// navigation between views. Imports nothing of the console.
 
+// --- The server's settings and vocabularies (GET /console/config): the only source of filter names and values.
+export const config = {
+  activity_mode: "?",
+  default_limit: 50,
+  max_limit: 500,
+  filters: { decisions: [], sessions: [] }, // query filters each listing accepts
+  enums: {}, // allowed values of the enumerated filters, which the form offers as checkboxes
+  facet_fields: [], // what GET /decisions/facets counts by, in its order
+};
+
+export function filtersFor(view) {
+  return config.filters[view === "sessions" ? "sessions" : "decisions"] || [];
+}
+
+export function allFilters() {
+  return [...new Set([...filtersFor("decisions"), ...filtersFor("sessions")])];
+}
+
+export function isMulti(name) {
+  return Object.hasOwn(config.enums, name);
+}
+
+// Filters both listings accept travel along when switching between them.
+export function sharedFilters() {
+  return filtersFor("decisions").filter((name) => filtersFor("sessions").includes(name));
+}
+
+// --- The whole view state lives in the console's URL; these functions convert between the two.
 export const RANGES = { "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3 };
 const VIEWS = ["decisions", "sessions", "session"];
 
-// Filters are the server's (config.js): parse only once /console/config has answered.
+// Filters are the server's (the config above): parse only once /console/config has answered.
 export function parseLocation(search) {
   const q = new URLSearchParams(search);
   const view = VIEWS.includes(q.get("view")) ? q.get("view") : "decisions";
@@ -97,7 +125,7 @@ export function histogramParams(state, since, now = new Date()) {
 }
 
 // What the decisions view must show first (its page with the total, and the facets), when those URLs do not
-// depend on the moment they are asked (a preset window starts "now"): boot.js starts them early (early.js
+// depend on the moment they are asked (a preset window starts "now"): app.js starts them early (early.js
 // the default view's). The chart is asked for once they are drawn: on a busy server it would slow them.
 export function firstCalls(state) {
   if (state.view !== "decisions" || state.range in RANGES) return [];
@@ -108,4 +136,40 @@ export function firstCalls(state) {
 export function sameListing(a, b) {
   if (!a || !b || a.view !== b.view) return false;
   return toSearch({ ...a, detail: "" }) === toSearch({ ...b, detail: "" });
+}
+
+// --- What the view modules share: the state from the URL, what the page shows, and navigation.
+export const $ = (id) => document.getElementById(id);
+
+export const ui = {
+  state: null, // the view state, parsed from the URL
+  prevStack: [], // cursors of the pages before this one, for ‹ Previous
+  generation: 0, // bumps on every navigation; late answers for older views are dropped
+  shown: null, // what the page currently shows: { state, items, signature, total, since, checkedAt, ... }
+  live: true,
+  detailPushed: false, // the open dialog added a step to the history
+};
+
+let renderHook = () => {};
+
+export function onRender(hook) {
+  renderHook = hook;
+}
+
+export function render() {
+  renderHook();
+}
+
+export function navigate(next, { prev = [], replace = false } = {}) {
+  ui.state = next;
+  ui.prevStack = prev;
+  const url = `/console${toSearch(next)}`;
+  // Re-applying the same view (Clear all on a clear view) must not add a step to Back.
+  if (replace || url === location.pathname + location.search) history.replaceState({ prev }, "", url);
+  else history.pushState({ prev }, "", url);
+  render();
+}
+
+export function withFilters(changes) {
+  return { ...ui.state, ...changes, cursor: "", detail: "" };
 }

@@ -1,6 +1,6 @@
 // The error banner, the live/paused status and the polling timer that keeps the view current.
 import { ApiError } from "./api.js";
-import { $, render, ui } from "./ui.js";
+import { $, render, ui } from "./state.js";
 
 const POLL_MS = 3000;
 let pollTimer = null;
