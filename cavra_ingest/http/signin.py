@@ -43,13 +43,13 @@ class Binding:
 
 
 def load_rules(path: str) -> list[dict[str, Any]]:
-    """Read the rule list; a broken file refuses sign-in (never grants)."""
+    """Read the rule list; a broken file refuses sign-in (never grants) with a 503 until an operator mends it."""
     try:
         rules = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise SignInError(f"the role mapping {path!r} cannot be read ({type(exc).__name__})", 500) from None
+        raise SignInError(f"the role mapping (CAVRA_OIDC_ROLES) cannot be read ({type(exc).__name__})", 503) from None
     if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
-        raise SignInError("the role mapping must be a JSON list of rules", 500)
+        raise SignInError("the role mapping (CAVRA_OIDC_ROLES) must be a JSON list of rules", 503)
     return rules
 
 
@@ -126,13 +126,18 @@ class SignIn:
             log.error("could not store access event %s: %s", kind, type(exc).__name__)
 
 
+SIGNIN_RETRY_AFTER_S = 30
+
+
 def page(status: int, title: str, text: str) -> web.Response:
     body = (
         "<!doctype html><html><head><meta charset=utf-8><title>cavra-ingest: sign-in</title></head><body>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p><p><a href=/auth/login>Sign in again</a></p>"
         "</body></html>"
     )
-    return web.Response(status=status, text=body, content_type="text/html")
+    # A 503 is the server's to mend (the provider unreachable, the role mapping broken): ask again later.
+    headers = {"Retry-After": str(SIGNIN_RETRY_AFTER_S)} if status == 503 else None
+    return web.Response(status=status, text=body, content_type="text/html", headers=headers)
 
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -275,7 +280,13 @@ async def signin_context(app: web.Application) -> AsyncIterator[None]:
     """Runs after routes/access.py's context, whose store (migration 022) it shares."""
     if ACCESS_KEY not in app:
         raise RuntimeError("CAVRA_OIDC_ISSUER needs a SQL store: the JSON store keeps no sessions")
-    app[SIGNIN_KEY] = SignIn(Provider(app[SETTINGS_KEY].oidc), app[ACCESS_KEY])
+    settings = app[SETTINGS_KEY].oidc
+    try:
+        load_rules(settings.oidc_roles)
+    except SignInError as exc:
+        # Re-read at each sign-in, so mending the file needs no restart; until then sign-ins answer 503.
+        log.warning("sign-ins will be refused: %s", exc.reason)
+    app[SIGNIN_KEY] = SignIn(Provider(settings), app[ACCESS_KEY])
     yield
 
 

@@ -149,6 +149,21 @@ async def test_wrong_state_idle_expiry_and_a_removed_group(world: World) -> None
     assert ("refusal", "no-role", "alice", None) in world.events()
 
 
+async def test_a_broken_role_mapping_refuses_sign_in_with_a_503_until_it_is_mended(world: World) -> None:
+    roles = Path(world.settings.oidc.oidc_roles)
+    roles.write_text("[{not json")
+    async with world.jar() as http:
+        reply = await world.sign_in(http)
+        assert reply.status == 503 and reply.headers["Retry-After"] == "30"
+        assert (await decisions(http, world))[0] == 401  # refused, never granted
+    # Re-read at each sign-in: mended, the next one goes through without a restart.
+    roles.write_text(json.dumps(RULES))
+    async with world.jar() as http:
+        assert (await world.sign_in(http)).status == 302
+        assert await decisions(http, world) == (200, ["acme"])
+    assert ("sign-in", "failed", "alice", None) in world.events()
+
+
 @pytest.mark.parametrize("world", [{"oidc_pending_logins_max": 2}], indirect=True)
 async def test_sign_ins_under_way_are_capped_by_their_setting(world: World) -> None:
     async with world.jar() as http:

@@ -1,0 +1,1 @@
+"""One module per resource: each handler parses its request, calls the store or the runtime, and renders a reply."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL store (asyncpg), for deployments beyond one machine: `store` holds it."""
