@@ -42,7 +42,9 @@ def markdown() -> str:
         summary = (inspect.getdoc(cls) or "").splitlines()[0]
         parts.append(f"\n## {group}\n\n{summary}\n\n| variable | type | default | meaning |\n|---|---|---|---|\n")
         parts.extend(
-            f"| `{spec.env}` | {spec.type.replace('|', 'or')} | {shown_default(spec)} | {meaning(spec).replace('|', '/')} |\n"
+            # A `|` inside a cell would end it: `str | None` reads "str or None".
+            f"| `{spec.env}` | {spec.type.replace(' | ', ' or ')} | {shown_default(spec)} | "
+            f"{meaning(spec).replace('|', '/')} |\n"
             for spec in SPECS
             if spec.group == group
         )
