@@ -18,6 +18,9 @@ pytestmark = [pytest.mark.powerloss, pytest.mark.timeout(600)]
 
 # Targets that may lose acknowledged records: what the full campaign must show they do.
 LOSSY = {"sqlite-normal", "jetstream-default"}
+# A cluster on NATS's default sync may also not come back after a cut (a stream's files half written): its round
+# counts as corrupt (tests/powerloss_js.py). A finding of that target, like its losses; no other target may.
+MAY_BREAK = {"jetstream-default"}
 GROUPS = {
     "files": (["sqlite-full", "sqlite-full-torn", "sqlite-normal", "json", "audit-log", "client-spool"], 2),
     "postgres": (["postgres"], 2),
@@ -49,7 +52,9 @@ def test_short_campaign_loses_nothing_acknowledged_where_the_store_syncs(tmp_pat
     for name, tally in results.items():
         assert tally["rounds"] == rounds, name
         assert tally["acked"] > 0, name
-        assert tally["corrupt"] == 0 and tally["duplicated"] == 0, (name, tally)
+        assert tally["duplicated"] == 0, (name, tally)
+        if name not in MAY_BREAK:
+            assert tally["corrupt"] == 0, (name, tally)
         if name not in LOSSY:
             assert tally["lost"] == 0, (name, tally)
 
@@ -62,7 +67,9 @@ def test_the_committed_full_campaign_covers_every_target_and_saw_loss_only_where
     for name in LOSSY:
         assert results[name]["lost"] > 0, (name, results[name])
     for name, tally in results.items():
-        assert tally["rounds"] > 0 and tally["corrupt"] == 0, (name, tally)
+        assert tally["rounds"] > 0, (name, tally)
+        if name not in MAY_BREAK:
+            assert tally["corrupt"] == 0, (name, tally)
         if name not in LOSSY:
             assert tally["lost"] == 0 and tally["duplicated"] == 0, (name, tally)
     assert results["audit-log"]["checkpoints"] > 0 and results["audit-log"]["forks"] == 0, results
