@@ -59,6 +59,16 @@ class Topology:
         await service.start()
         return service
 
+    async def stored_ids(self, tenant_id: str, decision: str) -> set[str]:
+        """The ids PostgreSQL holds for one tenant's decisions of one outcome."""
+        conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": self.schema})
+        try:
+            rows = await conn.fetch("SELECT decision_id FROM activity_decisions WHERE tenant_id = $1 AND decision = $2",
+                                    tenant_id, decision)  # fmt: skip
+            return {row["decision_id"] for row in rows}
+        finally:
+            await conn.close()
+
     async def committed(self, ids: set[str], timeout: float = 60.0) -> float:
         """Wait until every id is in PostgreSQL; return the seconds waited."""
         started = time.monotonic()

@@ -80,6 +80,8 @@ def test_console_asks_for_a_token_keeps_it_in_the_tab_and_shows_the_tenant(
     page.goto(live.url("/console"))
     dialog = page.locator("#signin")
     expect(dialog).to_be_visible()
+    # No provider configured: no sign-in route is named, so only the token field is offered.
+    expect(page.locator("#signin-provider")).to_be_hidden()
     page.fill("#signin-token", "cavra_not-a-real-token")
     page.click("#signin-form button[type=submit]")
     expect(page.locator("#signin-reason")).to_contain_text("refused")
