@@ -674,6 +674,37 @@ async def test_facets_of_windows_at_any_edges_equal_a_group_by(store):
         assert await store.facets(query, 10) == grouped_facets(store.path, query, 10), name
 
 
+async def shared_then_alone(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, query: ListQuery, delete: str, params: tuple[Any, ...]
+) -> tuple[list[bool], Facets]:
+    """Facets of `query` on two readers, then with `delete` committed between the two readers' snapshots: one
+    reader answers alone, from the first snapshot. Returns each snapshot check's verdict and the facets after."""
+    shared: list[bool] = []
+    same_snapshot = store.readers.same_snapshot
+
+    async def spied(other: Any, version: Any) -> bool:
+        shared.append(await same_snapshot(other, version))
+        return shared[-1]
+
+    monkeypatch.setattr(store.readers, "same_snapshot", spied)
+    before = grouped_facets(store.path, query, 10)
+    assert await store.facets(query, 10) == before
+    assert shared == [True]
+
+    async def delete_between() -> None:
+        with sqlite3.connect(store.path) as db:
+            assert db.execute(delete, params).rowcount > 5
+
+    monkeypatch.setattr(store.readers, "between_snapshots", delete_between)
+    assert await store.facets(query, 10) == before
+    assert shared == [True, False]
+    monkeypatch.setattr(store.readers, "between_snapshots", lambda: asyncio.sleep(0))
+    after = grouped_facets(store.path, query, 10)
+    assert after != before
+    assert await store.facets(query, 10) == after
+    return shared, after
+
+
 async def test_two_readers_share_one_snapshot_or_one_reads_alone(store, monkeypatch):
     """A window's partial days are faceted on two readers at once only when both see the same snapshot: a
     delete committed between their snapshots makes one reader answer alone, from the first snapshot."""
@@ -684,33 +715,24 @@ async def test_two_readers_share_one_snapshot_or_one_reads_alone(store, monkeypa
     assert countreads.long_edges(noon_to_noon)
     assert not countreads.long_edges(ListQuery(since=moment(1), until=moment(2)))
     assert not countreads.long_edges(dataclasses.replace(noon_to_noon, equals=(("decision", ("block",)),)))
-    shared: list[bool] = []
-    same_snapshot = store.readers.same_snapshot
+    delete = "DELETE FROM activity_decisions WHERE timestamp >= ? AND timestamp < ? AND decision = 'block'"
+    await shared_then_alone(store, monkeypatch, noon_to_noon, delete, (moment(24), moment(36)))
 
-    async def spied(other: Any, version: Any) -> bool:
-        shared.append(await same_snapshot(other, version))
-        return shared[-1]
 
-    monkeypatch.setattr(store.readers, "same_snapshot", spied)
-    before = grouped_facets(store.path, noon_to_noon, 10)
-    assert await store.facets(noon_to_noon, 10) == before
-    assert shared == [True]
-
-    async def delete_in_the_second_half_day() -> None:
-        with sqlite3.connect(store.path) as db:
-            gone = db.execute(
-                "DELETE FROM activity_decisions WHERE timestamp >= ? AND timestamp < ? AND decision = 'block'",
-                (moment(24), moment(36)),
-            ).rowcount
-        assert gone > 10
-
-    monkeypatch.setattr(store.readers, "between_snapshots", delete_in_the_second_half_day)
-    assert await store.facets(noon_to_noon, 10) == before
-    assert shared == [True, False]
-    monkeypatch.setattr(store.readers, "between_snapshots", lambda: asyncio.sleep(0))
-    after = grouped_facets(store.path, noon_to_noon, 10)
-    assert after != before
-    assert await store.facets(noon_to_noon, 10) == after
+async def test_facets_read_from_the_table_share_one_snapshot_on_two_readers_or_one_reads_alone(store, monkeypatch):
+    """A filter no count answers (a rule) groups its matches on two heavy readers at once when one is idle and
+    both see the same snapshot; a commit between the snapshots, or no idle reader, leaves one reader alone."""
+    rng = random.Random(43)
+    await store.write([accepted(record(rng, n)) for n in range(600)])
+    query = ListQuery(equals=(("rule_id", ("rule.1", "rule.2", "rule.9")),))
+    assert countplan.servable(query, facets=True) is None
+    delete = "DELETE FROM activity_decisions WHERE rule_id IN (?, ?) AND decision = 'block'"
+    shared, after = await shared_then_alone(store, monkeypatch, query, delete, ("rule.1", "rule.2"))
+    assert shared == [True, False, True]
+    # With every other heavy reader busy, the one reader answers alone (nothing waits for a second).
+    async with store.readers.heavy():
+        assert await store.facets(query, 10) == after
+    assert shared == [True, False, True]
 
 
 def sums_over_outcomes(path: Path) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, str, str, int]]]:
