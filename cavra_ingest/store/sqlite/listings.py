@@ -29,6 +29,7 @@ DECISION_COUNT_DRIVERS = (*DECISION_FACET_DRIVERS, ("decision", True))
 # Drivers whose index holds their column alone.
 BARE_DRIVERS = frozenset({"decision"})
 # The condition of 025's partial rule index: true of every row a rule filter matches.
+RULE_INDEX = "idx_activity_decisions_rule"  # 025
 RULE_INDEX_TERM = "rule_id IS NOT NULL"
 # Rows the trigram index (012) says may match, and every row the background indexer has not reached yet.
 SEARCH_CANDIDATES = (
@@ -101,6 +102,18 @@ class SteeredListing(Listing):
         # One chosen index drives; the other filters are tested on the entries it yields.
         driver = self.driving(query, use)
         return frozenset(name for name, _ in query.equals if name != driver)
+
+    def facets(self, query: ListQuery, fields: tuple[str, ...]) -> tuple[str, list[Any]]:
+        if self.driving(query, "facets") != "rule_id":
+            return super().facets(query, fields)
+        # The rule index covers every facet field: each field grouped straight from its entries costs less
+        # than copying the matches out first (250 k of them: ~400 ms against ~480 ms of CPU, six fields). Named,
+        # since a field's own index would give its GROUP BY its order and win with statistics of a broad rule.
+        where, params = self.where(query, with_position=False, use="facets")
+        source = f"{self.table} INDEXED BY {RULE_INDEX}{where}"
+        columns = [(name, self.columns[name]) for name in fields]
+        arms = [f"SELECT '{name}', {col}, count(*) FROM {source} GROUP BY {col}" for name, col in columns]
+        return " UNION ALL ".join(arms), params * len(arms)
 
     def where(self, query: ListQuery, *, with_position: bool, use: Use = "page") -> tuple[str, list[Any]]:
         where, params = super().where(query, with_position=with_position, use=use)
