@@ -6,7 +6,7 @@ DB ?= .cavra/activity.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: bench-jetstream-sync bench-fold fuse powerloss partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit oidc-provider
+.PHONY: bench-goals bench-jetstream-sync bench-fold fuse powerloss partition bench-store bench-search bench-console bench-single docs install browser nats-server rsyslog bench-streaming run migrate test test-fast screenshots lint format bench bench-features bench-reads bench-datasette bench-client bench-audit bench-scaleout faults clean audit oidc-provider
 
 install: $(VENV)/.installed
 
@@ -85,6 +85,24 @@ bench: install
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(filter command line environment,$(origin ROWS)),--rows $(ROWS)) $(BENCH_ARGS)
 	$(MAKE) bench-features
 	$(MAKE) bench-streaming
+
+# Issue 28's goals, each beside its floor measured in the same run (docs/performance.md, "Against the goals"):
+# arrays and single posts beside the floor apps, the store beside plain sqlite3 into its layout, reads during a
+# fold, the console's first paint, rule facets at 5 M, JetStream sync. Builds the files it lacks (~40 min).
+bench-goals: install browser nats-server
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	mkdir -p bench/work bench/data
+	$(PY) -m bench.run --only rounds --repeats 2 --duration 6 --tag goals
+	$(PY) -m bench.storelimit --batch 100 32 --decisions 6000 --repeats 3
+	$(PY) -m bench.hotpath --duration 6 --repeats 2
+	$(PY) -m bench.fold_reads --rows 1000000
+	test -f bench/work/p20k.db || $(PY) -m bench.preload bench/work/p20k.db --rows 20000
+	$(PY) -m bench.console_paint --db bench/work/p20k.db --runs 10
+	test -f bench/data/reads-5000000.db || $(PY) -c "from pathlib import Path; from bench.read_bench import Shape, load; \
+		load(Path('bench/data/reads-5000000.db'), Shape(rows=5_000_000))"
+	$(PY) -m bench.rule_facets bench/data/reads-5000000.db --runs 7
+	$(PY) -m bench.scaleout --sync --pairs 4
 
 # What each write-path feature costs in server CPU per decision against its budget (bench/featurecost.py):
 # arrays of 100 and single posts, interleaved on/off pairs; writes bench/results/featurecost-*.md.
