@@ -102,6 +102,7 @@ bench-goals: install browser nats-server
 	test -f bench/data/reads-5000000.db || $(PY) -c "from pathlib import Path; from bench.read_bench import Shape, load; \
 		load(Path('bench/data/reads-5000000.db'), Shape(rows=5_000_000))"
 	$(PY) -m bench.rule_facets bench/data/reads-5000000.db --runs 7
+	$(PY) -m bench.rule_floor
 	$(PY) -m bench.scaleout --sync --pairs 4
 
 # What each write-path feature costs in server CPU per decision against its budget (bench/featurecost.py):
