@@ -1,9 +1,9 @@
 """The floor of a broad rule's facets read from the table: plain sqlite3 over the covering rule index, one core.
 
 Usage: python -m bench.rule_floor [--db bench/work/rule-floor.db] [--rows 5000000] [--runs 7]
-Builds (once) a table of the rule index's columns only, with the read benchmark's population (bench/read_bench.py:
-100 sessions per 20,000 rows, each with one agent, repository, tenant, workspace and pack) for --rows decisions,
-writing only one action's rows (its 15 rules hold 5 % of them: what `bench.rule_facets`'s broad rule reads)
+Builds (once) a table of the rule index's columns only, from the read benchmark's own rows (bench/read_bench.py's
+generate(): 100 sessions per 20,000 rows, each with one agent, repository, tenant, workspace and pack) for --rows
+decisions, writing only one action's rows (its 15 rules hold 5 % of them: what `bench.rule_facets`'s broad rule reads)
 and every 20th other row. Then times the six GROUP BYs over that range of the index, in CPU of this thread:
 what any reading of those matches from the table costs on one core, with no store, Python or HTTP around it.
 Writes bench/results/rule-floor.json.
@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sqlite3
 import statistics
 import time
 from pathlib import Path
 
-from bench.read_bench import ACTIONS, OUTCOMES, RARE_OUTCOME, SEVERITIES, Shape, weighted
+from bench.read_bench import ACTIONS, INSERT, Shape, generate
 from cavra_ingest.store.base import FACET_FIELDS
 
 RESULTS = Path(__file__).parent / "results"
@@ -28,34 +27,24 @@ COLUMNS = (
     "rule_id, timestamp, decision, severity, repository, agent_id, policy_pack, action_type, tenant_id, workspace_id"
 )
 ACTION = ACTIONS[0]
+# Where generate()'s rows (in read_bench.INSERT's column order) hold COLUMNS.
+_ORDER = [name.strip() for name in INSERT[INSERT.index("(") + 1 : INSERT.index(")")].split(",")]
+PICKED = [_ORDER.index(name.strip()) for name in COLUMNS.split(",")]
+ACTION_AT = _ORDER.index("action_type")
 RULES = tuple(f"rule.{ACTION}.{i}" for i in range(15))
 
 
 def build(path: Path, rows: int) -> None:
-    shape = Shape(rows)
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     db.execute(f"CREATE TABLE d (id INTEGER PRIMARY KEY, {COLUMNS})")
-    rng = random.Random(7)
     insert = f"INSERT INTO d ({COLUMNS}) VALUES ({', '.join('?' * 10)})"
     batch: list[tuple[str, ...]] = []
-    for i in range(rows):
-        action = ACTIONS[rng.randrange(len(ACTIONS))]
-        if action != ACTION and i % 20:
+    for i, row in enumerate(generate(Shape(rows))):
+        if row[ACTION_AT] != ACTION and i % 20:
             continue
-        window = i // shape.rows_per_window
-        session = random.Random(window * shape.sessions_active + rng.randrange(shape.sessions_active))
-        agent = f"agent-{session.randrange(shape.agents):04d}"
-        repository = f"org-{session.randrange(30)}/repo-{session.randrange(shape.repositories):04d}"
-        tenant = f"tenant-{session.randrange(shape.tenants):02d}"
-        workspace = f"{tenant}-ws-{session.randrange(5)}"
-        pack = f"pack-{session.randrange(8)}"
-        outcome = RARE_OUTCOME if rng.random() < 0.01 else weighted(rng, OUTCOMES)
-        stamp = f"{i * shape.step_us:020d}"
-        rule = f"rule.{action}.{rng.randrange(15)}"
-        severity = weighted(rng, SEVERITIES)
-        batch.append((rule, stamp, outcome, severity, repository, agent, pack, action, tenant, workspace))
+        batch.append(tuple(row[at] for at in PICKED))
         if len(batch) >= 100_000:
             db.executemany(insert, batch)
             batch = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -164,6 +165,25 @@ async def test_a_broken_role_mapping_refuses_sign_in_with_a_503_until_it_is_mend
     assert ("sign-in", "failed", "alice", None) in world.events()
 
 
+async def test_a_start_with_a_broken_role_mapping_warns_and_still_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    roles = tmp_path / "roles.json"
+    roles.write_text("{")
+    db = tmp_path / "activity.db"
+    settings = Settings.of(activity_db=str(db), oidc_issuer="http://127.0.0.1:9/", oidc_client_id="cavra",
+                           oidc_roles=str(roles), public_url="http://127.0.0.1:9")  # fmt: skip
+    await make_store(settings).migrate()
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=5)
+    with caplog.at_level(logging.WARNING, logger="cavra_ingest"):
+        await runner.setup()
+    try:
+        warned = [r.getMessage() for r in caplog.records if "sign-ins will be refused" in r.getMessage()]
+        assert warned and "CAVRA_OIDC_ROLES" in warned[0] and str(roles) not in warned[0], caplog.text
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize("world", [{"oidc_pending_logins_max": 2}], indirect=True)
 async def test_sign_ins_under_way_are_capped_by_their_setting(world: World) -> None:
     async with world.jar() as http:
@@ -172,6 +192,7 @@ async def test_sign_ins_under_way_are_capped_by_their_setting(world: World) -> N
                 assert reply.status == 302
         async with http.get(world.base + "/auth/login", allow_redirects=False) as reply:
             assert reply.status == 503 and "Too many sign-ins" in await reply.text()
+            assert reply.headers["Retry-After"] == "30"
     with sqlite3.connect(world.db) as conn:
         assert conn.execute("SELECT count(*) FROM signin_logins").fetchone() == (2,)
 

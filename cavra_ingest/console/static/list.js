@@ -82,7 +82,7 @@ export function wireDetail() {
   });
 }
 
-// --- The decisions list: its rows, export links and facet sidebar. loadList (below) fetches, pages and polls it.
+// --- The decisions list: its rows and facet sidebar. loadList (below) fetches, pages and polls it.
 let refocus = null; // the facet button to focus again once the sidebar is redrawn
 
 export const decisionsList = {
@@ -92,10 +92,6 @@ export const decisionsList = {
   columns: DECISION_COLUMNS,
   id: (item) => item.decision_id,
   row: (item) => decisionRow(item, `/console${toSearch({ ...ui.state, detail: item.decision_id })}`),
-  links(params) {
-    $("export-csv").href = withQuery("/decisions.csv", params);
-    $("export-ndjson").href = withQuery("/decisions.ndjson", params);
-  },
   starting(gen, since) {
     early = { gen, facets: settled(getJson("/decisions/facets", facetParams(ui.state, since))) };
   },
@@ -225,10 +221,6 @@ export const sessionsList = {
   columns: SESSION_COLUMNS,
   id: (item) => item.session_id,
   row: sessionRow,
-  links(params) {
-    $("export-csv").href = withQuery("/sessions.csv", params);
-    $("export-ndjson").href = withQuery("/sessions.ndjson", params);
-  },
 };
 
 // --- A listing (decisions or sessions) as it is fetched, drawn and paged.
@@ -317,7 +309,10 @@ function showList(list, fresh) {
   $("page-next").disabled = !shown.nextCursor;
   $("page-prev").disabled = prevStack.length === 0;
   $("page-first").disabled = !state.cursor;
-  if (list.links) list.links(filterParams(state, shown.since));
+  // Each listing's exports sit beside its JSON route: /decisions.csv, /sessions.ndjson.
+  const filters = filterParams(state, shown.since);
+  $("export-csv").href = withQuery(`${list.path}.csv`, filters);
+  $("export-ndjson").href = withQuery(`${list.path}.ndjson`, filters);
   $("api-link").href = withQuery(list.path, listParams(shown.since, true));
 }
 
